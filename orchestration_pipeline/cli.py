@@ -1,0 +1,224 @@
+"""The ``orchestration-pipeline`` console script. Thin: parsing and printing; the work is in lib/."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import click
+import psycopg
+
+from orchestration_pipeline.errors import OrchError
+
+
+class _Group(click.Group):
+    """Turns known errors into one line on stderr and a non-zero exit."""
+
+    def invoke(self, ctx: click.Context):  # type: ignore[override]
+        try:
+            return super().invoke(ctx)
+        except OrchError as exc:
+            click.echo(f"error: {exc}", err=True)
+            ctx.exit(1)
+        except psycopg.OperationalError as exc:
+            line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            click.echo(f"error: database unavailable: {line} — check the server and the *_DATABASE_URL settings", err=True)
+            ctx.exit(1)
+
+
+def _settings():
+    from orchestration_pipeline.settings import load_settings
+
+    return load_settings()
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="orchestration-pipeline")
+def main() -> None:
+    """Turn orchestration and agent event logs into durable, verified state.
+
+    With no database settings, everything runs on an embedded PostgreSQL under
+    $ORCH_HOME (default ./.orch). Set ORCH_DATABASE_URL and TASKS_DATABASE_URL to use servers.
+    """
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of aligned text.")
+@click.option("--env", "as_env", is_flag=True, help="Print `export NAME=value` lines for a shell to eval.")
+def up(as_json: bool, as_env: bool) -> None:
+    """Start the embedded services if needed, apply migrations, and print DSNs and paths.
+
+    Safe to run repeatedly and concurrently: a running server is reused.
+    """
+    from orchestration_pipeline.lib.services import bring_up, describe, pipeline_environment
+
+    services = bring_up(_settings())
+    if as_env:
+        for name, value in pipeline_environment(services).items():
+            click.echo(f"export {name}={_shell_quote(value)}")
+        return
+    info = describe(services)
+    info_applied = {t: names for t, names in services.applied.items() if names}
+    if as_json:
+        click.echo(json.dumps({**info, "applied": info_applied}))
+        return
+    width = max(len(k) for k in info)
+    for key, value in info.items():
+        click.echo(f"{key.ljust(width)}  {value}")
+    for target, names in info_applied.items():
+        click.echo(f"applied {target}: {', '.join(names)}")
+
+
+def _shell_quote(value: str) -> str:
+    import shlex
+
+    return shlex.quote(value)
+
+
+@main.command()
+def down() -> None:
+    """Stop the embedded PostgreSQL server under $ORCH_HOME (no-op for configured servers)."""
+    from orchestration_pipeline.lib.embedded import stop_postgres
+
+    settings = _settings()
+    if not settings.embedded_postgres:
+        click.echo("ORCH_DATABASE_URL is set: no embedded server to stop")
+        return
+    stopped = stop_postgres(settings.orch_home)
+    click.echo(f"stopped embedded PostgreSQL in {settings.pg_dir}" if stopped else "embedded PostgreSQL was not running")
+
+
+def _dagster_executable() -> str:
+    candidate = Path(sys.executable).parent / "dagster"
+    found = str(candidate) if candidate.exists() else shutil.which("dagster")
+    if not found:
+        raise click.ClickException("the `dagster` command is not installed — run 'pip install -e .' in this environment")
+    return found
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Interface for the Dagster webserver.")
+@click.option("--port", "-p", default=3000, show_default=True, type=int, help="Port for the Dagster webserver.")
+def dev(host: str, port: int) -> None:
+    """`up`, then `dagster dev` with DAGSTER_HOME under $ORCH_HOME and storage in Postgres.
+
+    Stop it with Ctrl-C (or SIGTERM to its process group). The embedded database keeps
+    running for the next start; `orchestration-pipeline down` stops it.
+    """
+    from orchestration_pipeline.lib.project_files import project_root
+    from orchestration_pipeline.lib.services import bring_up, pipeline_environment, prepare_dagster_home
+
+    settings = _settings()
+    services = bring_up(settings)
+    prepare_dagster_home(settings)
+    env = {**os.environ, **pipeline_environment(services)}
+    workspace = project_root() / "workspace.yaml"
+    argv = [_dagster_executable(), "dev", "-w", str(workspace), "-h", host, "-p", str(port)]
+    click.echo(f"starting Dagster on http://{host}:{port} (DAGSTER_HOME={settings.dagster_home})", err=True)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # Replace this process so signals sent to it (or its group) reach `dagster dev` directly.
+    os.execve(argv[0], argv, env)
+
+
+@main.command()
+@click.option("--select", default="*", show_default=True, help="Dagster asset selection to materialize.")
+def run(select: str) -> None:
+    """`up`, then materialize the selected assets (and run their checks) once, end to end."""
+    from orchestration_pipeline.lib.project_files import project_root
+    from orchestration_pipeline.lib.services import bring_up, pipeline_environment, prepare_dagster_home
+
+    settings = _settings()
+    services = bring_up(settings)
+    prepare_dagster_home(settings)
+    env = {**os.environ, **pipeline_environment(services)}
+    argv = [_dagster_executable(), "asset", "materialize", "--select", select, "-m", "orchestration_pipeline.definitions"]
+    result = subprocess.run(argv, env=env, cwd=project_root())
+    if result.returncode != 0:
+        raise click.ClickException(
+            f"materialization failed (exit {result.returncode}) — see the log above, or run "
+            "'orchestration-pipeline dev' and open the run in the UI"
+        )
+    click.echo(f"materialized {select!r}; runs are stored in the dagster database (see them with 'orchestration-pipeline dev')")
+
+
+@main.group()
+def db() -> None:
+    """Database migrations of the orchestration DB and the Tasks DB."""
+
+
+_TARGET_OPTION = click.option(
+    "--target",
+    type=click.Choice(["orchestration", "tasks", "all"]),
+    default="all",
+    show_default=True,
+    help="Which database's migrations (sql/orchestration or sql/tasks).",
+)
+
+
+def _target_dsns(target: str) -> list[tuple[str, str]]:
+    from orchestration_pipeline.lib.embedded import resolve_database_urls
+
+    urls = resolve_database_urls(_settings(), start=True)
+    pairs = [("orchestration", urls.orchestration), ("tasks", urls.tasks)]
+    return [p for p in pairs if target in ("all", p[0])]
+
+
+@db.command("migrate")
+@_TARGET_OPTION
+def db_migrate(target: str) -> None:
+    """Apply pending migrations, each file in its own transaction, under an advisory lock."""
+    from orchestration_pipeline.lib.db import connection, migrate
+
+    for name, dsn in _target_dsns(target):
+        with connection(dsn) as conn:
+            applied = migrate(conn, name)
+        click.echo(f"{name}: " + (f"applied {', '.join(m.filename for m in applied)}" if applied else "up to date"))
+
+
+@db.command("status")
+@_TARGET_OPTION
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@click.option("--check", is_flag=True, help="Exit 1 when anything is pending or has drifted.")
+def db_status(target: str, as_json: bool, check: bool) -> None:
+    """List applied and pending migrations, and any applied file whose checksum changed."""
+    from orchestration_pipeline.lib.db import connection, migration_status
+
+    report = {}
+    all_current = True
+    for name, dsn in _target_dsns(target):
+        with connection(dsn) as conn:
+            status = migration_status(conn, name)
+        all_current &= status.current
+        report[name] = {
+            "applied": [
+                {"version": a.version, "name": a.name, "applied_at": a.applied_at.isoformat(), "duration_ms": a.duration_ms}
+                for a in status.applied
+            ],
+            "pending": [m.filename for m in status.pending],
+            "checksum_drift": [str(m.path) for m in status.drifted],
+            "unknown_applied": [f"{a.version:04d}_{a.name}" for a in status.unknown],
+        }
+    if as_json:
+        click.echo(json.dumps(report))
+    else:
+        for name, r in report.items():
+            click.echo(f"{name}:")
+            for a in r["applied"]:
+                click.echo(f"  applied  {a['version']:04d}_{a['name']}  {a['applied_at']}  {a['duration_ms']} ms")
+            for p in r["pending"]:
+                click.echo(f"  pending  {p}")
+            for d in r["checksum_drift"]:
+                click.echo(f"  DRIFT    {d} changed after it was applied")
+            for u in r["unknown_applied"]:
+                click.echo(f"  unknown  {u} is applied but has no file")
+    if check and not all_current:
+        raise click.ClickException("migrations are not current — run 'orchestration-pipeline db migrate'")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,36 @@
+"""Assembles the Definitions of the orchestration-pipeline code location; nothing else."""
+
+import os
+
+import dagster as dg
+
+from orchestration_pipeline.defs.resources import OrchestrationDatabase, TasksDatabase, VectorIndexResource
+from orchestration_pipeline.defs.schema.assets import orchestration_schema
+from orchestration_pipeline.defs.schema.checks import schema_migrations_current
+
+
+def _optional_env(name: str) -> dg.EnvVar | None:
+    # Evaluated when the code location loads, not at import: optional settings stay None when unset.
+    return dg.EnvVar(name) if os.environ.get(name) else None
+
+
+def build_resources() -> dict[str, dg.ConfigurableResource]:
+    """The resources every asset may ask for, configured from the environment at run time."""
+    return {
+        "orchestration_db": OrchestrationDatabase(dsn=dg.EnvVar("ORCH_DATABASE_URL")),
+        "tasks_db": TasksDatabase(dsn=dg.EnvVar("TASKS_DATABASE_URL")),
+        "vector_index": VectorIndexResource(
+            orch_home=dg.EnvVar("ORCH_HOME"),
+            qdrant_url=_optional_env("QDRANT_URL"),
+            qdrant_api_key=_optional_env("QDRANT_API_KEY"),
+        ),
+    }
+
+
+@dg.definitions
+def defs() -> dg.Definitions:
+    return dg.Definitions(
+        assets=[orchestration_schema],
+        asset_checks=[schema_migrations_current],
+        resources=build_resources(),
+    )

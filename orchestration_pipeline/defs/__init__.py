@@ -1,0 +1,1 @@
+"""Dagster layer: thin wrappers that wire lib/ into assets, checks, sensors and jobs."""

@@ -1,0 +1,85 @@
+"""Dagster resources. Values arrive through ``dg.EnvVar``; nothing reads the environment at import."""
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import dagster as dg
+import psycopg
+from psycopg_pool import ConnectionPool
+from pydantic import PrivateAttr
+
+from orchestration_pipeline.errors import DatabaseUnavailable
+from orchestration_pipeline.lib.db import redact_dsn
+from orchestration_pipeline.lib.vector_index import VectorIndexLocation
+
+
+class _PooledDatabase(dg.ConfigurableResource):
+    dsn: str
+    pool_min_size: int = 1
+    pool_max_size: int = 4
+    connect_timeout_s: float = 10.0
+
+    _pool: ConnectionPool | None = PrivateAttr(default=None)
+
+    def _configure(self, conn: psycopg.Connection) -> None:
+        """Hook for per-connection settings."""
+
+    def _get_pool(self) -> ConnectionPool:
+        if self._pool is None:
+            self._pool = ConnectionPool(
+                self.dsn,
+                min_size=self.pool_min_size,
+                max_size=self.pool_max_size,
+                configure=self._configure,
+                open=False,
+                name=type(self).__name__,
+            )
+            self._pool.open(wait=False)
+        return self._pool
+
+    @contextmanager
+    def connection(self) -> Iterator[psycopg.Connection]:
+        """Borrow a pooled connection; a refused connection becomes an error naming the fix."""
+        try:
+            with self._get_pool().connection(timeout=self.connect_timeout_s) as conn:
+                yield conn
+        except psycopg.pool.PoolTimeout:
+            raise DatabaseUnavailable(
+                f"no connection to {redact_dsn(self.dsn)} within {self.connect_timeout_s:.0f}s — is the server "
+                "running? ('orchestration-pipeline up' starts the embedded one)"
+            ) from None
+
+    def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
+        if self._pool is not None:
+            self._pool.close()
+            self._pool = None
+
+
+class OrchestrationDatabase(_PooledDatabase):
+    """The orchestration DB (source of truth for events), as a pool of psycopg 3 connections."""
+
+
+class TasksDatabase(_PooledDatabase):
+    """The authoritative Tasks DB. Read-only unless ``read_only`` is turned off for decision effects."""
+
+    read_only: bool = True
+
+    def _configure(self, conn: psycopg.Connection) -> None:
+        if self.read_only:
+            conn.execute("SET default_transaction_read_only = on")
+            conn.commit()
+
+
+class VectorIndexResource(dg.ConfigurableResource):
+    """Where the vector index lives: qdrant-edge under ORCH_HOME/qdrant, or a Qdrant server."""
+
+    orch_home: str
+    qdrant_url: str | None = None
+    qdrant_api_key: str | None = None
+
+    def location(self) -> VectorIndexLocation:
+        from pathlib import Path
+
+        return VectorIndexLocation.from_settings(
+            self.qdrant_url, self.qdrant_api_key, str(Path(self.orch_home) / "qdrant")
+        )

@@ -1,0 +1,27 @@
+"""Errors that reach a user: each message is one line and names the fix."""
+
+
+class OrchError(Exception):
+    """Base class for errors the CLI prints as one line and exits non-zero on."""
+
+
+class ConfigError(OrchError):
+    """The environment is misconfigured."""
+
+
+class DatabaseUnavailable(OrchError):
+    """A database did not answer."""
+
+
+class MigrationError(OrchError):
+    """A migration could not be applied or was changed after being applied."""
+
+
+class SchemaNotReady(OrchError):
+    """Required tables are missing; the fix is always to run the migrations."""
+
+    def __init__(self, missing: list[str]):
+        self.missing = sorted(missing)
+        super().__init__(
+            f"schema not ready: missing tables {', '.join(self.missing)} — run 'orchestration-pipeline db migrate'"
+        )
