@@ -26,7 +26,10 @@ class _Group(click.Group):
             ctx.exit(1)
         except psycopg.OperationalError as exc:
             line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            click.echo(f"error: database unavailable: {line} — check the server and the *_DATABASE_URL settings", err=True)
+            click.echo(
+                f"error: database unavailable: {line} — check the server and the *_DATABASE_URL settings",
+                err=True,
+            )
             ctx.exit(1)
 
 
@@ -89,20 +92,28 @@ def down() -> None:
         click.echo("ORCH_DATABASE_URL is set: no embedded server to stop")
         return
     stopped = stop_postgres(settings.orch_home)
-    click.echo(f"stopped embedded PostgreSQL in {settings.pg_dir}" if stopped else "embedded PostgreSQL was not running")
+    click.echo(
+        f"stopped embedded PostgreSQL in {settings.pg_dir}"
+        if stopped
+        else "embedded PostgreSQL was not running"
+    )
 
 
 def _dagster_executable() -> str:
     candidate = Path(sys.executable).parent / "dagster"
     found = str(candidate) if candidate.exists() else shutil.which("dagster")
     if not found:
-        raise click.ClickException("the `dagster` command is not installed — run 'pip install -e .' in this environment")
+        raise click.ClickException(
+            "the `dagster` command is not installed — run 'pip install -e .' in this environment"
+        )
     return found
 
 
 @main.command()
 @click.option("--host", default="127.0.0.1", show_default=True, help="Interface for the Dagster webserver.")
-@click.option("--port", "-p", default=3000, show_default=True, type=int, help="Port for the Dagster webserver.")
+@click.option(
+    "--port", "-p", default=3000, show_default=True, type=int, help="Port for the Dagster webserver."
+)
 def dev(host: str, port: int) -> None:
     """`up`, then `dagster dev` with DAGSTER_HOME under $ORCH_HOME and storage in Postgres.
 
@@ -136,14 +147,24 @@ def run(select: str) -> None:
     services = bring_up(settings)
     prepare_dagster_home(settings)
     env = {**os.environ, **pipeline_environment(services)}
-    argv = [_dagster_executable(), "asset", "materialize", "--select", select, "-m", "orchestration_pipeline.definitions"]
+    argv = [
+        _dagster_executable(),
+        "asset",
+        "materialize",
+        "--select",
+        select,
+        "-m",
+        "orchestration_pipeline.definitions",
+    ]
     result = subprocess.run(argv, env=env, cwd=project_root())
     if result.returncode != 0:
         raise click.ClickException(
             f"materialization failed (exit {result.returncode}) — see the log above, or run "
             "'orchestration-pipeline dev' and open the run in the UI"
         )
-    click.echo(f"materialized {select!r}; runs are stored in the dagster database (see them with 'orchestration-pipeline dev')")
+    click.echo(
+        f"materialized {select!r}; runs are stored in the dagster database (see them with 'orchestration-pipeline dev')"
+    )
 
 
 @main.group()
@@ -177,7 +198,9 @@ def db_migrate(target: str) -> None:
     for name, dsn in _target_dsns(target):
         with connection(dsn) as conn:
             applied = migrate(conn, name)
-        click.echo(f"{name}: " + (f"applied {', '.join(m.filename for m in applied)}" if applied else "up to date"))
+        click.echo(
+            f"{name}: " + (f"applied {', '.join(m.filename for m in applied)}" if applied else "up to date")
+        )
 
 
 @db.command("status")
@@ -196,7 +219,12 @@ def db_status(target: str, as_json: bool, check: bool) -> None:
         all_current &= status.current
         report[name] = {
             "applied": [
-                {"version": a.version, "name": a.name, "applied_at": a.applied_at.isoformat(), "duration_ms": a.duration_ms}
+                {
+                    "version": a.version,
+                    "name": a.name,
+                    "applied_at": a.applied_at.isoformat(),
+                    "duration_ms": a.duration_ms,
+                }
                 for a in status.applied
             ],
             "pending": [m.filename for m in status.pending],
@@ -209,7 +237,9 @@ def db_status(target: str, as_json: bool, check: bool) -> None:
         for name, r in report.items():
             click.echo(f"{name}:")
             for a in r["applied"]:
-                click.echo(f"  applied  {a['version']:04d}_{a['name']}  {a['applied_at']}  {a['duration_ms']} ms")
+                click.echo(
+                    f"  applied  {a['version']:04d}_{a['name']}  {a['applied_at']}  {a['duration_ms']} ms"
+                )
             for p in r["pending"]:
                 click.echo(f"  pending  {p}")
             for d in r["checksum_drift"]:

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import psycopg
+import psycopg.types.json
 from psycopg import sql
 
 from orchestration_pipeline.errors import DatabaseUnavailable, MigrationError, SchemaNotReady
@@ -27,7 +28,10 @@ from orchestration_pipeline.lib.project_files import sql_dir
 TARGETS = ("orchestration", "tasks")
 _FILE_RE = re.compile(r"^(?P<version>\d{4})_(?P<name>[a-z0-9_]+)\.sql$")
 # Stable 64-bit advisory-lock keys, one per target.
-_LOCK_KEYS = {t: int.from_bytes(hashlib.sha256(f"orch-migrate:{t}".encode()).digest()[:8], "big", signed=True) for t in TARGETS}
+_LOCK_KEYS = {
+    t: int.from_bytes(hashlib.sha256(f"orch-migrate:{t}".encode()).digest()[:8], "big", signed=True)
+    for t in TARGETS
+}
 
 
 def redact_dsn(dsn: str) -> str:
@@ -35,7 +39,9 @@ def redact_dsn(dsn: str) -> str:
     return re.sub(r"(://[^:/@]*:)[^@]+@", r"\1***@", dsn)
 
 
-def connect(dsn: str, *, autocommit: bool = False, read_only: bool = False, connect_timeout: int = 10) -> psycopg.Connection:
+def connect(
+    dsn: str, *, autocommit: bool = False, read_only: bool = False, connect_timeout: int = 10
+) -> psycopg.Connection:
     """Open a psycopg 3 connection, turning a refused connection into an error that names the fix."""
     try:
         conn = psycopg.connect(dsn, autocommit=autocommit, connect_timeout=connect_timeout)
@@ -225,17 +231,32 @@ def missing_tables(conn: psycopg.Connection, tables: Iterable[str]) -> list[str]
     return [r[0] for r in rows]
 
 
-def require_schema(conn: psycopg.Connection, tables: Iterable[str], *, source: str = "orchestration-pipeline") -> None:
+def require_schema(
+    conn: psycopg.Connection,
+    tables: Iterable[str],
+    *,
+    source: str = "orchestration-pipeline",
+    record_decision: bool = True,
+) -> None:
     """Check once that ``tables`` exist; otherwise raise exactly one :class:`SchemaNotReady`.
 
     When the ``events`` table itself exists, one ``decision`` event records why the caller
     stopped, so the gap is visible in the event log rather than in a flood of per-row errors.
     """
+    # If the caller has no transaction open, the gate owns the one it starts and ends it;
+    # inside a caller's transaction the decision row commits (or not) with the caller's work.
+    owns_tx = not conn.autocommit and conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
     missing = missing_tables(conn, tables)
     if not missing:
+        if owns_tx:
+            conn.rollback()
         return
     error = SchemaNotReady(missing)
-    if "events" not in missing and conn.execute("SELECT to_regclass('events') IS NOT NULL").fetchone()[0]:
+    if (
+        record_decision
+        and "events" not in missing
+        and conn.execute("SELECT to_regclass('events') IS NOT NULL").fetchone()[0]
+    ):
         with conn.transaction():
             conn.execute(
                 """
@@ -245,23 +266,35 @@ def require_schema(conn: psycopg.Connection, tables: Iterable[str], *, source: s
                 """,
                 (source, str(error), psycopg.types.json.Jsonb(error.missing)),
             )
-    elif not conn.autocommit:
+        if owns_tx:
+            conn.commit()
+    elif owns_tx:
         conn.rollback()
     raise error
 
 
 class SchemaGate:
-    """Remembers a passed :func:`require_schema` so hot paths check the catalogue only once."""
+    """Remembers a passed :func:`require_schema`, so hot paths check the catalogue only once.
+
+    A failing gate re-checks on the next call (the operator may have migrated meanwhile) but
+    records its ``decision`` event only the first time, so retries never flood the log.
+    """
 
     def __init__(self, tables: Iterable[str], source: str = "orchestration-pipeline"):
         self.tables = tuple(tables)
         self.source = source
         self._passed = False
+        self._recorded = False
 
     def check(self, conn: psycopg.Connection) -> None:
-        if not self._passed:
-            require_schema(conn, self.tables, source=self.source)
-            self._passed = True
+        if self._passed:
+            return
+        try:
+            require_schema(conn, self.tables, source=self.source, record_decision=not self._recorded)
+        except SchemaNotReady:
+            self._recorded = True
+            raise
+        self._passed = True
 
 
 def create_database_if_missing(admin_dsn: str, name: str) -> bool:

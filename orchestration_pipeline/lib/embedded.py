@@ -111,7 +111,9 @@ def ensure_postgres(home: Path) -> EmbeddedPostgres:
                     f"read {log}, or remove {pgdata} if it is from another PostgreSQL version"
                 ) from None
             info = handle.get_postmaster_info()
-            server = EmbeddedPostgres(pgdata=pgdata, pid=info.pid, admin_dsn=info.get_uri(database="postgres"))
+            server = EmbeddedPostgres(
+                pgdata=pgdata, pid=info.pid, admin_dsn=info.get_uri(database="postgres")
+            )
         for name in DATABASES:
             create_database_if_missing(server.admin_dsn, name)
     return server

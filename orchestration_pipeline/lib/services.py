@@ -10,7 +10,12 @@ import psycopg
 
 from orchestration_pipeline.errors import ConfigError
 from orchestration_pipeline.lib.db import TARGETS, connection, create_database_if_missing, migrate
-from orchestration_pipeline.lib.embedded import DatabaseUrls, qdrant_location, resolve_database_urls, with_database
+from orchestration_pipeline.lib.embedded import (
+    DatabaseUrls,
+    qdrant_location,
+    resolve_database_urls,
+    with_database,
+)
 from orchestration_pipeline.lib.project_files import project_root
 from orchestration_pipeline.settings import Settings
 
@@ -82,11 +87,15 @@ def prepare_dagster_home(settings: Settings) -> Path:
 def describe(services: Services) -> dict[str, str]:
     """What `up` prints: DSNs and paths (passwords redacted)."""
     from orchestration_pipeline.lib.db import redact_dsn
+    from orchestration_pipeline.lib.embedded import running_postgres
 
     s = services.settings
+    server = running_postgres(s.pg_dir.resolve()) if s.embedded_postgres else None
     return {
         "orch_home": str(s.orch_home),
-        "postgres": "embedded" if s.embedded_postgres else "server",
+        "postgres": f"embedded (pid {server.pid})"
+        if server
+        else ("embedded" if s.embedded_postgres else "server"),
         "orchestration_db": redact_dsn(services.urls.orchestration),
         "tasks_db": redact_dsn(services.urls.tasks),
         "dagster_db": redact_dsn(services.urls.dagster_sqlalchemy),

@@ -20,7 +20,9 @@ class VectorIndexLocation:
     api_key: str | None = None
 
     @classmethod
-    def from_settings(cls, qdrant_url: str | None, qdrant_api_key: str | None, edge_path: str) -> VectorIndexLocation:
+    def from_settings(
+        cls, qdrant_url: str | None, qdrant_api_key: str | None, edge_path: str
+    ) -> VectorIndexLocation:
         if qdrant_url:
             return cls("server", qdrant_url, qdrant_api_key)
         return cls("edge", edge_path)

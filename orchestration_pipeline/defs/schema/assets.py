@@ -11,7 +11,9 @@ from orchestration_pipeline.lib.db import migrate, migration_status, timescaledb
     kinds={"postgres"},
     description="Forward-only migrations of the orchestration DB (sql/orchestration). Materializing applies pending files.",
 )
-def orchestration_schema(context: dg.AssetExecutionContext, orchestration_db: OrchestrationDatabase) -> dg.MaterializeResult:
+def orchestration_schema(
+    context: dg.AssetExecutionContext, orchestration_db: OrchestrationDatabase
+) -> dg.MaterializeResult:
     with orchestration_db.connection() as conn:
         applied_now = migrate(conn, "orchestration")
         status = migration_status(conn, "orchestration")

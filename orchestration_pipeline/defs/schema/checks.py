@@ -7,7 +7,9 @@ from orchestration_pipeline.defs.schema.assets import orchestration_schema
 from orchestration_pipeline.lib.db import migration_status
 
 
-@dg.asset_check(asset=orchestration_schema, blocking=True, description="No pending migrations and no checksum drift.")
+@dg.asset_check(
+    asset=orchestration_schema, blocking=True, description="No pending migrations and no checksum drift."
+)
 def schema_migrations_current(orchestration_db: OrchestrationDatabase) -> dg.AssetCheckResult:
     with orchestration_db.connection() as conn:
         status = migration_status(conn, "orchestration")

@@ -1,0 +1,77 @@
+import dagster as dg
+import pytest
+
+from orchestration_pipeline.definitions import defs
+from orchestration_pipeline.defs.resources import OrchestrationDatabase
+from orchestration_pipeline.defs.schema.assets import orchestration_schema
+from orchestration_pipeline.defs.schema.checks import schema_migrations_current
+from orchestration_pipeline.lib.db import connection
+
+
+def test_definitions_load():
+    dg.Definitions.validate_loadable(defs())
+
+
+def test_asset_graph_snapshot():
+    """Changes to the asset graph show up here, in review."""
+    d = defs()
+    graph = d.resolve_asset_graph()
+    assets = sorted(k.to_user_string() for k in graph.get_all_asset_keys())
+    checks = sorted(f"{k.asset_key.to_user_string()}:{k.name}" for k in graph.asset_check_keys)
+    assert assets == ["orchestration_schema"]
+    assert checks == ["orchestration_schema:schema_migrations_current"]
+    resources = sorted(d.resources)
+    assert resources == ["orchestration_db", "tasks_db", "vector_index"]
+
+
+def _run(dsn, selection=None):
+    return dg.materialize(
+        [orchestration_schema, schema_migrations_current],
+        resources={"orchestration_db": OrchestrationDatabase(dsn=dsn)},
+        instance=dg.DagsterInstance.ephemeral(),
+        selection=selection,
+        raise_on_error=False,
+    )
+
+
+def _check_evaluation(result):
+    evals = result.get_asset_check_evaluations()
+    assert len(evals) == 1
+    return evals[0]
+
+
+@pytest.mark.db
+def test_materialize_on_fresh_database_passes_its_check(fresh_dsn):
+    result = _run(fresh_dsn)
+    assert result.success
+    mat = result.asset_materializations_for_node("orchestration_schema")[0]
+    assert mat.metadata["applied_versions"].value == ["0001_core"]
+    assert isinstance(mat.metadata["timescaledb_available"].value, bool)
+    evaluation = _check_evaluation(result)
+    assert evaluation.passed
+
+
+@pytest.mark.db
+def test_check_fails_when_a_migration_is_pending(fresh_dsn):
+    assert _run(fresh_dsn).success
+    with connection(fresh_dsn) as conn:
+        conn.execute("DELETE FROM schema_migrations WHERE version = 1")
+        conn.commit()
+    result = _run(fresh_dsn, selection=dg.AssetSelection.checks(schema_migrations_current))
+    evaluation = _check_evaluation(result)
+    assert not evaluation.passed
+    assert evaluation.severity == dg.AssetCheckSeverity.ERROR
+    assert evaluation.metadata["pending"].value == ["0001_core.sql"]
+
+
+@pytest.mark.db
+def test_check_fails_on_checksum_drift(fresh_dsn):
+    assert _run(fresh_dsn).success
+    with connection(fresh_dsn) as conn:
+        conn.execute("UPDATE schema_migrations SET sha256 = repeat('0', 64) WHERE version = 1")
+        conn.commit()
+    evaluation = _check_evaluation(
+        _run(fresh_dsn, selection=dg.AssetSelection.checks(schema_migrations_current))
+    )
+    assert not evaluation.passed
+    assert evaluation.metadata["checksum_drift"].value == ["0001_core.sql"]

@@ -1,0 +1,113 @@
+"""The embedded default, driven through the real console script."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from orchestration_pipeline_tests.conftest import clean_env
+
+pytestmark = pytest.mark.slow
+
+CLI = [str(Path(sys.executable).parent / "orchestration-pipeline")]
+
+
+def _cli(*args: str, env: dict[str, str], timeout: int = 120) -> subprocess.CompletedProcess:
+    return subprocess.run([*CLI, *args], env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def _pid(home: Path) -> int:
+    return int((home / "pg" / "postmaster.pid").read_text().splitlines()[0])
+
+
+@pytest.fixture
+def home(tmp_path):
+    home = tmp_path / "orch"
+    yield home
+    _cli("down", env=clean_env(ORCH_HOME=str(home)))
+
+
+def test_fresh_home_starts_embedded_postgres_and_up_reuses_it(home):
+    env = clean_env(ORCH_HOME=str(home))
+    first = _cli("up", "--json", env=env)
+    assert first.returncode == 0, first.stderr
+    info = json.loads(first.stdout)
+    assert info["postgres"].startswith("embedded")
+    assert info["applied"] == {"orchestration": ["0001_core.sql"], "tasks": ["0001_tasks.sql"]}
+    pid = _pid(home)
+    if os.geteuid() == 0:  # PostgreSQL refuses root: the server must run as another user
+        assert (home / "pg").stat().st_uid != 0
+
+    second = _cli("up", "--json", env=env)
+    assert second.returncode == 0, second.stderr
+    assert json.loads(second.stdout)["applied"] == {}
+    assert _pid(home) == pid
+
+    status = _cli("db", "status", "--json", "--check", env=env)
+    assert status.returncode == 0, status.stderr
+    report = json.loads(status.stdout)
+    assert report["orchestration"]["pending"] == [] and report["tasks"]["applied"][0]["name"] == "tasks"
+
+    down = _cli("down", env=env)
+    assert down.returncode == 0 and "stopped" in down.stdout
+    assert not (home / "pg" / "postmaster.pid").exists()
+    again = _cli("down", env=env)
+    assert again.returncode == 0 and "not running" in again.stdout
+
+
+def test_two_processes_starting_at_once_share_one_server(home):
+    env = clean_env(ORCH_HOME=str(home))
+    procs = [
+        subprocess.Popen(
+            [*CLI, "up", "--json"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        for _ in range(2)
+    ]
+    outs = [p.communicate(timeout=120) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], [o[1] for o in outs]
+    pids = {json.loads(o[0])["postgres"] for o in outs}
+    assert len(pids) == 1
+    applied = [json.loads(o[0])["applied"] for o in outs]
+    assert sorted(map(len, applied)) == [0, 2]  # exactly one of them applied the migrations
+
+
+def test_unreachable_server_is_one_line_naming_the_fix(tmp_path):
+    env = clean_env(
+        ORCH_HOME=str(tmp_path),
+        ORCH_DATABASE_URL="postgresql://postgres@127.0.0.1:1/orchestration",
+        TASKS_DATABASE_URL="postgresql://postgres@127.0.0.1:1/tasks",
+    )
+    result = _cli("db", "migrate", env=env)
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(
+        "error: cannot connect to postgresql://postgres@127.0.0.1:1/orchestration"
+    )
+    assert "start the server" in lines[0]
+
+
+def test_half_configuration_is_refused(tmp_path):
+    env = clean_env(ORCH_HOME=str(tmp_path), ORCH_DATABASE_URL="postgresql://postgres@127.0.0.1:1/x")
+    result = _cli("up", env=env)
+    assert result.returncode == 1
+    assert result.stderr.strip().count("\n") == 0 and "TASKS_DATABASE_URL" in result.stderr
+
+
+@pytest.mark.parametrize(
+    "argv", [[], ["up"], ["dev"], ["down"], ["run"], ["db"], ["db", "migrate"], ["db", "status"]]
+)
+def test_every_command_has_help(argv):
+    result = subprocess.run([*CLI, *argv, "--help"], capture_output=True, text=True, env=clean_env())
+    assert result.returncode == 0
+    assert "Usage:" in result.stdout and len(result.stdout.splitlines()) > 4
+
+
+def test_run_materializes_end_to_end_on_a_fresh_home(home):
+    result = _cli("run", env=clean_env(ORCH_HOME=str(home)), timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "materialized" in result.stdout
+    assert "RUN_SUCCESS" in result.stderr
+    assert "Asset check 'schema_migrations_current' on 'orchestration_schema' passed" in result.stderr

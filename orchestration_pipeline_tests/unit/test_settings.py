@@ -1,0 +1,56 @@
+from pathlib import Path
+
+import pytest
+
+from orchestration_pipeline.errors import ConfigError
+from orchestration_pipeline.settings import load_settings
+
+
+def test_defaults_use_embedded_services(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    s = load_settings({})
+    assert s.orch_home == (tmp_path / ".orch").resolve()
+    assert s.embedded_postgres and s.embedded_qdrant
+    assert s.pg_dir == s.orch_home / "pg"
+    assert s.qdrant_path == s.orch_home / "qdrant"
+
+
+def test_server_settings_are_read(tmp_path):
+    s = load_settings(
+        {
+            "ORCH_HOME": str(tmp_path),
+            "ORCH_DATABASE_URL": "postgresql://u:p@db:5432/orch",
+            "TASKS_DATABASE_URL": "postgresql://u:p@db:5432/tasks",
+            "QDRANT_URL": "http://qdrant:6333",
+            "QDRANT_API_KEY": "k",
+        }
+    )
+    assert not s.embedded_postgres and not s.embedded_qdrant
+    assert s.tasks_database_url.endswith("/tasks")
+    assert s.qdrant_api_key == "k"
+
+
+def test_empty_values_count_as_unset(tmp_path):
+    s = load_settings({"ORCH_HOME": str(tmp_path), "ORCH_DATABASE_URL": "  ", "QDRANT_URL": ""})
+    assert s.embedded_postgres and s.embedded_qdrant
+
+
+@pytest.mark.parametrize(
+    "env, fragment",
+    [
+        ({"ORCH_DATABASE_URL": "postgresql://x/y"}, "TASKS_DATABASE_URL"),
+        ({"TASKS_DATABASE_URL": "postgresql://x/y"}, "ORCH_DATABASE_URL"),
+        ({"ORCH_DATABASE_URL": "mysql://x/y", "TASKS_DATABASE_URL": "postgresql://x/t"}, "database_url"),
+    ],
+)
+def test_half_or_wrong_configuration_names_the_fix(env, fragment, tmp_path):
+    with pytest.raises(ConfigError) as info:
+        load_settings({"ORCH_HOME": str(tmp_path), **env})
+    assert fragment in str(info.value)
+    assert "\n" not in str(info.value)
+
+
+def test_settings_module_reads_nothing_at_import():
+    source = Path("orchestration_pipeline/settings.py").read_text()
+    module_level = [line for line in source.splitlines() if line.startswith(("os.environ", "os.getenv"))]
+    assert module_level == []
