@@ -88,15 +88,14 @@ def down() -> None:
     from orchestration_pipeline.lib.embedded import stop_postgres
 
     settings = _settings()
-    if not settings.embedded_postgres:
-        click.echo("ORCH_DATABASE_URL is set: no embedded server to stop")
-        return
-    stopped = stop_postgres(settings.orch_home)
-    click.echo(
-        f"stopped embedded PostgreSQL in {settings.pg_dir}"
-        if stopped
-        else "embedded PostgreSQL was not running"
-    )
+    # Checked whatever ORCH_DATABASE_URL says: `eval "$(orchestration-pipeline up --env)"` sets it
+    # to the embedded server's own socket.
+    if stop_postgres(settings.orch_home):
+        click.echo(f"stopped embedded PostgreSQL in {settings.pg_dir}")
+    elif settings.embedded_postgres:
+        click.echo("embedded PostgreSQL was not running")
+    else:
+        click.echo(f"no embedded PostgreSQL under {settings.pg_dir}; configured servers are left alone")
 
 
 def _dagster_executable() -> str:
@@ -138,7 +137,15 @@ def dev(host: str, port: int) -> None:
 
 @main.command()
 @click.option("--select", default="*", show_default=True, help="Dagster asset selection to materialize.")
-def run(select: str) -> None:
+@click.option(
+    "--demo",
+    "demo_sessions",
+    default=0,
+    show_default=True,
+    type=click.IntRange(0, 10_000),
+    help="First write this many demo sessions into the landing directory.",
+)
+def run(select: str, demo_sessions: int) -> None:
     """`up`, then materialize the selected assets (and run their checks) once, end to end."""
     from orchestration_pipeline.lib.project_files import project_root
     from orchestration_pipeline.lib.services import bring_up, pipeline_environment, prepare_dagster_home
@@ -146,6 +153,11 @@ def run(select: str) -> None:
     settings = _settings()
     services = bring_up(settings)
     prepare_dagster_home(settings)
+    if demo_sessions:
+        from orchestration_pipeline.lib.demo import generate_demo
+
+        written = generate_demo(settings.landing_dir, sessions=demo_sessions)
+        click.echo(f"wrote {len(written)} demo files to {settings.landing_dir}", err=True)
     env = {**os.environ, **pipeline_environment(services)}
     argv = [
         _dagster_executable(),
@@ -248,6 +260,164 @@ def db_status(target: str, as_json: bool, check: bool) -> None:
                 click.echo(f"  unknown  {u} is applied but has no file")
     if check and not all_current:
         raise click.ClickException("migrations are not current — run 'orchestration-pipeline db migrate'")
+
+
+def _orchestration_dsn() -> str:
+    from orchestration_pipeline.lib.embedded import resolve_database_urls
+
+    return resolve_database_urls(_settings(), start=True).orchestration
+
+
+def _progress_printer(info: dict) -> None:
+    if info.get("final"):
+        r = info["result"]
+        c = r.counts
+        what = (
+            "already ingested (skipped)"
+            if r.skipped
+            else (
+                f"{c.lines} lines: {c.accepted} accepted, {c.quarantined} quarantined, "
+                f"{c.duplicates} duplicates, {c.collapsed} collapsed"
+            )
+        )
+        click.echo(f"[{info['file_index']}/{info['file_count']}] {info['file']}: {what}", err=True)
+    else:
+        click.echo(f"  … {info['file']}: {info['lines']:,} lines read", err=True)
+
+
+@main.command()
+@click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON object on stdout.")
+@click.option("--batch-rows", default=10_000, show_default=True, help="Rows per COPY batch (bounds memory).")
+@click.option("--quiet", "-q", is_flag=True, help="No per-file progress on stderr.")
+def ingest(paths: tuple[Path, ...], as_json: bool, batch_rows: int, quiet: bool) -> None:
+    """Ingest JSON-lines event files (or directories of *.jsonl / *.ndjson) exactly once.
+
+    Each file commits in one transaction with its ledger entry, so re-running after a crash,
+    re-dropping a file, or renaming it never inserts an event twice. Bad lines go to the
+    quarantine table. The summary always satisfies
+    lines = accepted + quarantined + duplicates + collapsed.
+    """
+    from orchestration_pipeline.lib.db import connection
+    from orchestration_pipeline.lib.ingest import Ingestor
+
+    with connection(_orchestration_dsn()) as conn:
+        summary = Ingestor(
+            conn, batch_rows=batch_rows, progress=None if quiet else _progress_printer
+        ).ingest_paths(paths)
+    body = summary.as_dict()
+    if as_json:
+        click.echo(json.dumps(body))
+        return
+    click.echo(
+        f"{body['files']} files ({body['skipped_files']} already ingested), {body['lines']} lines: "
+        f"{body['accepted']} accepted, {body['quarantined']} quarantined, {body['duplicates']} duplicates, "
+        f"{body['collapsed']} collapsed; {body['redactions']} secrets redacted"
+    )
+    if body["quarantine_by_type"]:
+        click.echo(
+            "quarantined by type: " + ", ".join(f"{k}={v}" for k, v in body["quarantine_by_type"].items())
+        )
+        click.echo("see them with 'orchestration-pipeline quarantine list'")
+
+
+@main.group()
+def quarantine() -> None:
+    """Inspect and replay lines that ingestion could not accept."""
+
+
+@quarantine.command("list")
+@click.option("--failure-type", help="Only this failure type (e.g. malformed_json, missing_field).")
+@click.option("--all", "include_replayed", is_flag=True, help="Include rows that were already replayed.")
+@click.option("--limit", default=50, show_default=True)
+@click.option("--offset", default=0, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
+def quarantine_list(
+    failure_type: str | None, include_replayed: bool, limit: int, offset: int, as_json: bool
+) -> None:
+    """Show quarantined lines, newest first, with why they were rejected and where they came from."""
+    from orchestration_pipeline.lib.db import connection
+    from orchestration_pipeline.lib.quarantine import list_quarantine, quarantine_counts
+
+    with connection(_orchestration_dsn()) as conn:
+        rows = list_quarantine(
+            conn, failure_type=failure_type, include_replayed=include_replayed, limit=limit, offset=offset
+        )
+        counts = quarantine_counts(conn)
+    if as_json:
+        for r in rows:
+            click.echo(json.dumps(r, default=str))
+        return
+    click.echo("pending by type: " + (", ".join(f"{k}={v}" for k, v in counts.items()) or "none"))
+    for r in rows:
+        click.echo(
+            f"#{r['quarantine_id']} {r['failure_type']} {r['json_pointer'] or '/'} "
+            f"{r['source_file']}:{r['source_line']}\n    {r['detail']}\n    {r['raw_preview']}"
+        )
+
+
+@quarantine.command("replay")
+@click.option("--id", "ids", multiple=True, type=int, help="Replay these quarantine ids (repeatable).")
+@click.option("--failure-type", help="Only rows of this failure type.")
+@click.option("--file", "source_file", help="Only rows from this source file.")
+@click.option("--limit", type=int, help="At most this many rows.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON object.")
+def quarantine_replay(
+    ids: tuple[int, ...], failure_type: str | None, source_file: str | None, limit: int | None, as_json: bool
+) -> None:
+    """Re-ingest pending quarantined lines with the current validator (after a fix).
+
+    Accepted lines become events; lines that still fail stay quarantined with an attempt count.
+    """
+    from orchestration_pipeline.lib.db import connection
+    from orchestration_pipeline.lib.quarantine import replay_quarantine
+
+    with connection(_orchestration_dsn()) as conn:
+        result = replay_quarantine(
+            conn, ids=list(ids) or None, failure_type=failure_type, source_file=source_file, limit=limit
+        )
+    body = result.as_dict()
+    if as_json:
+        click.echo(json.dumps(body))
+    else:
+        click.echo(
+            f"examined {body['examined']}: {body['accepted']} accepted, {body['duplicates']} duplicates, "
+            f"{body['collapsed']} collapsed, {body['still_failing']} still failing"
+        )
+
+
+@main.group()
+def events() -> None:
+    """The event envelope."""
+
+
+@events.command("schema")
+def events_schema() -> None:
+    """Print the JSON Schema of the event envelope (one branch per event_type)."""
+    from orchestration_pipeline.lib.events import envelope_json_schema
+
+    click.echo(json.dumps(envelope_json_schema(), indent=2))
+
+
+@main.group()
+def demo() -> None:
+    """Demo data for trying the pipeline."""
+
+
+@demo.command("generate")
+@click.option("--sessions", default=5, show_default=True, type=click.IntRange(1, 100_000))
+@click.option(
+    "--faults", is_flag=True, help="Add malformed lines, an error flood, a missing task_end and a null rule."
+)
+@click.option("--seed", type=int, help="Random seed, for repeatable output.")
+@click.option("--landing-dir", type=click.Path(path_type=Path), help="Default: $ORCH_HOME/landing.")
+def demo_generate(sessions: int, faults: bool, seed: int | None, landing_dir: Path | None) -> None:
+    """Write realistic JSON-lines event files into the landing directory."""
+    from orchestration_pipeline.lib.demo import generate_demo
+
+    target = landing_dir or _settings().landing_dir
+    written = generate_demo(target, sessions=sessions, faults=faults, seed=seed)
+    click.echo(f"wrote {len(written)} files to {target}")
 
 
 if __name__ == "__main__":

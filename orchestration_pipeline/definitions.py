@@ -4,7 +4,21 @@ import os
 
 import dagster as dg
 
-from orchestration_pipeline.defs.resources import OrchestrationDatabase, TasksDatabase, VectorIndexResource
+from orchestration_pipeline.defs.ingestion.assets import raw_events
+from orchestration_pipeline.defs.ingestion.checks import (
+    core_event_coverage,
+    events_accounted_for,
+    policy_violations_complete,
+    provider_metric_present,
+)
+from orchestration_pipeline.defs.ingestion.sensors import ingest_job, landing_zone_sensor
+from orchestration_pipeline.defs.resources import (
+    IngestionSettings,
+    OrchestrationDatabase,
+    PipelineHome,
+    TasksDatabase,
+    VectorIndexResource,
+)
 from orchestration_pipeline.defs.schema.assets import orchestration_schema
 from orchestration_pipeline.defs.schema.checks import schema_migrations_current
 
@@ -19,6 +33,8 @@ def build_resources() -> dict[str, dg.ConfigurableResource]:
     return {
         "orchestration_db": OrchestrationDatabase(dsn=dg.EnvVar("ORCH_DATABASE_URL")),
         "tasks_db": TasksDatabase(dsn=dg.EnvVar("TASKS_DATABASE_URL")),
+        "pipeline_home": PipelineHome(orch_home=dg.EnvVar("ORCH_HOME")),
+        "ingestion_settings": IngestionSettings(),
         "vector_index": VectorIndexResource(
             orch_home=dg.EnvVar("ORCH_HOME"),
             qdrant_url=_optional_env("QDRANT_URL"),
@@ -30,7 +46,15 @@ def build_resources() -> dict[str, dg.ConfigurableResource]:
 @dg.definitions
 def defs() -> dg.Definitions:
     return dg.Definitions(
-        assets=[orchestration_schema],
-        asset_checks=[schema_migrations_current],
+        assets=[orchestration_schema, raw_events],
+        asset_checks=[
+            schema_migrations_current,
+            events_accounted_for,
+            core_event_coverage,
+            policy_violations_complete,
+            provider_metric_present,
+        ],
+        jobs=[ingest_job],
+        sensors=[landing_zone_sensor],
         resources=build_resources(),
     )

@@ -2,6 +2,7 @@
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import dagster as dg
 import psycopg
@@ -70,6 +71,25 @@ class TasksDatabase(_PooledDatabase):
             conn.commit()
 
 
+class PipelineHome(dg.ConfigurableResource):
+    """Paths under ORCH_HOME (landing dir, archives, ...)."""
+
+    orch_home: str
+
+    @property
+    def landing_dir(self) -> Path:
+        return Path(self.orch_home) / "landing"
+
+
+class IngestionSettings(dg.ConfigurableResource):
+    """Thresholds of the raw_events checks; override in the launchpad or Definitions."""
+
+    coverage_grace_minutes: int = 15
+    coverage_lookback_days: int = 7
+    max_sessions_with_gaps: int = 2
+    batch_rows: int = 10_000
+
+
 class VectorIndexResource(dg.ConfigurableResource):
     """Where the vector index lives: qdrant-edge under ORCH_HOME/qdrant, or a Qdrant server."""
 
@@ -78,8 +98,6 @@ class VectorIndexResource(dg.ConfigurableResource):
     qdrant_api_key: str | None = None
 
     def location(self) -> VectorIndexLocation:
-        from pathlib import Path
-
         return VectorIndexLocation.from_settings(
             self.qdrant_url, self.qdrant_api_key, str(Path(self.orch_home) / "qdrant")
         )

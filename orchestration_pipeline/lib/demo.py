@@ -1,0 +1,258 @@
+"""Realistic demo event files, so a new user can watch the checks pass, and fail.
+
+Each session runs a few tasks; each task runs commands, emits artifacts and metrics, records a
+provider selection and a decision, and (for agent sessions) agent activity. With ``faults=True``
+one extra file adds malformed lines, an error flood, a session missing its ``task_end`` and a
+policy violation with a null rule.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+
+def _event(event_type: str, at: datetime, session: str, **fields: Any) -> dict[str, Any]:
+    return {
+        "event_id": str(uuid.uuid4()),
+        "event_type": event_type,
+        "occurred_at": at.isoformat().replace("+00:00", "Z"),
+        "session_id": session,
+        **fields,
+    }
+
+
+def _session_events(rng: random.Random, session: str, start: datetime) -> Iterator[dict[str, Any]]:
+    t = start
+    source = rng.choice(["orchestrator", "pester-harness", "agent-runner"])
+
+    def tick(lo: int = 1, hi: int = 30) -> datetime:
+        nonlocal t
+        t += timedelta(seconds=rng.randint(lo, hi))
+        return t
+
+    provider = rng.choice(["Microsoft", "System"])
+    yield _event(
+        "decision",
+        tick(),
+        session,
+        source=source,
+        stage="provider",
+        payload={"rationale": f"selected {provider} provider", "provider": provider},
+    )
+    yield _event(
+        "metric",
+        tick(),
+        session,
+        source=source,
+        payload={"name": "provider_type", "value": 1 if provider == "Microsoft" else 2},
+    )
+    yield _event(
+        "metric",
+        tick(),
+        session,
+        source=source,
+        payload={"name": "provider_cache_hit", "value": rng.choice([0, 1])},
+    )
+    for n in range(rng.randint(1, 3)):
+        task = f"T-{session[-4:]}-{n}"
+        task_start = tick()
+        yield _event(
+            "task_start",
+            task_start,
+            session,
+            task_id=task,
+            source=source,
+            status="started",
+            payload={"title": f"populate stage {n}"},
+        )
+        for c in range(rng.randint(1, 3)):
+            cmd_id = f"{task}-c{c}"
+            cmd_start = tick()
+            yield _event(
+                "command_start",
+                cmd_start,
+                session,
+                task_id=task,
+                source=source,
+                payload={"command_id": cmd_id, "command": "Invoke-Pester -CI"},
+            )
+            exit_code = 0 if rng.random() > 0.1 else 1
+            yield _event(
+                "command_end",
+                tick(),
+                session,
+                task_id=task,
+                source=source,
+                payload={
+                    "command_id": cmd_id,
+                    "exit_code": exit_code,
+                    "duration_ms": int((t - cmd_start).total_seconds() * 1000),
+                },
+            )
+        body = f"{session}/{task}".encode()
+        yield _event(
+            "artifact_emit",
+            tick(),
+            session,
+            task_id=task,
+            source=source,
+            payload={
+                "path": f"artifacts/{task}/testResults.xml",
+                "size_bytes": len(body),
+                "sha256": hashlib.sha256(body).hexdigest(),
+            },
+        )
+        yield _event(
+            "metric",
+            tick(),
+            session,
+            task_id=task,
+            source=source,
+            payload={"name": "rows_inserted", "value": rng.randint(0, 5000), "unit": "rows"},
+        )
+        if source == "agent-runner":
+            agent = {
+                "agent_type": rng.choice(["coder", "reviewer"]),
+                "agent_name": f"agent-{n}",
+                "task_description": f"work on {task}",
+                "project_id": "demo",
+            }
+            yield _event(
+                "agent.started",
+                tick(),
+                session,
+                task_id=task,
+                source=source,
+                status="started",
+                severity="info",
+                payload=agent,
+            )
+            yield _event(
+                "agent.completed",
+                tick(),
+                session,
+                task_id=task,
+                source=source,
+                status="completed",
+                severity="success",
+                payload=agent,
+            )
+        ok = rng.random() > 0.15
+        yield _event(
+            "task_end",
+            tick(),
+            session,
+            task_id=task,
+            source=source,
+            status="succeeded" if ok else "failed",
+            severity="success" if ok else "error",
+            duration_ms=int((t - task_start).total_seconds() * 1000),
+            payload={"success": ok, "duration_ms": int((t - task_start).total_seconds() * 1000)},
+        )
+    yield (
+        _event(
+            "policy_violation",
+            tick(),
+            session,
+            source=source,
+            severity="warning",
+            payload={
+                "host": "build-01",
+                "file": "C:/agent/run.ps1",
+                "policy": "ExecutionPolicy",
+                "rule": "RemoteSigned",
+            },
+        )
+        if rng.random() < 0.3
+        else _event("decision", tick(), session, source=source, payload={"rationale": "no policy findings"})
+    )
+
+
+def _fault_lines(rng: random.Random, start: datetime) -> Iterator[str]:
+    session = "sess-faults"
+    t = start
+    yield '{"event_type": "task_start", "occurred_at": '  # truncated JSON
+    yield "this is not json at all"
+    yield json.dumps({"event_type": "made_up_type", "occurred_at": t.isoformat()})
+    yield json.dumps(
+        {
+            "event_type": "task_end",
+            "occurred_at": t.isoformat(),
+            "session_id": session,
+            "payload": {"success": "yes", "duration_ms": 5},
+        }
+    )
+    # an error flood: the same SQL error with different ids and durations
+    for i in range(500):
+        t += timedelta(milliseconds=200)
+        yield json.dumps(
+            _event(
+                "error",
+                t,
+                session,
+                source="orchestrator",
+                stage="db_insert",
+                severity="error",
+                payload={
+                    "message": f'insert into "events" failed: duplicate key value violates '
+                    f'unique constraint "events_pkey" (id={1000 + i}) after {i % 7} ms',
+                    "password": "hunter2",
+                },
+            )
+        )
+    # a task that never ends
+    yield json.dumps(_event("task_start", t, session, task_id="T-never-ends", source="orchestrator"))
+    # a policy violation without its rule
+    yield json.dumps(
+        _event(
+            "policy_violation",
+            t,
+            session,
+            source="host-scanner",
+            payload={"host": "build-02", "file": "C:/agent/x.ps1", "policy": "Signing", "rule": None},
+        )
+    )
+
+
+def _write_atomically(path: Path, lines: list[str]) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    with open(tmp, "w", encoding="utf-8") as handle:
+        handle.write("\n".join(lines) + "\n")
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+
+
+def generate_demo(
+    landing_dir: Path,
+    *,
+    sessions: int = 5,
+    faults: bool = False,
+    seed: int | None = None,
+    now: datetime | None = None,
+) -> list[Path]:
+    """Write one JSON-lines file per session (plus a faults file); returns the paths written."""
+    rng = random.Random(seed)
+    landing_dir.mkdir(parents=True, exist_ok=True)
+    start = (now or datetime.now(UTC)) - timedelta(hours=2)
+    stamp = (now or datetime.now(UTC)).strftime("%Y%m%dT%H%M%S")
+    written = []
+    for i in range(sessions):
+        session = f"sess-{stamp}-{i:04d}"
+        lines = [json.dumps(e) for e in _session_events(rng, session, start + timedelta(minutes=i))]
+        path = landing_dir / f"demo-{session}.jsonl"
+        _write_atomically(path, lines)
+        written.append(path)
+    if faults:
+        path = landing_dir / f"demo-faults-{stamp}.jsonl"
+        _write_atomically(path, list(_fault_lines(rng, start)))
+        written.append(path)
+    return written

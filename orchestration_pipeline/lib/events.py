@@ -1,0 +1,391 @@
+"""The event envelope: models, the line parser, and error fingerprints.
+
+Envelope fields are top level; fields particular to one event type live in ``payload``.
+``schemas/event_envelope.schema.json`` (shipped in the package) is generated from these models;
+``orchestration-pipeline events schema`` prints it.
+
+:func:`parse_line` turns one raw line into either a :class:`ParsedEvent` or a
+:class:`Rejection` (to be quarantined). It never raises on bad input.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from functools import lru_cache
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictFloat,
+    StrictInt,
+    StrictStr,
+    TypeAdapter,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from orchestration_pipeline.lib.redaction import may_contain_secret, redact_raw_line, redact_value
+
+MAX_LINE_BYTES = 1024 * 1024  # a line (hence a payload) over 1 MiB is quarantined
+FUTURE_TOLERANCE = timedelta(days=1)
+EVENT_ID_NAMESPACE = uuid.UUID("6f1c1e0a-3c4b-5d7e-9a10-2b3c4d5e6f70")
+
+CORE_TYPES = ("task_start", "task_end", "command_start", "command_end")
+AGENT_TYPES = (
+    "agent.started",
+    "agent.progress",
+    "agent.completed",
+    "agent.conflict_detected",
+    "agent.paused",
+    "agent.error",
+)
+EVENT_TYPES = (*CORE_TYPES, "decision", "artifact_emit", "error", "metric", "policy_violation", *AGENT_TYPES)
+SEVERITIES = ("debug", "info", "success", "warning", "error", "critical")
+STATUSES = ("started", "in_progress", "completed", "succeeded", "paused", "failed", "conflict", "skipped")
+AGENT_STATUSES = ("started", "in_progress", "completed", "paused", "failed", "conflict")
+AGENT_SEVERITIES = ("info", "success", "warning", "error", "critical")
+
+FAILURE_TYPES = (
+    "malformed_json",
+    "invalid_utf8",
+    "not_an_object",
+    "missing_field",
+    "wrong_type",
+    "invalid_value",
+    "unknown_event_type",
+    "payload_too_large",
+    "future_timestamp",
+)
+
+NonNegInt = Annotated[StrictInt, Field(ge=0)]
+Number = StrictInt | StrictFloat
+
+
+class _Payload(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+
+class TaskEndPayload(_Payload):
+    success: StrictBool
+    duration_ms: NonNegInt
+
+
+class CommandEndPayload(_Payload):
+    exit_code: StrictInt
+    duration_ms: NonNegInt
+
+
+class DecisionPayload(_Payload):
+    rationale: Annotated[StrictStr, Field(min_length=1)]
+
+
+class ArtifactPayload(_Payload):
+    path: Annotated[StrictStr, Field(min_length=1)]
+    size_bytes: NonNegInt
+    sha256: Annotated[StrictStr, Field(pattern=r"^[0-9a-f]{64}$")] | None = None
+    hash_skipped_reason: StrictStr | None = None
+
+    @model_validator(mode="after")
+    def _hash_or_reason(self) -> ArtifactPayload:
+        if self.sha256 is None and not self.hash_skipped_reason:
+            raise ValueError("artifact_emit needs sha256 or hash_skipped_reason")
+        return self
+
+
+class ErrorPayload(_Payload):
+    message: Annotated[StrictStr, Field(min_length=1)]
+
+
+class MetricPayload(_Payload):
+    name: Annotated[StrictStr, Field(min_length=1)]
+    value: Number
+    unit: StrictStr | None = None
+    tags: dict[str, Any] | None = None
+
+
+class PolicyViolationPayload(_Payload):
+    # Accepted with nulls so nothing is lost; the policy_violations_complete check names the producer.
+    host: StrictStr | None = None
+    file: StrictStr | None = None
+    policy: StrictStr | None = None
+    rule: StrictStr | None = None
+
+
+class AgentPayload(_Payload):
+    agent_type: Annotated[StrictStr, Field(min_length=1)]
+    agent_name: Annotated[StrictStr, Field(min_length=1)]
+    task_description: StrictStr
+    project_id: StrictStr | None = None
+
+
+class _Envelope(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    event_id: uuid.UUID | None = None
+    occurred_at: Annotated[StrictStr, Field(json_schema_extra={"format": "date-time"})]
+    session_id: StrictStr | None = None
+    task_id: StrictStr | None = None
+    source: StrictStr | None = None
+    stage: StrictStr | None = None
+    severity: Literal[SEVERITIES] | None = None  # type: ignore[valid-type]
+    status: Literal[STATUSES] | None = None  # type: ignore[valid-type]
+    duration_ms: NonNegInt | None = None
+    payload: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("occurred_at")
+    @classmethod
+    def _rfc3339_with_zone(cls, value: str) -> str:
+        try:
+            parsed = datetime.fromisoformat(value)
+        except ValueError:
+            raise ValueError("occurred_at must be an RFC 3339 timestamp, e.g. 2026-01-31T12:00:00Z") from None
+        if parsed.tzinfo is None:
+            raise ValueError("occurred_at needs a timezone (e.g. 'Z' or '+02:00')")
+        return value
+
+
+def _typed(event_type: str, payload_model: type[_Payload] | None, **extra: Any) -> type[_Envelope]:
+    fields: dict[str, Any] = {"event_type": (Literal[event_type], ...)}
+    if payload_model is not None:
+        fields["payload"] = (payload_model, ...)
+    fields.update(extra)
+    from pydantic import create_model
+
+    name = "".join(part.capitalize() for part in re.split(r"[._]", event_type)) + "Event"
+    return create_model(name, __base__=_Envelope, **fields)
+
+
+_AGENT_EXTRA = {
+    "status": (Literal[AGENT_STATUSES] | None, None),  # type: ignore[valid-type]
+    "severity": (Literal[AGENT_SEVERITIES] | None, None),  # type: ignore[valid-type]
+}
+EVENT_MODELS: dict[str, type[_Envelope]] = {
+    "task_start": _typed("task_start", None),
+    "task_end": _typed("task_end", TaskEndPayload),
+    "command_start": _typed("command_start", None),
+    "command_end": _typed("command_end", CommandEndPayload),
+    "decision": _typed("decision", DecisionPayload),
+    "artifact_emit": _typed("artifact_emit", ArtifactPayload),
+    "error": _typed("error", ErrorPayload, stage=(Annotated[StrictStr, Field(min_length=1)], ...)),
+    "metric": _typed("metric", MetricPayload),
+    "policy_violation": _typed("policy_violation", PolicyViolationPayload),
+    **{t: _typed(t, AgentPayload, **_AGENT_EXTRA) for t in AGENT_TYPES},
+}
+_ADAPTERS = {t: TypeAdapter(m) for t, m in EVENT_MODELS.items()}
+
+
+@lru_cache(maxsize=1)
+def envelope_json_schema() -> dict[str, Any]:
+    """The JSON Schema of the envelope: one ``oneOf`` branch per event type."""
+    from typing import Union
+
+    adapter = TypeAdapter(Annotated[Union[tuple(EVENT_MODELS.values())], Field(discriminator="event_type")])  # noqa: UP007
+    schema = adapter.json_schema(ref_template="#/$defs/{model}")
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["$id"] = "https://orchestration-pipeline.dev/schemas/event_envelope.schema.json"
+    schema["title"] = "orchestration-pipeline event envelope"
+    schema["description"] = (
+        "One JSON object per line. event_type and occurred_at (RFC 3339 with a timezone) are required; "
+        "event_id (UUID) is derived from the content when absent. Type-specific fields live in payload."
+    )
+    return schema
+
+
+# --- parsing ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ParsedEvent:
+    """A valid, redacted event ready to stage."""
+
+    event_id: uuid.UUID
+    event_type: str
+    occurred_at: datetime
+    session_id: str | None
+    task_id: str | None
+    source: str | None
+    stage: str | None
+    severity: str | None
+    status: str | None
+    duration_ms: int | None
+    payload_json: str
+    fingerprint: str | None  # error events only
+    message_template: str | None
+    redactions: int
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    """A line that must be quarantined, with why and where."""
+
+    failure_type: str
+    detail: str
+    json_pointer: str
+    raw_text: str  # redacted; invalid UTF-8 bytes appear as \\xNN escapes
+    raw_sha256: str
+    redactions: int
+
+
+def _pointer(loc: tuple[Any, ...]) -> str:
+    return "".join("/" + str(p).replace("~", "~0").replace("/", "~1") for p in loc)
+
+
+_TYPE_ERRORS = re.compile(r"_type$|^(dict|list|int|float|bool|string|uuid)_|_parsing$")
+
+
+def _classify(err: dict[str, Any]) -> str:
+    kind = err["type"]
+    if kind == "missing":
+        return "missing_field"
+    if _TYPE_ERRORS.search(kind) or kind in ("model_type", "model_attributes_type"):
+        return "wrong_type"
+    return "invalid_value"
+
+
+def _reject(failure: str, detail: str, pointer: str, raw: bytes, text: str | None = None) -> Rejection:
+    if text is None:
+        text = raw.decode("utf-8", errors="backslashreplace")
+    redacted, n = redact_raw_line(text)
+    return Rejection(failure, detail, pointer, redacted, hashlib.sha256(raw).hexdigest(), n)
+
+
+def derive_event_id(obj: dict[str, Any]) -> uuid.UUID:
+    """A deterministic id from the content, so a re-sent line without an id is a duplicate."""
+    canonical = json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+    return uuid.uuid5(EVENT_ID_NAMESPACE, canonical)
+
+
+_NORMALISERS = (
+    (re.compile(r"'(?:[^'\\]|\\.)*'"), "'?'"),
+    (re.compile(r'"(?:[^"\\]|\\.)*"'), '"?"'),
+    (
+        re.compile(r"\b[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}\b"),
+        "<uuid>",
+    ),
+    (re.compile(r"\b(?=[0-9a-fA-F]*\d)[0-9a-fA-F]{8,}\b"), "<id>"),
+    (re.compile(r"\d+(?:\.\d+)?"), "<n>"),
+    (re.compile(r"\s+"), " "),
+)
+
+
+def normalise_error_message(message: str) -> str:
+    """Collapse what varies between repeats of one error: quoted values, ids, numbers, spacing."""
+    for pattern, repl in _NORMALISERS:
+        message = pattern.sub(repl, message)
+    return message.strip()
+
+
+def error_fingerprint(stage: str, message: str) -> tuple[str, str]:
+    """(fingerprint, template) of an error: same stage + same normalised message ⇒ same group."""
+    template = normalise_error_message(message)
+    return hashlib.sha256(f"{stage}\x1f{template}".encode()).hexdigest(), template
+
+
+def _unstorable_escape(obj: Any) -> str | None:
+    """PostgreSQL text and jsonb cannot hold NUL or lone UTF-16 surrogates (valid JSON escapes)."""
+    dumped = json.dumps(obj, ensure_ascii=False)
+    if "\x00" in dumped or "\\u0000" in dumped:
+        return "string contains a NUL character (\\u0000), which PostgreSQL cannot store — strip it at the producer"
+    try:
+        dumped.encode("utf-8")
+    except UnicodeEncodeError:
+        return "string contains a lone UTF-16 surrogate escape (\\udXXX) — send valid Unicode"
+    return None
+
+
+def parse_line(raw: bytes, *, now: datetime | None = None) -> ParsedEvent | Rejection:
+    """Validate and redact one line (without its newline). Never raises on bad input."""
+    if len(raw) > MAX_LINE_BYTES:
+        return _reject(
+            "payload_too_large",
+            f"line is {len(raw)} bytes; the limit is {MAX_LINE_BYTES} (1 MiB) — move large content to an artifact",
+            "/payload",
+            raw,
+        )
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return _reject("invalid_utf8", f"invalid UTF-8 at byte {exc.start} — write events as UTF-8", "", raw)
+    try:
+        obj = json.loads(text)
+    except (ValueError, RecursionError) as exc:
+        detail = (
+            f"malformed JSON: {exc}" if isinstance(exc, ValueError) else "malformed JSON: nested too deeply"
+        )
+        return _reject("malformed_json", detail, "", raw, text)
+    if not isinstance(obj, dict):
+        return _reject("not_an_object", f"expected a JSON object, got {type(obj).__name__}", "", raw, text)
+    if "\\u" in text and (problem := _unstorable_escape(obj)):
+        return _reject("invalid_value", problem, "", raw, text)
+
+    event_type = obj.get("event_type")
+    if event_type is None:
+        return _reject("missing_field", "event_type is required", "/event_type", raw, text)
+    if not isinstance(event_type, str):
+        return _reject("wrong_type", "event_type must be a string", "/event_type", raw, text)
+    adapter = _ADAPTERS.get(event_type)
+    if adapter is None:
+        shown = event_type[:80]
+        return _reject(
+            "unknown_event_type",
+            f"unknown event_type {shown!r}; known: {', '.join(EVENT_TYPES)}",
+            "/event_type",
+            raw,
+            text,
+        )
+
+    event_id = obj.get("event_id")
+    derived = derive_event_id(obj) if event_id is None else None
+    redactions = 0
+    if may_contain_secret(raw):
+        obj, redactions = redact_value(obj)
+    try:
+        model = adapter.validate_python(obj)
+    except ValidationError as exc:
+        err = exc.errors(include_url=False, include_input=False)[0]
+        loc = tuple(err["loc"])
+        return _reject(_classify(err), f"{_pointer(loc) or '/'}: {err['msg']}", _pointer(loc), raw, text)
+    except RecursionError:
+        return _reject("invalid_value", "payload nested too deeply", "/payload", raw, text)
+
+    occurred = datetime.fromisoformat(model.occurred_at)
+    if occurred > (now or datetime.now(UTC)) + FUTURE_TOLERANCE:
+        return _reject(
+            "future_timestamp",
+            f"occurred_at {model.occurred_at} is more than a day in the future — check the producer's clock",
+            "/occurred_at",
+            raw,
+            text,
+        )
+    payload = obj.get("payload") or {}
+    duration = model.duration_ms if model.duration_ms is not None else payload.get("duration_ms")
+    if not (isinstance(duration, int) and not isinstance(duration, bool) and duration >= 0):
+        duration = None
+    fingerprint = template = None
+    if event_type == "error":
+        fingerprint, template = error_fingerprint(model.stage or "", payload.get("message", ""))
+    return ParsedEvent(
+        event_id=model.event_id or derived,  # type: ignore[arg-type]
+        event_type=event_type,
+        occurred_at=occurred,
+        session_id=model.session_id,
+        task_id=model.task_id,
+        source=model.source,
+        stage=model.stage,
+        severity=model.severity,
+        status=model.status,
+        duration_ms=duration,
+        payload_json=json.dumps(payload, ensure_ascii=False, separators=(",", ":")),
+        fingerprint=fingerprint,
+        message_template=template,
+        redactions=redactions,
+    )

@@ -1,0 +1,614 @@
+"""Exactly-once ingestion of JSON-lines event files into ``events``.
+
+How exactly-once holds:
+
+* **Files** are identified by content (sha256). A file's rows, its quarantine rows, its error
+  groups and its ``ingest_files`` ledger entry commit in **one transaction**, under an advisory
+  lock on the file hash. A re-dropped or renamed file finds its ledger entry and is skipped; a
+  process killed mid-file leaves nothing, and the rerun ingests the whole file once.
+* **Lines** have an ``event_id`` (given, or derived from the content). Rows are COPY'd into a
+  session temp table and moved with ``INSERT … ON CONFLICT DO NOTHING``, so a line re-sent in
+  another file counts as a duplicate. Error lines are tracked in ``error_occurrences`` so a
+  re-sent error is a duplicate too, not a second count.
+
+Every non-blank line ends up in exactly one bucket, so ``lines == accepted + quarantined +
+duplicates + collapsed`` for each file and for the run.
+
+Parsing (Python) and writing (PostgreSQL) overlap: a writer thread COPYs batch N while the main
+thread parses batch N+1. Memory is bounded by the batch size, whatever the file size.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import queue
+import threading
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import psycopg
+from psycopg.types.json import Jsonb
+
+from orchestration_pipeline.lib.db import SchemaGate
+from orchestration_pipeline.lib.events import MAX_LINE_BYTES, ParsedEvent, Rejection, parse_line
+from orchestration_pipeline.lib.project_files import sql_dir
+
+INGEST_TABLES = (
+    "events",
+    "artifacts",
+    "metrics",
+    "ingest_files",
+    "quarantine",
+    "error_groups",
+    "error_occurrences",
+    "error_group_runs",
+    "ingest_runs",
+)
+EVENT_FILE_SUFFIXES = (".jsonl", ".ndjson")
+DEFAULT_BATCH_ROWS = 10_000
+_BATCH_BYTES = 32 * 1024 * 1024
+_STORED_RAW_LIMIT = MAX_LINE_BYTES  # an over-long line keeps its first MiB plus its hash and offset
+
+_STAGE_COLUMNS = (
+    "event_id",
+    "event_type",
+    "occurred_at",
+    "session_id",
+    "task_id",
+    "source",
+    "stage",
+    "severity",
+    "status",
+    "duration_ms",
+    "payload",
+    "source_file",
+    "source_line",
+    "fingerprint",
+    "message_template",
+)
+_QUARANTINE_COLUMNS = (
+    "run_id",
+    "file_sha256",
+    "source_file",
+    "source_line",
+    "byte_offset",
+    "failure_type",
+    "detail",
+    "json_pointer",
+    "raw_line",
+    "raw_sha256",
+    "raw_truncated",
+)
+_EVENT_COLUMNS = (
+    "event_id, event_type, occurred_at, session_id, task_id, source, stage, severity, status, "
+    "duration_ms, payload, source_file, source_line"
+)
+
+MOVE_EVENTS_SQL = f"""
+WITH ins AS (
+    INSERT INTO events ({_EVENT_COLUMNS})
+    SELECT {_EVENT_COLUMNS} FROM ingest_stage WHERE fingerprint IS NULL
+    ON CONFLICT DO NOTHING
+    RETURNING event_id, event_type, occurred_at, session_id, task_id, payload
+), art AS (
+    INSERT INTO artifacts (event_id, occurred_at, session_id, task_id, path, size_bytes, sha256, hash_skipped_reason)
+    SELECT event_id, occurred_at, session_id, task_id, payload->>'path', (payload->>'size_bytes')::bigint,
+           payload->>'sha256', payload->>'hash_skipped_reason'
+    FROM ins WHERE event_type = 'artifact_emit'
+    ON CONFLICT (event_id) DO NOTHING
+), met AS (
+    INSERT INTO metrics (name, value, unit, tags, session_id, task_id, event_id, recorded_at)
+    SELECT payload->>'name', (payload->>'value')::float8, payload->>'unit',
+           CASE WHEN jsonb_typeof(payload->'tags') = 'object' THEN payload->'tags' ELSE '{{}}'::jsonb END,
+           session_id, task_id, event_id, occurred_at
+    FROM ins WHERE event_type = 'metric'
+)
+SELECT count(*) FROM ins
+"""
+
+# Errors: record each new occurrence, fold them into their groups, and give each group one
+# event per run that carries the run's count (inserted the first time, bumped afterwards).
+MOVE_ERRORS_SQL = f"""
+WITH staged AS (
+    SELECT DISTINCT ON (event_id, occurred_at) *
+    FROM ingest_stage WHERE fingerprint IS NOT NULL
+    ORDER BY event_id, occurred_at, source_line
+), fresh AS (
+    INSERT INTO error_occurrences (event_id, occurred_at, fingerprint, run_id)
+    SELECT event_id, occurred_at, fingerprint, %(run_id)s FROM staged
+    ON CONFLICT DO NOTHING
+    RETURNING event_id, occurred_at
+), rows AS (
+    SELECT s.*, row_number() OVER w AS rn, count(*) OVER (PARTITION BY s.fingerprint) AS n
+    FROM staged s JOIN fresh USING (event_id, occurred_at)
+    WINDOW w AS (PARTITION BY s.fingerprint ORDER BY s.occurred_at, s.source_line, s.event_id)
+), grouped AS (
+    INSERT INTO error_groups AS g (fingerprint, stage, message_template, sample_message, count,
+                                   first_seen, last_seen, sample_event_ids)
+    SELECT fingerprint, min(stage), min(message_template), min(payload->>'message') FILTER (WHERE rn = 1),
+           max(n), min(occurred_at), max(occurred_at),
+           (array_agg(event_id ORDER BY rn) FILTER (WHERE rn <= 5))
+    FROM rows GROUP BY fingerprint
+    ON CONFLICT (fingerprint) DO UPDATE SET
+        count = g.count + EXCLUDED.count,
+        first_seen = least(g.first_seen, EXCLUDED.first_seen),
+        last_seen = greatest(g.last_seen, EXCLUDED.last_seen),
+        sample_event_ids = (g.sample_event_ids || EXCLUDED.sample_event_ids)[1:5]
+), per_run AS (
+    INSERT INTO error_group_runs AS r (fingerprint, run_id, event_id, occurred_at, count)
+    SELECT fingerprint, %(run_id)s, event_id, occurred_at, n FROM rows WHERE rn = 1
+    ON CONFLICT (fingerprint, run_id) DO UPDATE SET count = r.count + EXCLUDED.count
+    RETURNING fingerprint, event_id, occurred_at, count, (xmax = 0) AS created
+), represented AS (
+    INSERT INTO events ({_EVENT_COLUMNS})
+    SELECT rows.event_id, rows.event_type, rows.occurred_at, rows.session_id, rows.task_id, rows.source,
+           rows.stage, rows.severity, rows.status, rows.duration_ms,
+           rows.payload || jsonb_build_object('count', p.count, 'error_group', rows.fingerprint,
+                                              'message_template', rows.message_template),
+           rows.source_file, rows.source_line
+    FROM per_run p JOIN rows ON rows.fingerprint = p.fingerprint AND rows.rn = 1
+    WHERE p.created
+    ON CONFLICT DO NOTHING
+    RETURNING 1
+), bumped AS (
+    UPDATE events e SET payload = jsonb_set(e.payload, '{{count}}', to_jsonb(p.count))
+    FROM per_run p
+    WHERE NOT p.created AND e.event_id = p.event_id AND e.occurred_at = p.occurred_at
+    RETURNING 1
+)
+SELECT (SELECT count(*) FROM fresh), (SELECT count(*) FROM represented), (SELECT count(*) FROM bumped)
+"""
+
+
+@dataclass
+class Counts:
+    """The line accounting of a file or a run."""
+
+    lines: int = 0
+    accepted: int = 0
+    quarantined: int = 0
+    duplicates: int = 0
+    collapsed: int = 0
+    redactions: int = 0
+
+    def add(self, other: Counts) -> None:
+        for name in ("lines", "accepted", "quarantined", "duplicates", "collapsed", "redactions"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+
+    @property
+    def balanced(self) -> bool:
+        return self.lines == self.accepted + self.quarantined + self.duplicates + self.collapsed
+
+
+@dataclass
+class FileResult:
+    path: str
+    sha256: str
+    size_bytes: int
+    counts: Counts = field(default_factory=Counts)
+    skipped: bool = False  # already in the ledger (re-dropped or renamed)
+    parse_ms: int = 0
+    quarantine_by_type: Counter = field(default_factory=Counter)
+
+
+@dataclass
+class IngestSummary:
+    run_id: uuid.UUID
+    started_at: datetime
+    finished_at: datetime | None = None
+    files: int = 0
+    skipped_files: int = 0
+    counts: Counts = field(default_factory=Counts)
+    quarantine_by_type: Counter = field(default_factory=Counter)
+    write_latencies_ms: list[float] = field(default_factory=list)
+    file_results: list[FileResult] = field(default_factory=list)
+
+    @property
+    def write_latency_p95_ms(self) -> float:
+        return percentile(self.write_latencies_ms, 95)
+
+    def as_dict(self) -> dict[str, Any]:
+        """The summary printed by ``ingest --json`` and stored in ``ingest_runs``."""
+        elapsed = ((self.finished_at or datetime.now(UTC)) - self.started_at).total_seconds()
+        return {
+            "run_id": str(self.run_id),
+            "files": self.files,
+            "skipped_files": self.skipped_files,
+            **asdict(self.counts),
+            "quarantine_by_type": dict(sorted(self.quarantine_by_type.items())),
+            "balanced": self.counts.balanced,
+            "elapsed_s": round(elapsed, 3),
+            "lines_per_s": round(self.counts.lines / elapsed) if elapsed > 0 else None,
+            "telemetry": {
+                # per-file values are in the metrics table (name ParseDuration, tag file)
+                "ParseDuration_ms": {
+                    "files": len(parsed := [r.parse_ms for r in self.file_results if not r.skipped]),
+                    "total": sum(parsed),
+                    "max": max(parsed, default=0),
+                    "p95": percentile([float(p) for p in parsed], 95),
+                },
+                "RowsWritten": self.counts.accepted,
+                "SkippedDuplicate": self.counts.duplicates,
+                "DatabaseWriteLatency_p95_ms": round(self.write_latency_p95_ms, 2),
+            },
+        }
+
+
+def percentile(values: list[float], pct: float) -> float:
+    """Nearest-rank percentile; 0.0 for no values."""
+    if not values:
+        return 0.0
+    ordered = sorted(values)
+    rank = max(1, min(len(ordered), round(pct / 100 * len(ordered) + 0.5)))
+    return float(ordered[rank - 1])
+
+
+def discover_files(paths: Iterable[str | os.PathLike[str]]) -> list[Path]:
+    """Files to ingest: explicit files as given; directories searched for ``*.jsonl``/``*.ndjson``.
+
+    In-progress spool files (``*.tmp``) are never picked up.
+    """
+    found: list[Path] = []
+    for raw in paths:
+        path = Path(raw)
+        if path.is_dir():
+            found.extend(
+                p for p in sorted(path.rglob("*")) if p.is_file() and p.suffix in EVENT_FILE_SUFFIXES
+            )
+        elif path.is_file():
+            found.append(path)
+        else:
+            raise FileNotFoundError(f"no such file or directory: {path} — check the path")
+    return list(dict.fromkeys(p.resolve() for p in found))
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _lock_key(sha: str) -> int:
+    return int(sha[:16], 16) - (1 << 63)
+
+
+@dataclass
+class _Line:
+    number: int
+    offset: int
+    raw: bytes
+    truncated_total: int | None = None  # set when the line exceeded the read limit
+
+
+def iter_lines(handle: BinaryIO) -> Iterator[_Line]:
+    """Non-blank lines with their 1-based numbers and byte offsets, in bounded memory.
+
+    A line longer than the read limit yields its first part (enough to quarantine it as too
+    large) and the rest is skipped without being held in memory.
+    """
+    number = 0
+    offset = 0
+    while True:
+        chunk = handle.readline(MAX_LINE_BYTES + 2)
+        if not chunk:
+            return
+        number += 1
+        start = offset
+        offset += len(chunk)
+        total = None
+        if not chunk.endswith(b"\n") and len(chunk) > MAX_LINE_BYTES:
+            total = len(chunk)
+            while True:  # drain the rest of the over-long line
+                more = handle.readline(1 << 20)
+                if not more:
+                    break
+                total += len(more)
+                offset += len(more)
+                if more.endswith(b"\n"):
+                    break
+        raw = chunk.rstrip(b"\r\n")
+        if not raw.strip():
+            continue
+        yield _Line(number, start, raw, total)
+
+
+class _BatchWriter:
+    """Runs the database side of a file's ingestion in a worker thread (one transaction)."""
+
+    def __init__(self, conn: psycopg.Connection, run_id: uuid.UUID, latencies: list[float]):
+        self.conn = conn
+        self.run_id = run_id
+        self.latencies = latencies
+        self.counts = Counts()
+        self._queue: queue.Queue = queue.Queue(maxsize=2)
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="ingest-writer", daemon=True)
+        self._thread.start()
+
+    def submit(self, events: list[tuple], n_errors: int, quarantine: list[tuple]) -> None:
+        if self._error is not None:
+            raise self._error
+        self._queue.put((events, n_errors, quarantine))
+
+    def close(self) -> Counts:
+        self._queue.put(None)
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        return self.counts
+
+    def _run(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is None:
+                return
+            if self._error is not None:
+                continue  # drain; the error is raised on the main thread
+            try:
+                self._write(*item)
+            except BaseException as exc:  # re-raised in submit()/close()
+                self._error = exc
+
+    def _write(self, events: list[tuple], n_errors: int, quarantine: list[tuple]) -> None:
+        started = time.perf_counter()
+        cur = self.conn.cursor()
+        if events:
+            move_staged(cur, events, n_errors, self.run_id, self.counts)
+        if quarantine:
+            with cur.copy(f"COPY quarantine ({', '.join(_QUARANTINE_COLUMNS)}) FROM STDIN") as copy:
+                for row in quarantine:
+                    copy.write_row(row)
+            self.counts.quarantined += len(quarantine)
+        self.latencies.append((time.perf_counter() - started) * 1000)
+
+
+def move_staged(
+    cur: psycopg.Cursor, events: list[tuple], n_errors: int, run_id: uuid.UUID, counts: Counts
+) -> None:
+    """COPY staged rows into ``ingest_stage`` and move them into ``events`` (and error groups).
+
+    Adds to ``counts``: accepted, duplicates and collapsed. The caller owns the transaction and
+    must have created the stage table (``sql/runtime/ingest_stage.sql``).
+    """
+    with cur.copy(f"COPY ingest_stage ({', '.join(_STAGE_COLUMNS)}) FROM STDIN") as copy:
+        for row in events:
+            copy.write_row(row)
+    n_plain = len(events) - n_errors
+    inserted = cur.execute(MOVE_EVENTS_SQL).fetchone()[0] if n_plain else 0
+    counts.accepted += inserted
+    counts.duplicates += n_plain - inserted
+    if n_errors:
+        fresh, represented, _bumped = cur.execute(MOVE_ERRORS_SQL, {"run_id": run_id}).fetchone()
+        counts.accepted += represented
+        counts.collapsed += fresh - represented
+        counts.duplicates += n_errors - fresh
+    cur.execute("TRUNCATE ingest_stage")
+
+
+def stage_sql() -> str:
+    """DDL of the session temp table that batches are staged in."""
+    return (sql_dir() / "runtime" / "ingest_stage.sql").read_text(encoding="utf-8")
+
+
+ProgressCallback = Callable[[dict[str, Any]], None]
+
+
+class Ingestor:
+    """Ingests files into the orchestration DB on one connection.
+
+    >>> with connection(dsn) as conn:
+    ...     summary = Ingestor(conn).ingest_paths(["landing/"])
+    """
+
+    def __init__(
+        self,
+        conn: psycopg.Connection,
+        *,
+        run_id: uuid.UUID | None = None,
+        batch_rows: int = DEFAULT_BATCH_ROWS,
+        progress: ProgressCallback | None = None,
+        progress_every_s: float = 2.0,
+        now: Callable[[], datetime] | None = None,
+        source: str = "orchestration-pipeline.ingest",
+    ):
+        self.conn = conn
+        self.run_id = run_id or uuid.uuid4()
+        self.batch_rows = batch_rows
+        self.progress = progress
+        self.progress_every_s = progress_every_s
+        self.now = now or (lambda: datetime.now(UTC))
+        self.gate = SchemaGate(INGEST_TABLES, source=source)
+        self.summary = IngestSummary(run_id=self.run_id, started_at=self.now())
+        self._stage_sql = stage_sql()
+        self._last_progress = 0.0
+
+    # -- public ----------------------------------------------------------------------------
+
+    def ingest_paths(self, paths: Iterable[str | os.PathLike[str]]) -> IngestSummary:
+        """Ingest every file under ``paths``; returns the run summary (also stored in ``ingest_runs``)."""
+        files = discover_files(paths)
+        self.gate.check(self.conn)
+        for index, path in enumerate(files, 1):
+            result = self.ingest_file(path)
+            self._report(final=True, file=str(path), file_index=index, file_count=len(files), result=result)
+        return self.finish()
+
+    def ingest_file(self, path: Path) -> FileResult:
+        """Ingest one file in one transaction; a file already in the ledger is skipped."""
+        self.gate.check(self.conn)
+        path = Path(path)
+        sha = file_sha256(path)
+        result = FileResult(path=str(path), sha256=sha, size_bytes=path.stat().st_size)
+        if self.conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+            self.conn.commit()
+        with self.conn.transaction():
+            self.conn.execute("SELECT pg_advisory_xact_lock(%s)", (_lock_key(sha),))
+            if self.conn.execute("SELECT 1 FROM ingest_files WHERE file_sha256 = %s", (sha,)).fetchone():
+                result.skipped = True
+            else:
+                self._ingest_into_transaction(path, result)
+        if not self.conn.autocommit:
+            self.conn.commit()
+        self.summary.file_results.append(result)
+        self.summary.files += 1
+        if result.skipped:
+            self.summary.skipped_files += 1
+        else:
+            self.summary.counts.add(result.counts)
+            self.summary.quarantine_by_type.update(result.quarantine_by_type)
+        return result
+
+    def finish(self) -> IngestSummary:
+        """Record the run (summary row and DatabaseWriteLatency telemetry)."""
+        self.summary.finished_at = self.now()
+        body = self.summary.as_dict()
+        with self.conn.transaction():
+            self.conn.execute(
+                "INSERT INTO ingest_runs (run_id, started_at, finished_at, summary) VALUES (%s, %s, %s, %s) "
+                "ON CONFLICT (run_id) DO UPDATE SET finished_at = EXCLUDED.finished_at, summary = EXCLUDED.summary",
+                (self.run_id, self.summary.started_at, self.summary.finished_at, Jsonb(body)),
+            )
+            if self.summary.write_latencies_ms:
+                self._metric("DatabaseWriteLatency", self.summary.write_latency_p95_ms, "ms", {"stat": "p95"})
+        if not self.conn.autocommit:
+            self.conn.commit()
+        return self.summary
+
+    # -- internals -------------------------------------------------------------------------
+
+    def _metric(self, name: str, value: float, unit: str, tags: dict[str, Any]) -> None:
+        self.conn.execute(
+            "INSERT INTO metrics (name, value, unit, tags) VALUES (%s, %s, %s, %s)",
+            (name, value, unit, Jsonb({"run_id": str(self.run_id), **tags})),
+        )
+
+    def _ingest_into_transaction(self, path: Path, result: FileResult) -> None:
+        self.conn.execute(self._stage_sql)
+        writer = _BatchWriter(self.conn, self.run_id, self.summary.write_latencies_ms)
+        source_file = str(path)
+        now = self.now()
+        started = time.perf_counter()
+        events: list[tuple] = []
+        quarantine: list[tuple] = []
+        n_errors = 0
+        batch_bytes = 0
+        lines = redactions = 0
+        try:
+            with open(path, "rb") as handle:
+                for line in iter_lines(handle):
+                    lines += 1
+                    parsed = parse_line(line.raw, now=now)
+                    redactions += parsed.redactions
+                    if isinstance(parsed, ParsedEvent):
+                        events.append(stage_row(parsed, source_file, line.number))
+                        n_errors += parsed.fingerprint is not None
+                    else:
+                        result.quarantine_by_type[parsed.failure_type] += 1
+                        quarantine.append(
+                            _quarantine_row(parsed, line, self.run_id, result.sha256, source_file)
+                        )
+                    batch_bytes += len(line.raw)
+                    if len(events) + len(quarantine) >= self.batch_rows or batch_bytes >= _BATCH_BYTES:
+                        writer.submit(events, n_errors, quarantine)
+                        events, quarantine, n_errors, batch_bytes = [], [], 0, 0
+                        self._report(file=source_file, lines=lines)
+                if events or quarantine:
+                    writer.submit(events, n_errors, quarantine)
+        finally:
+            counts = writer.close()
+        counts.lines = lines
+        counts.redactions = redactions
+        result.counts = counts
+        result.parse_ms = int((time.perf_counter() - started) * 1000)
+        if not counts.balanced:  # a bug, never bad input: refuse to commit an unbalanced file
+            raise RuntimeError(f"line accounting does not balance for {path}: {counts}")
+        self.conn.execute(
+            """INSERT INTO ingest_files (file_sha256, path, size_bytes, run_id, lines, accepted, quarantined,
+                                         duplicates, collapsed, redactions, parse_ms)
+               VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)""",
+            (
+                result.sha256,
+                source_file,
+                result.size_bytes,
+                self.run_id,
+                counts.lines,
+                counts.accepted,
+                counts.quarantined,
+                counts.duplicates,
+                counts.collapsed,
+                counts.redactions,
+                result.parse_ms,
+            ),
+        )
+        tags = {"file": source_file, "file_sha256": result.sha256}
+        self._metric("ParseDuration", result.parse_ms, "ms", tags)
+        self._metric("RowsWritten", counts.accepted, "rows", tags)
+        self._metric("SkippedDuplicate", counts.duplicates, "rows", tags)
+
+    def _report(self, final: bool = False, **info: Any) -> None:
+        if self.progress is None:
+            return
+        now = time.monotonic()
+        if not final and now - self._last_progress < self.progress_every_s:
+            return
+        self._last_progress = now
+        self.progress({"final": final, **info})
+
+
+def stage_row(event: ParsedEvent, source_file: str, line_number: int) -> tuple:
+    return (
+        event.event_id,
+        event.event_type,
+        event.occurred_at,
+        event.session_id,
+        event.task_id,
+        event.source,
+        event.stage,
+        event.severity,
+        event.status,
+        event.duration_ms,
+        event.payload_json,
+        source_file,
+        line_number,
+        event.fingerprint,
+        event.message_template,
+    )
+
+
+def _quarantine_row(rej: Rejection, line: _Line, run_id: uuid.UUID, sha: str, source_file: str) -> tuple:
+    raw_text = rej.raw_text
+    truncated = line.truncated_total is not None or len(raw_text) > _STORED_RAW_LIMIT
+    if truncated:
+        total = line.truncated_total or len(line.raw)
+        raw_text = (
+            raw_text[:_STORED_RAW_LIMIT]
+            + f"…[truncated: line is {total} bytes; full line at byte {line.offset} of the source file]"
+        )
+    raw_text = raw_text.replace("\x00", "\\x00")  # PostgreSQL text cannot hold NUL
+    return (
+        run_id,
+        sha,
+        source_file,
+        line.number,
+        line.offset,
+        rej.failure_type,
+        rej.detail[:2000],
+        rej.json_pointer,
+        raw_text,
+        rej.raw_sha256,
+        truncated,
+    )
+
+
+def summary_json(summary: IngestSummary) -> str:
+    return json.dumps(summary.as_dict(), default=str)

@@ -1,0 +1,170 @@
+"""Listing and replaying quarantined lines.
+
+Replay re-parses each pending row's (redacted) raw line with the current validator: after a
+producer or validator fix, the line is accepted, recognised as a duplicate, or collapsed into
+its error group, and the quarantine row records the outcome. A line that still fails stays
+pending with its attempt count and latest reason. Truncated lines (over 1 MiB) cannot be replayed.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import psycopg
+from psycopg.rows import dict_row
+
+from orchestration_pipeline.lib.db import SchemaGate
+from orchestration_pipeline.lib.events import ParsedEvent, parse_line
+from orchestration_pipeline.lib.ingest import INGEST_TABLES, Counts, move_staged, stage_row, stage_sql
+
+
+@dataclass
+class ReplayResult:
+    run_id: uuid.UUID
+    examined: int = 0
+    accepted: int = 0
+    duplicates: int = 0
+    collapsed: int = 0
+    still_failing: int = 0
+    failures_by_type: dict[str, int] = field(default_factory=dict)
+    replayed_ids: list[int] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "run_id": str(self.run_id),
+            "examined": self.examined,
+            "accepted": self.accepted,
+            "duplicates": self.duplicates,
+            "collapsed": self.collapsed,
+            "still_failing": self.still_failing,
+            "failures_by_type": self.failures_by_type,
+        }
+
+
+def _filters(
+    ids: list[int] | None, failure_type: str | None, source_file: str | None
+) -> tuple[str, list[Any]]:
+    clauses, params = ["replayed_at IS NULL"], []
+    if ids:
+        clauses.append("quarantine_id = ANY(%s)")
+        params.append(ids)
+    if failure_type:
+        clauses.append("failure_type = %s")
+        params.append(failure_type)
+    if source_file:
+        clauses.append("source_file = %s")
+        params.append(source_file)
+    return " AND ".join(clauses), params
+
+
+def list_quarantine(
+    conn: psycopg.Connection,
+    *,
+    failure_type: str | None = None,
+    include_replayed: bool = False,
+    limit: int = 50,
+    offset: int = 0,
+) -> list[dict[str, Any]]:
+    """Quarantined lines, newest first, with a preview of the raw line."""
+    SchemaGate(["quarantine"]).check(conn)
+    clauses, params = [], []
+    if not include_replayed:
+        clauses.append("replayed_at IS NULL")
+    if failure_type:
+        clauses.append("failure_type = %s")
+        params.append(failure_type)
+    where = ("WHERE " + " AND ".join(clauses)) if clauses else ""
+    with conn.cursor(row_factory=dict_row) as cur:
+        rows = cur.execute(
+            f"""SELECT quarantine_id, failure_type, json_pointer, detail, source_file, source_line,
+                       left(raw_line, 200) AS raw_preview, quarantined_at, replay_attempts, replayed_at, replay_outcome
+                FROM quarantine {where} ORDER BY quarantine_id DESC LIMIT %s OFFSET %s""",
+            [*params, limit, offset],
+        ).fetchall()
+    if not conn.autocommit:
+        conn.rollback()
+    return rows
+
+
+def quarantine_counts(conn: psycopg.Connection) -> dict[str, int]:
+    """Pending quarantined lines per failure type."""
+    rows = conn.execute(
+        "SELECT failure_type, count(*) FROM quarantine WHERE replayed_at IS NULL GROUP BY 1 ORDER BY 1"
+    ).fetchall()
+    if not conn.autocommit:
+        conn.rollback()
+    return {r[0]: r[1] for r in rows}
+
+
+def replay_quarantine(
+    conn: psycopg.Connection,
+    *,
+    ids: list[int] | None = None,
+    failure_type: str | None = None,
+    source_file: str | None = None,
+    limit: int | None = None,
+    now: datetime | None = None,
+) -> ReplayResult:
+    """Re-ingest pending quarantined lines in one transaction; rows locked by another replay are skipped."""
+    SchemaGate(INGEST_TABLES).check(conn)
+    result = ReplayResult(run_id=uuid.uuid4())
+    where, params = _filters(ids, failure_type, source_file)
+    limit_sql = " LIMIT %s" if limit else ""
+    if limit:
+        params.append(limit)
+    if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+        conn.commit()
+    with conn.transaction():
+        conn.execute(stage_sql())
+        cur = conn.cursor()
+        rows = cur.execute(
+            f"""SELECT quarantine_id, raw_line, raw_truncated, source_file, source_line FROM quarantine
+                WHERE {where} ORDER BY quarantine_id{limit_sql} FOR UPDATE SKIP LOCKED""",
+            params,
+        ).fetchall()
+        stamp = now or datetime.now(UTC)
+        for qid, raw_line, truncated, source_file_, source_line in rows:
+            result.examined += 1
+            parsed = None if truncated else parse_line(raw_line.encode("utf-8"), now=stamp)
+            if not isinstance(parsed, ParsedEvent):
+                reason = (
+                    "line was truncated at quarantine time and cannot be replayed"
+                    if truncated
+                    else parsed.detail
+                )
+                kind = "payload_too_large" if truncated else parsed.failure_type
+                result.still_failing += 1
+                result.failures_by_type[kind] = result.failures_by_type.get(kind, 0) + 1
+                cur.execute(
+                    """UPDATE quarantine SET replay_attempts = replay_attempts + 1, last_replay_at = %s,
+                              last_replay_detail = %s WHERE quarantine_id = %s""",
+                    (stamp, reason[:2000], qid),
+                )
+                continue
+            counts = Counts()
+            move_staged(
+                cur,
+                [stage_row(parsed, source_file_, source_line)],
+                int(parsed.fingerprint is not None),
+                result.run_id,
+                counts,
+            )
+            if counts.accepted:
+                outcome, result.accepted = "accepted", result.accepted + 1
+            elif counts.collapsed:
+                outcome, result.collapsed = "collapsed", result.collapsed + 1
+            else:
+                outcome, result.duplicates = "duplicate", result.duplicates + 1
+            result.replayed_ids.append(qid)
+            cur.execute(
+                """UPDATE quarantine SET replay_attempts = replay_attempts + 1, last_replay_at = %s, replayed_at = %s,
+                          replay_outcome = %s, replay_event_id = %s, last_replay_detail = NULL
+                   WHERE quarantine_id = %s""",
+                (stamp, stamp, outcome, parsed.event_id, qid),
+            )
+    if not conn.autocommit:
+        conn.commit()
+    return result
