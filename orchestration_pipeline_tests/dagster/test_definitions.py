@@ -5,7 +5,7 @@ from orchestration_pipeline.definitions import defs
 from orchestration_pipeline.defs.resources import OrchestrationDatabase
 from orchestration_pipeline.defs.schema.assets import orchestration_schema
 from orchestration_pipeline.defs.schema.checks import schema_migrations_current
-from orchestration_pipeline.lib.db import connection
+from orchestration_pipeline.lib.db import connection, discover_migrations
 
 
 def test_definitions_load():
@@ -18,10 +18,23 @@ def test_asset_graph_snapshot():
     graph = d.resolve_asset_graph()
     assets = sorted(k.to_user_string() for k in graph.get_all_asset_keys())
     checks = sorted(f"{k.asset_key.to_user_string()}:{k.name}" for k in graph.asset_check_keys)
-    assert assets == ["orchestration_schema"]
-    assert checks == ["orchestration_schema:schema_migrations_current"]
-    resources = sorted(d.resources)
-    assert resources == ["orchestration_db", "tasks_db", "vector_index"]
+    assert assets == ["orchestration_schema", "raw_events"]
+    assert checks == [
+        "orchestration_schema:schema_migrations_current",
+        "raw_events:core_event_coverage",
+        "raw_events:events_accounted_for",
+        "raw_events:policy_violations_complete",
+        "raw_events:provider_metric_present",
+    ]
+    assert graph.get(dg.AssetKey("raw_events")).parent_keys == {dg.AssetKey("orchestration_schema")}
+    assert sorted(s.name for s in d.sensors) == ["landing_zone_sensor"]
+    assert sorted(d.resources) == [
+        "ingestion_settings",
+        "orchestration_db",
+        "pipeline_home",
+        "tasks_db",
+        "vector_index",
+    ]
 
 
 def _run(dsn, selection=None):
@@ -45,7 +58,8 @@ def test_materialize_on_fresh_database_passes_its_check(fresh_dsn):
     result = _run(fresh_dsn)
     assert result.success
     mat = result.asset_materializations_for_node("orchestration_schema")[0]
-    assert mat.metadata["applied_versions"].value == ["0001_core"]
+    expected = [f"{m.version:04d}_{m.name}" for m in discover_migrations("orchestration")]
+    assert mat.metadata["applied_versions"].value == expected
     assert isinstance(mat.metadata["timescaledb_available"].value, bool)
     evaluation = _check_evaluation(result)
     assert evaluation.passed

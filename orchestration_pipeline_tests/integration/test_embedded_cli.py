@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from orchestration_pipeline.lib.db import discover_migrations
 from orchestration_pipeline_tests.conftest import clean_env
 
 pytestmark = pytest.mark.slow
@@ -36,7 +37,7 @@ def test_fresh_home_starts_embedded_postgres_and_up_reuses_it(home):
     assert first.returncode == 0, first.stderr
     info = json.loads(first.stdout)
     assert info["postgres"].startswith("embedded")
-    assert info["applied"] == {"orchestration": ["0001_core.sql"], "tasks": ["0001_tasks.sql"]}
+    assert info["applied"] == {t: [m.filename for m in discover_migrations(t)] for t in ("orchestration", "tasks")}
     pid = _pid(home)
     if os.geteuid() == 0:  # PostgreSQL refuses root: the server must run as another user
         assert (home / "pg").stat().st_uid != 0

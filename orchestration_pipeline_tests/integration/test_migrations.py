@@ -105,21 +105,21 @@ def test_changed_checksum_is_refused_naming_the_file(fresh_dsn, tmp_path):
 
 def test_failed_migration_rolls_back_and_is_not_recorded(fresh_dsn, tmp_path):
     root = _copy_sql(tmp_path)
-    (root / "orchestration" / "0002_broken.sql").write_text(
+    (root / "orchestration" / "9001_broken.sql").write_text(
         "CREATE TABLE IF NOT EXISTS half_done (x int);\nSELECT no_such_function();\n"
     )
     with connection(fresh_dsn) as conn:
-        with pytest.raises(MigrationError, match="0002_broken.sql"):
+        with pytest.raises(MigrationError, match="9001_broken.sql"):
             migrate(conn, "orchestration", root)
         assert conn.execute("SELECT to_regclass('half_done')").fetchone()[0] is None
         versions = [r[0] for r in conn.execute("SELECT version FROM schema_migrations ORDER BY 1")]
-    assert versions == [1]
+    assert versions == [m.version for m in discover_migrations("orchestration")]
 
 
 def test_concurrent_runners_apply_each_file_once(fresh_dsn, tmp_path):
     root = _copy_sql(tmp_path)
     # Not idempotent on purpose: a second application would insert a second row.
-    (root / "orchestration" / "0002_counter.sql").write_text(
+    (root / "orchestration" / "9002_counter.sql").write_text(
         "CREATE TABLE IF NOT EXISTS apply_counter (n int);\n"
         "SELECT pg_sleep(0.3);\n"
         "INSERT INTO apply_counter VALUES (1);\n"
@@ -142,7 +142,7 @@ def test_concurrent_runners_apply_each_file_once(fresh_dsn, tmp_path):
         t.join(60)
     assert not [r for r in results if isinstance(r, Exception)], results
     applied = sorted(v for r in results for v in r)
-    assert applied == [1, 2]
+    assert applied == [*(m.version for m in discover_migrations("orchestration")), 9002]
     with connection(fresh_dsn) as conn:
         assert conn.execute("SELECT count(*) FROM apply_counter").fetchone()[0] == 1
-        assert conn.execute("SELECT count(*) FROM schema_migrations").fetchone()[0] == 2
+        assert conn.execute("SELECT count(*) FROM schema_migrations").fetchone()[0] == len(applied)
