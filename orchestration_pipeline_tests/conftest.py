@@ -107,3 +107,48 @@ def clean_env(**overrides: str) -> dict[str, str]:
     }
     env.update(overrides)
     return env
+
+
+def make_event(event_type: str = "decision", minutes_ago: float = 60, **fields) -> dict:
+    """A valid event dict; ``fields`` override envelope fields (``payload`` replaces the default)."""
+    from datetime import UTC, datetime, timedelta
+
+    defaults = {
+        "task_start": {},
+        "task_end": {"success": True, "duration_ms": 10},
+        "command_start": {"command": "make"},
+        "command_end": {"exit_code": 0, "duration_ms": 5},
+        "decision": {"rationale": "because"},
+        "metric": {"name": "m", "value": 1},
+        "error": {"message": "boom"},
+        "policy_violation": {"host": "h", "file": "f", "policy": "p", "rule": "r"},
+        "artifact_emit": {"path": "a.txt", "size_bytes": 1, "sha256": "0" * 64},
+    }
+    event = {
+        "event_id": str(uuid.uuid4()),
+        "event_type": event_type,
+        "occurred_at": (datetime.now(UTC) - timedelta(minutes=minutes_ago)).isoformat(),
+        "session_id": "s-1",
+        "payload": defaults.get(
+            event_type, {"agent_type": "coder", "agent_name": "a", "task_description": "t"}
+        ),
+    }
+    if event_type == "error":
+        event["stage"] = "db"
+    event.update(fields)
+    return event
+
+
+def write_jsonl(path: Path, items) -> Path:
+    """Write dicts (as JSON) and bytes/str (verbatim) as lines."""
+    import json as _json
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "wb") as handle:
+        for item in items:
+            if isinstance(item, dict):
+                item = _json.dumps(item)
+            if isinstance(item, str):
+                item = item.encode()
+            handle.write(item + b"\n")
+    return path

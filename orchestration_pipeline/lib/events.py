@@ -239,7 +239,7 @@ def _pointer(loc: tuple[Any, ...]) -> str:
     return "".join("/" + str(p).replace("~", "~0").replace("/", "~1") for p in loc)
 
 
-_TYPE_ERRORS = re.compile(r"_type$|^(dict|list|int|float|bool|string|uuid)_|_parsing$")
+_TYPE_ERRORS = re.compile(r"_type$")
 
 
 def _classify(err: dict[str, Any]) -> str:

@@ -21,12 +21,11 @@ _SECRET_WORDS = (
 )
 _SECRET_KEY = re.compile(rf"^(?:.*_)?(?:{_SECRET_WORDS})$")
 _BEARER = re.compile(r"(?i)\b(bearer)\s+[A-Za-z0-9\-._~+/]{8,}=*")
-_URL_PASSWORD = re.compile(r"([A-Za-z][A-Za-z0-9+.\-]*://[^:/\s@\"']+:)([^@\s\"']+)(@)")
+# Bounded repeats keep every pattern linear on megabyte-long lines (no catastrophic backtracking).
+_URL_PASSWORD = re.compile(r"(\b[A-Za-z][A-Za-z0-9+.\-]{0,31}://[^:/\s@\"']{1,256}:)([^@\s\"']{1,512})(@)")
 _KV_PASSWORD = re.compile(r"(?i)\b(password|passwd|pwd)\s*=\s*(?!\[REDACTED\])([^\s;&\"',]+)")
 # For raw text that is not valid JSON: "password": "value" pairs.
-_JSON_PAIR = re.compile(
-    rf'(?i)("(?:[A-Za-z0-9]+[_-])*(?:{_SECRET_WORDS})"\s*:\s*)("(?:[^"\\]|\\.)*"|[^,}}\s]+)'
-)
+_JSON_PAIR = re.compile(r'("([A-Za-z0-9_\-]{1,64})"\s{0,8}:\s{0,8})("(?:[^"\\]|\\.)*"?|[^,}\s]{1,512})')
 # A cheap pre-filter: lines without any of these substrings cannot hold a secret we redact.
 _MAYBE_SECRET = (
     b"pass",
@@ -73,7 +72,7 @@ def redact_raw_line(text: str) -> tuple[str, int]:
 
     def pair(m: re.Match[str]) -> str:
         nonlocal pairs
-        if m.group(2) == f'"{REDACTED}"':
+        if not is_secret_key(m.group(2)) or m.group(3) == f'"{REDACTED}"':
             return m.group(0)
         pairs += 1
         return f'{m.group(1)}"{REDACTED}"'

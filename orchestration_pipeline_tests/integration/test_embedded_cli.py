@@ -37,7 +37,9 @@ def test_fresh_home_starts_embedded_postgres_and_up_reuses_it(home):
     assert first.returncode == 0, first.stderr
     info = json.loads(first.stdout)
     assert info["postgres"].startswith("embedded")
-    assert info["applied"] == {t: [m.filename for m in discover_migrations(t)] for t in ("orchestration", "tasks")}
+    assert info["applied"] == {
+        t: [m.filename for m in discover_migrations(t)] for t in ("orchestration", "tasks")
+    }
     pid = _pid(home)
     if os.geteuid() == 0:  # PostgreSQL refuses root: the server must run as another user
         assert (home / "pg").stat().st_uid != 0

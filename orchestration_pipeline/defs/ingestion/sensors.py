@@ -5,6 +5,7 @@ import json
 import dagster as dg
 
 from orchestration_pipeline.defs.ingestion.assets import raw_events
+from orchestration_pipeline.defs.resources import PipelineHome
 from orchestration_pipeline.lib.landing import scan_landing
 
 ingest_job = dg.define_asset_job(
@@ -12,15 +13,12 @@ ingest_job = dg.define_asset_job(
 )
 
 
-@dg.sensor(
-    job=ingest_job,
-    minimum_interval_seconds=30,
-    default_status=dg.DefaultSensorStatus.RUNNING,
-    required_resource_keys={"pipeline_home"},
-)
-def landing_zone_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult | dg.SkipReason:
+@dg.sensor(job=ingest_job, minimum_interval_seconds=30, default_status=dg.DefaultSensorStatus.RUNNING)
+def landing_zone_sensor(
+    context: dg.SensorEvaluationContext, pipeline_home: PipelineHome
+) -> dg.SensorResult | dg.SkipReason:
     """Cursor: the newest change time seen and the files at that instant (renames set ctime)."""
-    landing = context.resources.pipeline_home.landing_dir
+    landing = pipeline_home.landing_dir
     cursor = json.loads(context.cursor) if context.cursor else None
     scan = scan_landing(landing, cursor)
     if not scan.new_files:

@@ -1,0 +1,223 @@
+import json
+import shutil
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from orchestration_pipeline.lib.activity import ActivityFilter, activity_stats, query_activity
+from orchestration_pipeline.lib.ingest import Ingestor
+from orchestration_pipeline.lib.quarantine import list_quarantine, replay_quarantine
+from orchestration_pipeline_tests.conftest import make_event, write_jsonl
+
+pytestmark = pytest.mark.db
+
+
+def ingest(conn, *paths, **kwargs):
+    return Ingestor(conn, **kwargs).ingest_paths(paths).as_dict()
+
+
+def count(conn, sql, *params):
+    value = conn.execute(sql, params).fetchone()[0]
+    conn.rollback()
+    return value
+
+
+def test_valid_file_lands_with_artifacts_and_metrics(orch_conn, tmp_path):
+    events = [
+        make_event("task_start", task_id="t1"),
+        make_event("metric", payload={"name": "rows", "value": 5, "tags": {"table": "x"}}),
+        make_event("artifact_emit"),
+        make_event("task_end", task_id="t1"),
+    ]
+    summary = ingest(orch_conn, write_jsonl(tmp_path / "a.jsonl", events))
+    assert (summary["lines"], summary["accepted"], summary["balanced"]) == (4, 4, True)
+    assert count(orch_conn, "SELECT count(*) FROM events") == 4
+    assert count(orch_conn, "SELECT count(*) FROM artifacts") == 1
+    assert count(orch_conn, "SELECT value FROM metrics WHERE name = 'rows'") == 5
+    assert count(orch_conn, "SELECT duration_ms FROM events WHERE event_type = 'task_end'") == 10
+    assert count(orch_conn, "SELECT source_line FROM events WHERE event_type = 'task_end'") == 4
+
+
+def test_redropped_and_renamed_files_never_insert_twice(orch_conn, tmp_path):
+    path = write_jsonl(tmp_path / "landing" / "a.jsonl", [make_event() for _ in range(50)])
+    first = ingest(orch_conn, path)
+    again = ingest(orch_conn, path)
+    renamed = tmp_path / "landing" / "renamed.jsonl"
+    shutil.copy(path, renamed)
+    third = ingest(orch_conn, tmp_path / "landing")
+    assert first["accepted"] == 50
+    assert (again["skipped_files"], again["lines"], again["accepted"]) == (1, 0, 0)
+    assert (third["files"], third["skipped_files"], third["accepted"]) == (2, 2, 0)
+    assert count(orch_conn, "SELECT count(*) FROM events") == 50
+    assert count(orch_conn, "SELECT count(*) FROM ingest_files") == 1
+
+
+def test_lines_resent_in_another_file_are_duplicates(orch_conn, tmp_path):
+    shared = [make_event() for _ in range(10)]
+    no_id = {k: v for k, v in make_event().items() if k != "event_id"}
+    ingest(orch_conn, write_jsonl(tmp_path / "a.jsonl", [*shared, no_id]))
+    summary = ingest(orch_conn, write_jsonl(tmp_path / "b.jsonl", [*shared, no_id, make_event(), shared[0]]))
+    assert (summary["lines"], summary["accepted"], summary["duplicates"]) == (13, 1, 12)
+    assert summary["balanced"]
+    assert count(orch_conn, "SELECT count(*) FROM events") == 12
+
+
+def test_error_flood_collapses_into_one_group_and_one_event(orch_conn, tmp_path):
+    base = datetime.now(UTC) - timedelta(hours=1)
+    flood = [
+        make_event(
+            "error",
+            stage="db_insert",
+            occurred_at=(base + timedelta(milliseconds=i)).isoformat(),
+            payload={"message": f'ERROR: duplicate key value violates unique constraint "pk" (id={i})'},
+        )
+        for i in range(10_000)
+    ]
+    other = make_event("error", stage="api", payload={"message": "timeout after 30 s"})
+    summary = ingest(orch_conn, write_jsonl(tmp_path / "flood.jsonl", [*flood, other]), batch_rows=3000)
+    assert (summary["lines"], summary["accepted"], summary["collapsed"], summary["duplicates"]) == (
+        10_001,
+        2,
+        9_999,
+        0,
+    )
+    groups = orch_conn.execute(
+        "SELECT stage, count, cardinality(sample_event_ids), first_seen < last_seen "
+        "FROM error_groups ORDER BY stage"
+    ).fetchall()
+    assert groups == [("api", 1, 1, False), ("db_insert", 10_000, 5, True)]
+    events = orch_conn.execute(
+        "SELECT stage, (payload->>'count')::int FROM events WHERE event_type = 'error' ORDER BY stage"
+    ).fetchall()
+    assert events == [("api", 1), ("db_insert", 10_000)]
+
+    # A second run with more of the same error: the group grows, and the new run gets its own event.
+    more = [
+        make_event(
+            "error",
+            stage="db_insert",
+            payload={"message": 'ERROR: duplicate key value violates unique constraint "pk" (id=77777)'},
+        )
+        for _ in range(3)
+    ]
+    again = ingest(orch_conn, write_jsonl(tmp_path / "more.jsonl", [*more, flood[0]]))
+    assert (again["accepted"], again["collapsed"], again["duplicates"]) == (1, 2, 1)  # flood[0] was re-sent
+    assert count(orch_conn, "SELECT count FROM error_groups WHERE stage = 'db_insert'") == 10_003
+    runs = orch_conn.execute(
+        "SELECT (payload->>'count')::int FROM events WHERE stage = 'db_insert' ORDER BY 1"
+    ).fetchall()
+    assert runs == [(3,), (10_000,)]
+
+
+def test_one_event_per_group_per_run_across_files(orch_conn, tmp_path):
+    files = [
+        write_jsonl(
+            tmp_path / f"{i}.jsonl", [make_event("error", payload={"message": "disk full"}) for _ in range(4)]
+        )
+        for i in range(3)
+    ]
+    summary = ingest(orch_conn, *files)
+    assert (summary["accepted"], summary["collapsed"]) == (1, 11)
+    assert count(orch_conn, "SELECT (payload->>'count')::int FROM events WHERE event_type = 'error'") == 12
+
+
+def test_bad_lines_are_quarantined_with_location_and_never_lost(orch_conn, tmp_path):
+    lines = [
+        make_event(),
+        "{broken",
+        b"\xff\xfe",
+        json.dumps(make_event("nope")),
+        json.dumps(make_event("task_end", payload={"success": True})),
+        "",
+        "   ",
+        json.dumps(make_event(occurred_at=(datetime.now(UTC) + timedelta(days=3)).isoformat())),
+    ]
+    summary = ingest(orch_conn, write_jsonl(tmp_path / "bad.jsonl", lines))
+    assert (summary["lines"], summary["accepted"], summary["quarantined"]) == (6, 1, 5)
+    assert summary["quarantine_by_type"] == {
+        "future_timestamp": 1,
+        "invalid_utf8": 1,
+        "malformed_json": 1,
+        "missing_field": 1,
+        "unknown_event_type": 1,
+    }
+    rows = list_quarantine(orch_conn, limit=10)
+    by_type = {r["failure_type"]: r for r in rows}
+    assert by_type["malformed_json"]["source_line"] == 2
+    assert by_type["missing_field"]["json_pointer"] == "/payload/duration_ms"
+    assert by_type["invalid_utf8"]["raw_preview"] == "\\xff\\xfe"
+    assert by_type["future_timestamp"]["source_line"] == 8
+    assert all(r["source_file"].endswith("bad.jsonl") for r in rows)
+
+
+def test_replay_after_a_fix(orch_conn, tmp_path):
+    future = make_event(occurred_at=(datetime.now(UTC) + timedelta(days=2)).isoformat())
+    ingest(orch_conn, write_jsonl(tmp_path / "f.jsonl", [future, "{still broken"]))
+    assert replay_quarantine(orch_conn).as_dict()["still_failing"] == 2  # nothing fixed yet
+    # The producer's clock was wrong; two days later the same line is valid.
+    result = replay_quarantine(orch_conn, now=datetime.now(UTC) + timedelta(days=2)).as_dict()
+    assert (result["accepted"], result["still_failing"]) == (1, 1)
+    assert count(orch_conn, "SELECT count(*) FROM events WHERE event_id = %s", future["event_id"]) == 1
+    replayed = orch_conn.execute(
+        "SELECT replay_outcome, replay_attempts FROM quarantine WHERE replayed_at IS NOT NULL"
+    ).fetchall()
+    assert replayed == [("accepted", 2)]
+    pending = list_quarantine(orch_conn)
+    assert [r["replay_attempts"] for r in pending] == [2]
+    # Replaying again touches only what is still pending and never inserts twice.
+    again = replay_quarantine(orch_conn, now=datetime.now(UTC) + timedelta(days=2)).as_dict()
+    assert (again["examined"], again["accepted"]) == (1, 0)
+    assert count(orch_conn, "SELECT count(*) FROM events") == 1
+
+
+def test_secrets_never_reach_storage(orch_conn, tmp_path):
+    secret_event = make_event(
+        payload={
+            "rationale": "connect postgresql://svc:hunter2@db/app",
+            "config": {"api_key": "hunter2", "nested": [{"password": "hunter2"}]},
+        }
+    )
+    broken = '{"event_type": "decision", "token": "hunter2", "auth": "Bearer hunter2hunter2"'
+    summary = ingest(orch_conn, write_jsonl(tmp_path / "s.jsonl", [secret_event, broken]))
+    assert summary["redactions"] == 5
+    assert count(orch_conn, "SELECT count(*) FROM events WHERE payload::text LIKE '%%hunter2%%'") == 0
+    assert count(orch_conn, "SELECT count(*) FROM quarantine WHERE raw_line LIKE '%%hunter2%%'") == 0
+    assert count(orch_conn, "SELECT count(*) FROM events WHERE payload::text LIKE '%%[REDACTED]%%'") == 1
+
+
+def test_telemetry_is_written_to_metrics(orch_conn, tmp_path):
+    ingest(orch_conn, write_jsonl(tmp_path / "a.jsonl", [make_event(), make_event()]))
+    names = {r[0] for r in orch_conn.execute("SELECT DISTINCT name FROM metrics")}
+    assert {"ParseDuration", "RowsWritten", "SkippedDuplicate", "DatabaseWriteLatency"} <= names
+    assert count(orch_conn, "SELECT value FROM metrics WHERE name = 'RowsWritten'") == 2
+    assert count(orch_conn, "SELECT count(*) FROM ingest_runs") == 1
+
+
+def test_activity_queries(orch_conn, tmp_path):
+    agent = {"agent_type": "coder", "agent_name": "a1", "task_description": "t", "project_id": "p1"}
+    events = [
+        make_event("agent.started", payload=agent, status="started", severity="info", minutes_ago=30),
+        make_event("agent.completed", payload=agent, status="completed", severity="success", minutes_ago=20),
+        make_event("agent.error", payload=agent, status="failed", severity="error", minutes_ago=10),
+        make_event(
+            "agent.completed",
+            payload={**agent, "agent_type": "reviewer", "agent_name": "r1", "project_id": "p2"},
+            severity="success",
+            minutes_ago=5,
+        ),
+    ]
+    ingest(orch_conn, write_jsonl(tmp_path / "a.jsonl", events))
+    p1 = query_activity(orch_conn, ActivityFilter(project_id="p1"))
+    assert [r["event_type"] for r in p1] == ["agent.error", "agent.completed", "agent.started"]
+    errors = query_activity(orch_conn, ActivityFilter(agent_type="coder", severity="error"))
+    assert len(errors) == 1 and errors[0]["status"] == "failed"
+    page = query_activity(orch_conn, ActivityFilter(limit=2, offset=1))
+    assert len(page) == 2
+    window = query_activity(orch_conn, ActivityFilter(since=datetime.now(UTC) - timedelta(minutes=15)))
+    assert len(window) == 2
+    stats = activity_stats(orch_conn)
+    assert stats["total"] == 4 and stats["by_severity"] == {"info": 1, "success": 2, "error": 1}
+    rates = {a["agent_name"]: a["success_rate"] for a in stats["agents"]}
+    assert rates == {"a1": 0.5, "r1": 1.0}
+    with pytest.raises(ValueError, match="use one of"):
+        ActivityFilter(severity="loud")

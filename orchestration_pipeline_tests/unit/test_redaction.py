@@ -1,0 +1,88 @@
+import json
+
+import pytest
+
+from orchestration_pipeline.lib.events import ParsedEvent, parse_line
+from orchestration_pipeline.lib.redaction import (
+    REDACTED,
+    is_secret_key,
+    redact_raw_line,
+    redact_text,
+    redact_value,
+)
+
+
+@pytest.mark.parametrize(
+    "key",
+    [
+        "password",
+        "DB_PASSWORD",
+        "api_key",
+        "apiKey",
+        "GithubToken",
+        "client-secret",
+        "Authorization",
+        "access_token",
+        "private_key",
+        "pwd",
+    ],
+)
+def test_secret_keys(key):
+    assert is_secret_key(key)
+
+
+@pytest.mark.parametrize(
+    "key", ["token_count", "tokens_used", "keyboard", "passed", "monkey", "author", "task_id"]
+)
+def test_ordinary_keys_are_left_alone(key):
+    assert not is_secret_key(key)
+
+
+def test_nested_secrets_are_redacted_and_counted():
+    value = {
+        "config": {"db": {"password": "p1", "host": "h"}, "list": [{"api_key": "k1"}, {"ok": "fine"}]},
+        "headers": {"Authorization": "Bearer abcdefghijklmnop"},
+        "note": "called with Bearer abcdefghijklmnop and postgresql://svc:s3cr3t@db:5432/app",
+        "dsn": "host=db user=svc password=s3cr3t dbname=app",
+        "token_count": 1234,
+    }
+    redacted, count = redact_value(value)
+    text = json.dumps(redacted)
+    for secret in ("p1", "k1", "abcdefghijklmnop", "s3cr3t"):
+        assert secret not in text
+    assert redacted["config"]["db"] == {"password": REDACTED, "host": "h"}
+    assert redacted["token_count"] == 1234
+    assert redacted["note"] == f"called with Bearer {REDACTED} and postgresql://svc:{REDACTED}@db:5432/app"
+    assert count == 6
+
+
+def test_redaction_is_idempotent():
+    value, first = redact_value({"password": "x", "s": "Bearer abcdefghijkl"})
+    again, second = redact_value(value)
+    assert first == 2 and second == 0 and again == value
+
+
+def test_raw_text_redaction_for_unparseable_lines():
+    raw = '{"event_type": "x", "password": "hunter2", "dsn": "postgres://u:hunter2@h/db", "note": "Bearer abcdefghijk'
+    text, count = redact_raw_line(raw)
+    assert "hunter2" not in text and "abcdefghijk" not in text
+    assert count == 3
+
+
+def test_parser_redacts_before_anything_is_stored():
+    raw = json.dumps(
+        {
+            "event_type": "decision",
+            "occurred_at": "2026-01-01T00:00:00Z",
+            "payload": {"rationale": "used postgresql://a:topsecret@h/db", "nested": {"secret": {"x": 1}}},
+        }
+    ).encode()
+    ev = parse_line(raw)
+    assert isinstance(ev, ParsedEvent)
+    assert "topsecret" not in ev.payload_json and '"secret":"[REDACTED]"' in ev.payload_json
+    assert ev.redactions == 2
+
+
+def test_plain_text_bearer_and_kv():
+    text, n = redact_text("Authorization: bearer eyJhbGciOiJIUzI1NiJ9.x.y; PWD=abc123;")
+    assert "eyJhbGci" not in text and "abc123" not in text and n == 2
