@@ -14,8 +14,9 @@ How exactly-once holds:
 Every non-blank line ends up in exactly one bucket, so ``lines == accepted + quarantined +
 duplicates + collapsed`` for each file and for the run.
 
-Parsing (Python) and writing (PostgreSQL) overlap: a writer thread COPYs batch N while the main
-thread parses batch N+1. Memory is bounded by the batch size, whatever the file size.
+For large files, parsing (CPU-bound Python) runs in a worker process that hands back COPY-ready
+text, while this process writes the previous batch; a thread would fight the parser for the GIL.
+At most a few batches are in flight, so memory is bounded by the batch size, whatever the file size.
 """
 
 from __future__ import annotations
@@ -23,11 +24,9 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import queue
-import threading
 import time
 import uuid
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -55,6 +54,7 @@ INGEST_TABLES = (
 EVENT_FILE_SUFFIXES = (".jsonl", ".ndjson")
 DEFAULT_BATCH_ROWS = 10_000
 _BATCH_BYTES = 32 * 1024 * 1024
+_FILE_ATTEMPTS = 3
 _STORED_RAW_LIMIT = MAX_LINE_BYTES  # an over-long line keeps its first MiB plus its hash and offset
 
 _STAGE_COLUMNS = (
@@ -283,6 +283,7 @@ def _lock_key(sha: str) -> int:
 
 
 @dataclass
+@dataclass(slots=True)
 class _Line:
     number: int
     offset: int
@@ -322,54 +323,199 @@ def iter_lines(handle: BinaryIO) -> Iterator[_Line]:
         yield _Line(number, start, raw, total)
 
 
-class _BatchWriter:
-    """Runs the database side of a file's ingestion in a worker thread (one transaction)."""
+# --- parsing a batch (in-process, or in a worker process for large files) ------------------
 
-    def __init__(self, conn: psycopg.Connection, run_id: uuid.UUID, latencies: list[float]):
-        self.conn = conn
-        self.run_id = run_id
-        self.latencies = latencies
-        self.counts = Counts()
-        self._queue: queue.Queue = queue.Queue(maxsize=2)
-        self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, name="ingest-writer", daemon=True)
-        self._thread.start()
 
-    def submit(self, events: list[tuple], n_errors: int, quarantine: list[tuple]) -> None:
-        if self._error is not None:
-            raise self._error
-        self._queue.put((events, n_errors, quarantine))
+_NULL = "\\N"
 
-    def close(self) -> Counts:
-        self._queue.put(None)
-        self._thread.join()
-        if self._error is not None:
-            raise self._error
-        return self.counts
 
-    def _run(self) -> None:
-        while True:
-            item = self._queue.get()
-            if item is None:
-                return
-            if self._error is not None:
-                continue  # drain; the error is raised on the main thread
-            try:
-                self._write(*item)
-            except BaseException as exc:  # re-raised in submit()/close()
-                self._error = exc
+def copy_text_line(values: Iterable[Any]) -> bytes:
+    """One row in PostgreSQL COPY text format (tab-separated, ``\\N`` for NULL, escapes applied)."""
+    return (
+        "\t".join(_copy_escape(v if v is None or isinstance(v, str) else str(v)) for v in values) + "\n"
+    ).encode()
 
-    def _write(self, events: list[tuple], n_errors: int, quarantine: list[tuple]) -> None:
-        started = time.perf_counter()
-        cur = self.conn.cursor()
-        if events:
-            move_staged(cur, events, n_errors, self.run_id, self.counts)
-        if quarantine:
-            with cur.copy(f"COPY quarantine ({', '.join(_QUARANTINE_COLUMNS)}) FROM STDIN") as copy:
-                for row in quarantine:
-                    copy.write_row(row)
-            self.counts.quarantined += len(quarantine)
-        self.latencies.append((time.perf_counter() - started) * 1000)
+
+def _copy_escape(text: str | None) -> str:
+    if text is None:
+        return _NULL
+    if "\\" in text or "\t" in text or "\n" in text or "\r" in text:
+        return text.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
+    return text
+
+
+def _event_copy_line(ev: ParsedEvent, event_id: str, source_text: str, line_number: int) -> bytes:
+    """The ``events`` COPY row of one event; only free-text fields need escaping (enums, ids and numbers don't)."""
+    duration = _NULL if ev.duration_ms is None else str(ev.duration_ms)
+    return (
+        f"{event_id}\t{ev.event_type}\t{ev.occurred_at}\t{_copy_escape(ev.session_id)}\t{_copy_escape(ev.task_id)}\t"
+        f"{_copy_escape(ev.source)}\t{_copy_escape(ev.stage)}\t{ev.severity or _NULL}\t{ev.status or _NULL}\t"
+        f"{duration}\t{_copy_escape(ev.payload_json)}\t{source_text}\t{line_number}\n"
+    ).encode()
+
+
+@dataclass
+class ParsedBatch:
+    """What the writer needs from one batch of lines; cheap to pass between processes."""
+
+    lines: int = 0
+    redactions: int = 0
+    # (event_id, occurred_at in epoch microseconds, events COPY line, "metric"|"artifact"|None, extra COPY line)
+    plain: list[tuple[str, int, bytes, str | None, bytes | None]] = field(default_factory=list)
+    errors: list[tuple] = field(default_factory=list)  # ingest_stage rows
+    quarantine: list[tuple] = field(default_factory=list)
+    quarantine_by_type: Counter = field(default_factory=Counter)
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _micros(moment: datetime) -> int:
+    delta = moment - _EPOCH
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+def parse_batch(
+    lines: list[_Line], source_file: str, now: datetime, run_id: uuid.UUID, sha: str
+) -> ParsedBatch:
+    """Parse, validate and redact a batch of lines into COPY-ready rows (pure: no database)."""
+    out = ParsedBatch(lines=len(lines))
+    source_text = _copy_escape(source_file)
+    for line in lines:
+        parsed = parse_line(line.raw, now=now)
+        out.redactions += parsed.redactions
+        if isinstance(parsed, Rejection):
+            out.quarantine_by_type[parsed.failure_type] += 1
+            out.quarantine.append(_quarantine_row(parsed, line, run_id, sha, source_file))
+        elif parsed.fingerprint is not None:
+            out.errors.append(stage_row(parsed, source_file, line.number))
+        else:
+            ev = parsed
+            event_id = str(ev.event_id)
+            row = _event_copy_line(ev, event_id, source_text, line.number)
+            kind = extra = None
+            p = ev.payload
+            if ev.event_type == "metric":
+                tags = p.get("tags")
+                kind, extra = (
+                    "metric",
+                    copy_text_line(
+                        (
+                            p["name"],
+                            repr(float(p["value"])),
+                            p.get("unit"),
+                            json.dumps(tags if isinstance(tags, dict) else {}, ensure_ascii=False),
+                            ev.session_id,
+                            ev.task_id,
+                            ev.event_id,
+                            ev.occurred_at,
+                        )
+                    ),
+                )
+            elif ev.event_type == "artifact_emit":
+                kind, extra = (
+                    "artifact",
+                    copy_text_line(
+                        (
+                            ev.event_id,
+                            ev.occurred_at,
+                            ev.session_id,
+                            ev.task_id,
+                            p["path"],
+                            p["size_bytes"],
+                            p.get("sha256"),
+                            p.get("hash_skipped_reason"),
+                        )
+                    ),
+                )
+            out.plain.append((event_id, _micros(ev.occurred_at), row, kind, extra))
+    return out
+
+
+def _parse_batch_job(args: tuple) -> ParsedBatch:
+    return parse_batch(*args)
+
+
+class _ParsePool:
+    """A worker process that parses batches while this process writes the previous one.
+
+    Parsing is CPU-bound Python and writing waits on PostgreSQL, so on a multi-core machine the
+    two overlap. At most ``depth`` batches are in flight, which bounds memory.
+    """
+
+    def __init__(self, workers: int, depth: int = 3):
+        import multiprocessing
+
+        self._pool = multiprocessing.get_context("spawn").Pool(workers)
+        self.depth = depth
+
+    def map(self, jobs: Iterable[tuple]) -> Iterator[ParsedBatch]:
+        pending: deque = deque()
+        for job in jobs:
+            pending.append(self._pool.apply_async(_parse_batch_job, (job,)))
+            if len(pending) >= self.depth:
+                yield pending.popleft().get()
+        while pending:
+            yield pending.popleft().get()
+
+    def close(self) -> None:
+        self._pool.terminate()
+        self._pool.join()
+
+
+# --- writing a batch ------------------------------------------------------------------------
+
+_EVENT_COPY = f"COPY events ({_EVENT_COLUMNS}) FROM STDIN"
+_ARTIFACT_COPY = (
+    "COPY artifacts (event_id, occurred_at, session_id, task_id, path, size_bytes, sha256, "
+    "hash_skipped_reason) FROM STDIN"
+)
+_METRIC_COPY = "COPY metrics (name, value, unit, tags, session_id, task_id, event_id, recorded_at) FROM STDIN"
+_QUARANTINE_COPY = f"COPY quarantine ({', '.join(_QUARANTINE_COLUMNS)}) FROM STDIN"
+
+
+def copy_events(
+    cur: psycopg.Cursor, plain: list[tuple[str, int, bytes, str | None, bytes | None]], counts: Counts
+) -> None:
+    """COPY non-error events straight into ``events`` (plus artifacts and metrics), minus duplicates.
+
+    Duplicates within the batch are dropped here. The batch is then COPY'd optimistically under a
+    savepoint; only if that hits a stored id (unique violation) is it rolled back to the savepoint,
+    the stored ids looked up with one indexed query, and the rest COPY'd. New data, the common
+    case, therefore pays for COPY alone.
+    """
+    fresh: dict[tuple[str, int], tuple] = {}
+    for item in plain:
+        fresh.setdefault((item[0], item[1]), item)
+    try:
+        with cur.connection.transaction():
+            _copy_rows(cur, fresh)
+    except psycopg.errors.UniqueViolation:
+        stored = cur.execute(
+            "SELECT event_id::text, (extract(epoch FROM occurred_at) * 1000000)::bigint FROM events "
+            "WHERE event_id = ANY(%s::uuid[])",
+            (list({key[0] for key in fresh}),),
+        ).fetchall()
+        for key in stored:
+            fresh.pop(key, None)
+        _copy_rows(cur, fresh)
+    counts.duplicates += len(plain) - len(fresh)
+    counts.accepted += len(fresh)
+
+
+def _copy_rows(cur: psycopg.Cursor, fresh: dict[tuple[str, int], tuple]) -> None:
+    if not fresh:
+        return
+    with cur.copy(_EVENT_COPY) as copy:
+        copy.write(b"".join(item[2] for item in fresh.values()))
+    metrics = [item[4] for item in fresh.values() if item[3] == "metric"]
+    artifacts = [item[4] for item in fresh.values() if item[3] == "artifact"]
+    if metrics:
+        with cur.copy(_METRIC_COPY) as copy:
+            copy.write(b"".join(metrics))
+    if artifacts:
+        with cur.copy(_ARTIFACT_COPY) as copy:
+            copy.write(b"".join(artifacts))
 
 
 def move_staged(
@@ -395,8 +541,23 @@ def move_staged(
     cur.execute("TRUNCATE ingest_stage")
 
 
+def write_batch(cur: psycopg.Cursor, batch: ParsedBatch, run_id: uuid.UUID, counts: Counts) -> None:
+    """Write one parsed batch inside the caller's transaction, adding to ``counts``."""
+    if batch.plain:
+        copy_events(cur, batch.plain, counts)
+    if batch.errors:
+        move_staged(cur, batch.errors, len(batch.errors), run_id, counts)
+    if batch.quarantine:
+        with cur.copy(_QUARANTINE_COPY) as copy:
+            for row in batch.quarantine:
+                copy.write_row(row)
+        counts.quarantined += len(batch.quarantine)
+    counts.lines += batch.lines
+    counts.redactions += batch.redactions
+
+
 def stage_sql() -> str:
-    """DDL of the session temp table that batches are staged in."""
+    """DDL of the session temp table that error batches are staged in."""
     return (sql_dir() / "runtime" / "ingest_stage.sql").read_text(encoding="utf-8")
 
 
@@ -408,6 +569,9 @@ class Ingestor:
 
     >>> with connection(dsn) as conn:
     ...     summary = Ingestor(conn).ingest_paths(["landing/"])
+
+    Files of at least ``parallel_min_bytes`` are parsed by ``parse_workers`` worker processes
+    while this process writes (0 workers: always parse in-process).
     """
 
     def __init__(
@@ -420,6 +584,8 @@ class Ingestor:
         progress_every_s: float = 2.0,
         now: Callable[[], datetime] | None = None,
         source: str = "orchestration-pipeline.ingest",
+        parse_workers: int | None = None,
+        parallel_min_bytes: int = 16 * 1024 * 1024,
     ):
         self.conn = conn
         self.run_id = run_id or uuid.uuid4()
@@ -427,10 +593,13 @@ class Ingestor:
         self.progress = progress
         self.progress_every_s = progress_every_s
         self.now = now or (lambda: datetime.now(UTC))
+        self.parse_workers = max(1, (os.cpu_count() or 2) - 1) if parse_workers is None else parse_workers
+        self.parallel_min_bytes = parallel_min_bytes
         self.gate = SchemaGate(INGEST_TABLES, source=source)
         self.summary = IngestSummary(run_id=self.run_id, started_at=self.now())
         self._stage_sql = stage_sql()
         self._last_progress = 0.0
+        self._pool: _ParsePool | None = None
 
     # -- public ----------------------------------------------------------------------------
 
@@ -438,9 +607,14 @@ class Ingestor:
         """Ingest every file under ``paths``; returns the run summary (also stored in ``ingest_runs``)."""
         files = discover_files(paths)
         self.gate.check(self.conn)
-        for index, path in enumerate(files, 1):
-            result = self.ingest_file(path)
-            self._report(final=True, file=str(path), file_index=index, file_count=len(files), result=result)
+        try:
+            for index, path in enumerate(files, 1):
+                result = self.ingest_file(path)
+                self._report(
+                    final=True, file=str(path), file_index=index, file_count=len(files), result=result
+                )
+        finally:
+            self.close()
         return self.finish()
 
     def ingest_file(self, path: Path) -> FileResult:
@@ -451,12 +625,23 @@ class Ingestor:
         result = FileResult(path=str(path), sha256=sha, size_bytes=path.stat().st_size)
         if self.conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
             self.conn.commit()
-        with self.conn.transaction():
-            self.conn.execute("SELECT pg_advisory_xact_lock(%s)", (_lock_key(sha),))
-            if self.conn.execute("SELECT 1 FROM ingest_files WHERE file_sha256 = %s", (sha,)).fetchone():
-                result.skipped = True
-            else:
-                self._ingest_into_transaction(path, result)
+        for attempt in range(1, _FILE_ATTEMPTS + 1):
+            try:
+                with self.conn.transaction():
+                    self.conn.execute("SELECT pg_advisory_xact_lock(%s)", (_lock_key(sha),))
+                    if self.conn.execute(
+                        "SELECT 1 FROM ingest_files WHERE file_sha256 = %s", (sha,)
+                    ).fetchone():
+                        result.skipped = True
+                    else:
+                        self._ingest_into_transaction(path, result)
+                break
+            except psycopg.errors.UniqueViolation:
+                # Another ingester committed some of the same events meanwhile; the whole file
+                # rolled back, and the retry sees them as duplicates.
+                if attempt == _FILE_ATTEMPTS:
+                    raise
+                result.quarantine_by_type.clear()
         if not self.conn.autocommit:
             self.conn.commit()
         self.summary.file_results.append(result)
@@ -484,6 +669,12 @@ class Ingestor:
             self.conn.commit()
         return self.summary
 
+    def close(self) -> None:
+        """Stop the parse workers, if any were started."""
+        if self._pool is not None:
+            self._pool.close()
+            self._pool = None
+
     # -- internals -------------------------------------------------------------------------
 
     def _metric(self, name: str, value: float, unit: str, tags: dict[str, Any]) -> None:
@@ -492,42 +683,38 @@ class Ingestor:
             (name, value, unit, Jsonb({"run_id": str(self.run_id), **tags})),
         )
 
+    def _batches(self, handle: BinaryIO) -> Iterator[list[_Line]]:
+        batch: list[_Line] = []
+        size = 0
+        for line in iter_lines(handle):
+            batch.append(line)
+            size += len(line.raw)
+            if len(batch) >= self.batch_rows or size >= _BATCH_BYTES:
+                yield batch
+                batch, size = [], 0
+        if batch:
+            yield batch
+
+    def _parsed(self, handle: BinaryIO, result: FileResult, now: datetime) -> Iterator[ParsedBatch]:
+        jobs = ((batch, result.path, now, self.run_id, result.sha256) for batch in self._batches(handle))
+        if self.parse_workers > 0 and result.size_bytes >= self.parallel_min_bytes:
+            if self._pool is None:
+                self._pool = _ParsePool(self.parse_workers)
+            return self._pool.map(jobs)
+        return (parse_batch(*job) for job in jobs)
+
     def _ingest_into_transaction(self, path: Path, result: FileResult) -> None:
         self.conn.execute(self._stage_sql)
-        writer = _BatchWriter(self.conn, self.run_id, self.summary.write_latencies_ms)
-        source_file = str(path)
-        now = self.now()
+        cur = self.conn.cursor()
+        counts = Counts()
         started = time.perf_counter()
-        events: list[tuple] = []
-        quarantine: list[tuple] = []
-        n_errors = 0
-        batch_bytes = 0
-        lines = redactions = 0
-        try:
-            with open(path, "rb") as handle:
-                for line in iter_lines(handle):
-                    lines += 1
-                    parsed = parse_line(line.raw, now=now)
-                    redactions += parsed.redactions
-                    if isinstance(parsed, ParsedEvent):
-                        events.append(stage_row(parsed, source_file, line.number))
-                        n_errors += parsed.fingerprint is not None
-                    else:
-                        result.quarantine_by_type[parsed.failure_type] += 1
-                        quarantine.append(
-                            _quarantine_row(parsed, line, self.run_id, result.sha256, source_file)
-                        )
-                    batch_bytes += len(line.raw)
-                    if len(events) + len(quarantine) >= self.batch_rows or batch_bytes >= _BATCH_BYTES:
-                        writer.submit(events, n_errors, quarantine)
-                        events, quarantine, n_errors, batch_bytes = [], [], 0, 0
-                        self._report(file=source_file, lines=lines)
-                if events or quarantine:
-                    writer.submit(events, n_errors, quarantine)
-        finally:
-            counts = writer.close()
-        counts.lines = lines
-        counts.redactions = redactions
+        with open(path, "rb") as handle:
+            for batch in self._parsed(handle, result, self.now()):
+                write_started = time.perf_counter()
+                write_batch(cur, batch, self.run_id, counts)
+                self.summary.write_latencies_ms.append((time.perf_counter() - write_started) * 1000)
+                result.quarantine_by_type.update(batch.quarantine_by_type)
+                self._report(file=result.path, lines=counts.lines)
         result.counts = counts
         result.parse_ms = int((time.perf_counter() - started) * 1000)
         if not counts.balanced:  # a bug, never bad input: refuse to commit an unbalanced file
@@ -538,7 +725,7 @@ class Ingestor:
                VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)""",
             (
                 result.sha256,
-                source_file,
+                result.path,
                 result.size_bytes,
                 self.run_id,
                 counts.lines,
@@ -550,7 +737,7 @@ class Ingestor:
                 result.parse_ms,
             ),
         )
-        tags = {"file": source_file, "file_sha256": result.sha256}
+        tags = {"file": result.path, "file_sha256": result.sha256}
         self._metric("ParseDuration", result.parse_ms, "ms", tags)
         self._metric("RowsWritten", counts.accepted, "rows", tags)
         self._metric("SkippedDuplicate", counts.duplicates, "rows", tags)

@@ -27,18 +27,7 @@ _KV_PASSWORD = re.compile(r"(?i)\b(password|passwd|pwd)\s*=\s*(?!\[REDACTED\])([
 # For raw text that is not valid JSON: "password": "value" pairs.
 _JSON_PAIR = re.compile(r'("([A-Za-z0-9_\-]{1,64})"\s{0,8}:\s{0,8})("(?:[^"\\]|\\.)*"?|[^,}\s]{1,512})')
 # A cheap pre-filter: lines without any of these substrings cannot hold a secret we redact.
-_MAYBE_SECRET = (
-    b"pass",
-    b"pwd",
-    b"secret",
-    b"token",
-    b"key",
-    b"auth",
-    b"bearer",
-    b"credential",
-    b"cookie",
-    b"://",
-)
+# (pass, pwd, secret, token, key, auth, bearer, credential, cookie, ://)
 
 
 def _normalise_key(key: str) -> str:
@@ -113,5 +102,18 @@ def redact_value(value: Any) -> tuple[Any, int]:
 
 def may_contain_secret(raw: bytes) -> bool:
     """Fast pre-check on the raw bytes of a line."""
-    lowered = raw.lower()  # substring tests beat a case-insensitive alternation regex ~40x here
-    return any(word in lowered for word in _MAYBE_SECRET)
+    # Chained `in` tests use C substring search: several times faster than a regex alternation
+    # (no common prefix to optimise) or any() over a generator, on every line ingested.
+    low = raw.lower()
+    return (
+        b"pass" in low
+        or b"pwd" in low
+        or b"secret" in low
+        or b"token" in low
+        or b"key" in low
+        or b"auth" in low
+        or b"bearer" in low
+        or b"credential" in low
+        or b"cookie" in low
+        or b"://" in low
+    )
