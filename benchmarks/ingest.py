@@ -98,9 +98,13 @@ def main() -> int:
             # (a) end to end
             rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
             t0 = time.perf_counter()
-            summary = Ingestor(conn, parse_workers=args.parse_workers).ingest_paths([data]).as_dict()
+            ingestor = Ingestor(conn, parse_workers=args.parse_workers)
+            summary = ingestor.ingest_paths([data]).as_dict()
             ingest_s = time.perf_counter() - t0
             peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+            # parse workers are separate processes; RUSAGE_CHILDREN has the largest one's peak
+            worker_rss_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+            workers = ingestor.parse_workers
             assert summary["balanced"] and summary["accepted"] == args.events, summary
 
             # (b) raw COPY of the same rows
@@ -143,9 +147,11 @@ def main() -> int:
             "ratio_a_b": round(a / b, 3),
             "ratio_a_c": round(a / c, 1),
             "peak_rss_mb": round(peak_rss_mb, 1),
+            "peak_rss_parse_worker_mb": round(worker_rss_mb, 1),
+            "peak_rss_total_mb": round(peak_rss_mb + worker_rss_mb * workers, 1),
             "rss_before_ingest_mb": round(rss_before / 1024, 1),
             "write_latency_p95_ms": summary["telemetry"]["DatabaseWriteLatency_p95_ms"],
-            "targets_met": a / b >= 0.6 and a / c >= 20 and peak_rss_mb < 500,
+            "targets_met": a / b >= 0.6 and a / c >= 20 and peak_rss_mb + worker_rss_mb * workers < 500,
         }))
     finally:
         with connection(admin, autocommit=True) as conn:
