@@ -8,6 +8,8 @@ use that server instead. Either way each test gets its own freshly created datab
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -29,12 +31,15 @@ def pg_admin_dsn(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     if url:
         yield url
         return
-    home = tmp_path_factory.mktemp("orch-test-home")
+    # Not under pytest's basetemp: another pytest session on the machine prunes old basetemps,
+    # which would delete this server's data directory under it.
+    home = Path(tempfile.mkdtemp(prefix="orch-test-pg-"))
     server = ensure_postgres(home)
     try:
         yield server.admin_dsn
     finally:
         stop_postgres(home)
+        shutil.rmtree(home, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import re
 import uuid
 from dataclasses import dataclass
@@ -32,7 +33,12 @@ from pydantic import (
     model_validator,
 )
 
-from orchestration_pipeline.lib.redaction import may_contain_secret, redact_raw_line, redact_value
+from orchestration_pipeline.lib.redaction import (
+    may_contain_secret,
+    redact_raw_line,
+    redact_text,
+    redact_value,
+)
 
 MAX_LINE_BYTES = 1024 * 1024  # a line (hence a payload) over 1 MiB is quarantined
 FUTURE_TOLERANCE = timedelta(days=1)
@@ -65,8 +71,10 @@ FAILURE_TYPES = (
     "future_timestamp",
 )
 
-NonNegInt = Annotated[StrictInt, Field(ge=0)]
-Number = StrictInt | StrictFloat
+BIGINT_MAX = 2**63 - 1  # columns like duration_ms and size_bytes are bigint
+FLOAT8_MAX = 1.7976931348623157e308  # metric values are stored as float8
+NonNegInt = Annotated[StrictInt, Field(ge=0, le=BIGINT_MAX)]
+Number = Annotated[StrictInt, Field(ge=-int(FLOAT8_MAX), le=int(FLOAT8_MAX))] | StrictFloat
 
 
 class _Payload(BaseModel):
@@ -139,7 +147,6 @@ class _Envelope(BaseModel):
     status: Literal[STATUSES] | None = None  # type: ignore[valid-type]
     duration_ms: NonNegInt | None = None
     payload: dict[str, Any] = Field(default_factory=dict)
-
 
 
 def _typed(event_type: str, payload_model: type[_Payload] | None, **extra: Any) -> type[_Envelope]:
@@ -241,11 +248,16 @@ def _classify(err: dict[str, Any]) -> str:
     return "invalid_value"
 
 
-def _reject(failure: str, detail: str, pointer: str, raw: bytes, text: str | None = None) -> Rejection:
+def _reject(
+    failure: str, detail: str, pointer: str, raw: bytes, text: str | None = None, redactions: int = 0
+) -> Rejection:
     if text is None:
         text = raw.decode("utf-8", errors="backslashreplace")
     redacted, n = redact_raw_line(text)
-    return Rejection(failure, detail, pointer, redacted, hashlib.sha256(raw).hexdigest(), n)
+    detail, n_detail = redact_text(detail)
+    return Rejection(
+        failure, detail, pointer, redacted, hashlib.sha256(raw).hexdigest(), redactions + n + n_detail
+    )
 
 
 def derive_event_id(obj: dict[str, Any]) -> uuid.UUID:
@@ -292,6 +304,22 @@ def _unstorable_escape(obj: Any) -> str | None:
     return None
 
 
+def _no_constants(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON and cannot be stored — send null or a finite number")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if value in (math.inf, -math.inf):
+        raise ValueError(f"number {text[:40]} is out of range for a double — send a smaller number")
+    return value
+
+
+def _loads(text: str) -> Any:
+    """json.loads that refuses NaN/Infinity and numbers that overflow a double (PostgreSQL can't store them)."""
+    return json.loads(text, parse_constant=_no_constants, parse_float=_finite_float)
+
+
 def parse_line(raw: bytes, *, now: datetime | None = None) -> ParsedEvent | Rejection:
     """Validate and redact one line (without its newline). Never raises on bad input."""
     if len(raw) > MAX_LINE_BYTES:
@@ -306,7 +334,7 @@ def parse_line(raw: bytes, *, now: datetime | None = None) -> ParsedEvent | Reje
     except UnicodeDecodeError as exc:
         return _reject("invalid_utf8", f"invalid UTF-8 at byte {exc.start} — write events as UTF-8", "", raw)
     try:
-        obj = json.loads(text)
+        obj = _loads(text)
     except (ValueError, RecursionError) as exc:
         detail = (
             f"malformed JSON: {exc}" if isinstance(exc, ValueError) else "malformed JSON: nested too deeply"
@@ -317,11 +345,20 @@ def parse_line(raw: bytes, *, now: datetime | None = None) -> ParsedEvent | Reje
     if "\\u" in text and (problem := _unstorable_escape(obj)):
         return _reject("invalid_value", problem, "", raw, text)
 
+    # The id is derived from the original content; everything after this sees only redacted data.
+    derived = derive_event_id(obj) if obj.get("event_id") is None else None
+    redactions = 0
+    if may_contain_secret(raw):
+        obj, redactions = redact_value(obj)
+    if redactions:
+        # what a rejection stores: the redacted object (escaped or camelCase keys included), not the raw text
+        text = json.dumps(obj, ensure_ascii=False)
+
     event_type = obj.get("event_type")
     if event_type is None:
-        return _reject("missing_field", "event_type is required", "/event_type", raw, text)
+        return _reject("missing_field", "event_type is required", "/event_type", raw, text, redactions)
     if not isinstance(event_type, str):
-        return _reject("wrong_type", "event_type must be a string", "/event_type", raw, text)
+        return _reject("wrong_type", "event_type must be a string", "/event_type", raw, text, redactions)
     adapter = _ADAPTERS.get(event_type)
     if adapter is None:
         shown = event_type[:80]
@@ -331,30 +368,38 @@ def parse_line(raw: bytes, *, now: datetime | None = None) -> ParsedEvent | Reje
             "/event_type",
             raw,
             text,
+            redactions,
         )
 
-    event_id = obj.get("event_id")
-    derived = derive_event_id(obj) if event_id is None else None
-    redactions = 0
-    if may_contain_secret(raw):
-        obj, redactions = redact_value(obj)
     try:
         model = adapter.validate_python(obj)
     except ValidationError as exc:
         err = exc.errors(include_url=False, include_input=False)[0]
         loc = tuple(err["loc"])
-        return _reject(_classify(err), f"{_pointer(loc) or '/'}: {err['msg']}", _pointer(loc), raw, text)
+        return _reject(
+            _classify(err), f"{_pointer(loc) or '/'}: {err['msg']}", _pointer(loc), raw, text, redactions
+        )
     except RecursionError:
-        return _reject("invalid_value", "payload nested too deeply", "/payload", raw, text)
+        return _reject("invalid_value", "payload nested too deeply", "/payload", raw, text, redactions)
 
     try:  # parsed here rather than in a pydantic validator: once per line instead of twice
         occurred = datetime.fromisoformat(model.occurred_at)
     except ValueError:
-        return _reject("invalid_value", "/occurred_at: must be an RFC 3339 timestamp, e.g. 2026-01-31T12:00:00Z",
-                       "/occurred_at", raw, text)
+        return _reject(
+            "invalid_value",
+            "/occurred_at: must be an RFC 3339 timestamp, e.g. 2026-01-31T12:00:00Z",
+            "/occurred_at",
+            raw,
+            text,
+        )
     if occurred.tzinfo is None:
-        return _reject("invalid_value", "/occurred_at: needs a timezone (e.g. 'Z' or '+02:00')", "/occurred_at",
-                       raw, text)
+        return _reject(
+            "invalid_value",
+            "/occurred_at: needs a timezone (e.g. 'Z' or '+02:00')",
+            "/occurred_at",
+            raw,
+            text,
+        )
     if occurred > (now or datetime.now(UTC)) + FUTURE_TOLERANCE:
         return _reject(
             "future_timestamp",

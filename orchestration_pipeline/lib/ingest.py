@@ -437,30 +437,36 @@ def _parse_batch_job(args: tuple) -> ParsedBatch:
 
 
 class _ParsePool:
-    """A worker process that parses batches while this process writes the previous one.
+    """Worker processes that parse batches while this process writes the previous one.
 
     Parsing is CPU-bound Python and writing waits on PostgreSQL, so on a multi-core machine the
-    two overlap. At most ``depth`` batches are in flight, which bounds memory.
+    two overlap. At most ``depth`` batches are in flight, which bounds memory. A worker that dies
+    (say, killed by the OOM killer) breaks the pool: the file fails at once and rolls back, rather
+    than waiting forever.
     """
 
-    def __init__(self, workers: int, depth: int = 3):
+    def __init__(self, workers: int, depth: int | None = None):
         import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
 
-        self._pool = multiprocessing.get_context("spawn").Pool(workers)
-        self.depth = depth
+        self._pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"))
+        self.depth = depth or workers + 2
 
     def map(self, jobs: Iterable[tuple]) -> Iterator[ParsedBatch]:
         pending: deque = deque()
-        for job in jobs:
-            pending.append(self._pool.apply_async(_parse_batch_job, (job,)))
-            if len(pending) >= self.depth:
-                yield pending.popleft().get()
-        while pending:
-            yield pending.popleft().get()
+        try:
+            for job in jobs:
+                pending.append(self._pool.submit(_parse_batch_job, job))
+                if len(pending) >= self.depth:
+                    yield pending.popleft().result()
+            while pending:
+                yield pending.popleft().result()
+        finally:
+            for future in pending:
+                future.cancel()
 
     def close(self) -> None:
-        self._pool.terminate()
-        self._pool.join()
+        self._pool.shutdown(wait=True, cancel_futures=True)
 
 
 # --- writing a batch ------------------------------------------------------------------------
@@ -701,7 +707,7 @@ class Ingestor:
         if self.parse_workers > 0 and result.size_bytes >= self.parallel_min_bytes:
             if self._pool is None:
                 self._pool = _ParsePool(self.parse_workers)
-            return self._pool.map(jobs)
+            return self._pool.map(jobs)  # BrokenProcessPool propagates: the file's transaction rolls back
         return (parse_batch(*job) for job in jobs)
 
     def _ingest_into_transaction(self, path: Path, result: FileResult) -> None:

@@ -106,7 +106,9 @@ def may_contain_secret(raw: bytes) -> bool:
     # (no common prefix to optimise) or any() over a generator, on every line ingested.
     low = raw.lower()
     return (
-        b"pass" in low
+        b"\\u" in low  # a JSON escape can spell any key or URL; always walk such lines
+        or b"\\/" in low
+        or b"pass" in low
         or b"pwd" in low
         or b"secret" in low
         or b"token" in low

@@ -1,0 +1,98 @@
+"""One event, one file: for shell scripts and the ``orchestration-pipeline emit`` command."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import uuid
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from orchestration_pipeline.emit._envelope import (
+    build_event,
+    check_event,
+    encode_line,
+    file_stem,
+    require_str,
+)
+from orchestration_pipeline.emit._spool import fsync_dir, write_all
+
+_counter = itertools.count(1)
+
+
+def emit_one(
+    landing_dir: str | os.PathLike[str],
+    event_type: str,
+    *,
+    source: str,
+    session_id: str,
+    task_id: str | None = None,
+    stage: str | None = None,
+    severity: str | None = None,
+    status: str | None = None,
+    duration_ms: int | None = None,
+    payload: Mapping[str, Any] | None = None,
+    **fields: Any,
+) -> Path:
+    """Write a single event as its own complete ``.jsonl`` file, atomically; returns its path.
+
+    ``payload`` and the keyword ``fields`` are merged into the event's payload (``fields`` win);
+    for ``task_end``/``command_end`` a ``duration_ms`` given in one place (envelope or payload)
+    is copied to the other.
+    The event is checked like the writer's helpers do (ValueError/TypeError naming the field),
+    stamped with a fresh ``event_id`` and ``occurred_at``, written to ``<name>.jsonl.tmp``,
+    fsynced and renamed to ``<name>.jsonl``. Unlike :class:`EventWriter`, an I/O failure raises
+    :class:`OSError` (there is no buffer to keep the event in), and no ``.tmp`` is left behind.
+    """
+    require_str(str(event_type), "source", source, "name the producer, e.g. 'deploy.sh'")
+    require_str(str(event_type), "session_id", session_id, "pass the run's session id")
+    body = {**(payload or {}), **fields}
+    if event_type in ("task_end", "command_end"):  # one duration serves both places
+        if duration_ms is not None and "duration_ms" not in body:
+            body["duration_ms"] = duration_ms
+        elif duration_ms is None and type(body.get("duration_ms")) is int:
+            duration_ms = body["duration_ms"]
+    check_event(
+        event_type,
+        body,
+        stage=stage,
+        severity=severity,
+        status=status,
+        duration_ms=duration_ms,
+        task_id=task_id,
+    )
+    event = build_event(
+        event_type,
+        body,
+        source=source,
+        session_id=session_id,
+        task_id=task_id,
+        stage=stage,
+        severity=severity,
+        status=status,
+        duration_ms=duration_ms,
+    )
+    data = encode_line(event)
+    directory = os.path.abspath(os.fspath(landing_dir))
+    os.makedirs(directory, exist_ok=True)
+    final = os.path.join(
+        directory, file_stem(source, os.getpid(), next(_counter), uuid.uuid4().hex[:8]) + ".jsonl"
+    )
+    tmp = final + ".tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o644)
+    try:
+        try:
+            write_all(fd, data)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.rename(tmp, final)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    fsync_dir(directory)
+    return Path(final)

@@ -1,0 +1,811 @@
+"""``EventWriter``: the orchestrator's handle for emitting events, and the task/command scopes."""
+
+from __future__ import annotations
+
+import functools
+import glob as _glob
+import hashlib
+import os
+import stat
+import sys
+import time
+from collections.abc import Callable, Iterable, Mapping
+from contextvars import ContextVar, Token
+from pathlib import Path
+from typing import Any, TypeVar
+
+from orchestration_pipeline.emit._envelope import (
+    AGENT_SEVERITIES,
+    SEVERITIES,
+    build_event,
+    check_event,
+    encode_line,
+    merge_fields,
+    new_event_id,
+    optional_str,
+    require_bool,
+    require_choice,
+    require_int,
+    require_number,
+    require_str,
+    utc_now,
+)
+from orchestration_pipeline.emit._spool import MiB, Spool
+
+HASH_LIMIT_BYTES = 50 * MiB
+PROVIDER_TYPES: Mapping[str, int] = {"Microsoft": 1, "System": 2}
+_MESSAGE_LIMIT = 4000  # characters of an exception message kept in task_end / command_end
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _default_source() -> str:
+    argv0 = (getattr(sys, "argv", None) or [""])[0]
+    return Path(argv0).stem or "python"
+
+
+def exit_code_of(exc: BaseException | None) -> int:
+    """The process exit status an exception stands for: SystemExit's code, 130 for Ctrl-C, else 1."""
+    if exc is None:
+        return 0
+    if isinstance(exc, SystemExit):
+        code = exc.code
+        if code is None:
+            return 0
+        return int(code) if isinstance(code, int) else 1  # a message exits with status 1
+    if isinstance(exc, KeyboardInterrupt):
+        return 130
+    subprocess = sys.modules.get("subprocess")  # if it was never imported, exc cannot be one of its errors
+    if subprocess is not None and isinstance(exc, subprocess.CalledProcessError):
+        return exc.returncode if isinstance(exc.returncode, int) and exc.returncode != 0 else 1
+    return 1
+
+
+def _describe(exc: BaseException) -> dict[str, str]:
+    kind = type(exc)
+    name = kind.__qualname__ if kind.__module__ == "builtins" else f"{kind.__module__}.{kind.__qualname__}"
+    try:
+        message = str(exc)
+    except Exception:  # a broken __str__ must not hide the real failure
+        message = f"<unprintable {name}>"
+    if len(message) > _MESSAGE_LIMIT:
+        message = message[:_MESSAGE_LIMIT] + f"... [{len(message) - _MESSAGE_LIMIT} more characters]"
+    return {"error_type": name, "error_message": message}
+
+
+class _Scope:
+    __slots__ = ("_writer", "_start_payload", "_end_fields", "_started_ns", "_token", "task_id", "stage")
+
+    _END_KEYS: frozenset[str] = frozenset()
+    _kind = ""
+
+    def __init__(
+        self, writer: EventWriter, start_payload: dict[str, Any], task_id: str | None, stage: str | None
+    ):
+        self._writer = writer
+        self._start_payload = start_payload
+        self._end_fields: dict[str, Any] | None = None
+        self._started_ns = 0
+        self._token: Token[str | None] | None = None
+        self.task_id = task_id
+        self.stage = stage
+
+    def set(self, **fields: Any) -> None:
+        """Extra payload fields for the end event (e.g. rows=12)."""
+        for key in fields:
+            if key in self._END_KEYS:
+                raise ValueError(
+                    f"{self._kind}_end: {key!r} is set by the SDK — do not pass it to set(); "
+                    "use a different field name"
+                )
+        if self._end_fields is None:
+            self._end_fields = {}
+        self._end_fields.update(fields)
+
+    def _finish(self, event_type: str, payload: dict[str, Any], success: bool, duration: int) -> None:
+        severity, status = ("success", "succeeded") if success else ("error", "failed")
+        writer = self._writer
+        try:
+            if self._end_fields:
+                try:
+                    writer._emit(
+                        event_type,
+                        {**payload, **self._end_fields},
+                        self.task_id,
+                        self.stage,
+                        severity,
+                        status,
+                        duration,
+                    )
+                    return
+                except (TypeError, ValueError):  # the caller's extra fields cannot be encoded: drop them
+                    payload["dropped_fields"] = sorted(self._end_fields)
+            writer._emit(event_type, payload, self.task_id, self.stage, severity, status, duration)
+        except Exception as exc:  # the end event must never mask what happened in the block
+            writer._spool._say(f"could not emit {event_type}: {exc!r}")
+
+
+class TaskScope(_Scope):
+    """``with writer.task("T-1", title="...") as t:`` — ``task_start`` now, ``task_end`` always."""
+
+    __slots__ = ("title",)
+    _END_KEYS = frozenset(
+        {"title", "success", "duration_ms", "error_type", "error_message", "dropped_fields"}
+    )
+    _kind = "task"
+
+    def __init__(self, writer: EventWriter, task_id: str, title: str | None, stage: str | None, fields: dict):
+        payload: dict[str, Any] = {} if title is None else {"title": title}
+        super().__init__(writer, merge_fields("task_start", payload, fields), task_id, stage)
+        self.title = title
+
+    def __enter__(self) -> TaskScope:
+        writer = self._writer
+        writer._emit("task_start", self._start_payload, self.task_id, self.stage, "info", "started", None)
+        self._token = writer._task.set(self.task_id)
+        self._started_ns = time.monotonic_ns()
+        return self
+
+    def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
+        # __exit__ runs as the with-statement's ``finally``: on return, exception, SystemExit, Ctrl-C.
+        duration = (time.monotonic_ns() - self._started_ns) // 1_000_000
+        try:
+            if self._token is not None:
+                self._writer._task.reset(self._token)
+        except (ValueError, RuntimeError):  # entered in another context; nothing to restore
+            pass
+        success = exc is None or (isinstance(exc, SystemExit) and exit_code_of(exc) == 0)
+        payload: dict[str, Any] = {"success": success, "duration_ms": duration}
+        if self.title is not None:
+            payload["title"] = self.title
+        if not success:
+            payload.update(_describe(exc))  # type: ignore[arg-type]
+        self._finish("task_end", payload, success, duration)
+        return None  # the exception, if any, propagates unchanged
+
+
+class CommandScope(_Scope):
+    """``with writer.command("pytest") as c:`` — ``command_start``/``command_end`` with a command_id.
+
+    Set ``c.exit_code = N`` inside the block to report a non-zero status without raising.
+    """
+
+    __slots__ = ("name", "command_id", "exit_code")
+    _END_KEYS = frozenset(
+        {
+            "command_id",
+            "command",
+            "exit_code",
+            "success",
+            "duration_ms",
+            "error_type",
+            "error_message",
+            "dropped_fields",
+        }
+    )
+    _kind = "command"
+
+    def __init__(
+        self,
+        writer: EventWriter,
+        name: str,
+        argv: list[str] | None,
+        task_id: str | None,
+        stage: str | None,
+        fields: dict,
+    ):
+        self.name = name
+        self.command_id = new_event_id()
+        self.exit_code: int | None = None
+        payload: dict[str, Any] = {"command_id": self.command_id, "command": name}
+        if argv is not None:
+            payload["argv"] = argv
+        super().__init__(writer, merge_fields("command_start", payload, fields), task_id, stage)
+
+    def __enter__(self) -> CommandScope:
+        writer = self._writer
+        if self.task_id is None:
+            self.task_id = writer._task.get()
+        writer._emit("command_start", self._start_payload, self.task_id, self.stage, "info", "started", None)
+        self._started_ns = time.monotonic_ns()
+        return self
+
+    def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
+        duration = (time.monotonic_ns() - self._started_ns) // 1_000_000
+        chosen = self.exit_code
+        if isinstance(chosen, bool) or not isinstance(chosen, int):
+            chosen = None  # a non-int exit_code set by the caller is ignored, not fatal
+        if exc is None:
+            code = 0 if chosen is None else chosen
+        elif isinstance(exc, SystemExit | KeyboardInterrupt) or (
+            (sp := sys.modules.get("subprocess")) is not None and isinstance(exc, sp.CalledProcessError)
+        ):
+            code = exit_code_of(exc)
+        else:
+            code = chosen if chosen else 1
+        success = code == 0
+        payload: dict[str, Any] = {
+            "command_id": self.command_id,
+            "command": self.name,
+            "exit_code": code,
+            "duration_ms": duration,
+            "success": success,
+        }
+        if exc is not None and not success:
+            payload.update(_describe(exc))
+        self._finish("command_end", payload, success, duration)
+        return None  # the exception, if any, propagates unchanged
+
+
+class EventWriter:
+    """Emits envelope-valid events into ``landing_dir`` as atomically published ``.jsonl`` files.
+
+    Every call is cheap (it checks the fields, encodes the line and queues it in memory; files
+    are written, fsynced and renamed by a background thread), thread-safe, and never raises an
+    I/O error into the caller: see :mod:`orchestration_pipeline.emit` for the guarantees. Field
+    errors (a missing rationale, a non-numeric metric) raise ValueError/TypeError at once.
+
+    Use as a context manager, or call :meth:`close`; an atexit hook publishes whatever is left.
+    """
+
+    def __init__(
+        self,
+        landing_dir: str | os.PathLike[str],
+        *,
+        source: str | None = None,
+        session_id: str | None = None,
+        max_file_bytes: int = 8 * MiB,
+        max_file_age_s: float = 60.0,
+        max_buffered_events: int = 100_000,
+        max_buffer_bytes: int = 64 * MiB,
+        retry_interval_s: float = 1.0,
+        hash_limit_bytes: int = HASH_LIMIT_BYTES,
+    ):
+        self.source = require_str(
+            "EventWriter",
+            "source",
+            source if source is not None else _default_source(),
+            "name the orchestrator",
+        )
+        self.session_id = require_str(
+            "EventWriter",
+            "session_id",
+            session_id if session_id is not None else new_event_id(),
+            "pass the run's session id (or leave it out for a random one)",
+        )
+        self.hash_limit_bytes = require_int("EventWriter", "hash_limit_bytes", hash_limit_bytes, minimum=0)
+        self.landing_dir = Path(os.path.abspath(os.fspath(landing_dir)))
+        self._task: ContextVar[str | None] = ContextVar(f"emit_task_{id(self):x}", default=None)
+        self._spool = Spool(
+            self.landing_dir,
+            prefix=self.source,
+            max_bytes=max_file_bytes,
+            max_age_s=max_file_age_s,
+            max_buffered_events=max_buffered_events,
+            max_buffer_bytes=max_buffer_bytes,
+            retry_interval_s=retry_interval_s,
+            drop_notice=self._drop_notice,
+        )
+
+    # --- plumbing -----------------------------------------------------------------------------
+
+    def _emit(
+        self,
+        event_type: str,
+        payload: dict[str, Any],
+        task_id: str | None,
+        stage: str | None,
+        severity: str | None,
+        status: str | None,
+        duration_ms: int | None,
+    ) -> dict[str, Any]:
+        # build_event() inlined: this is the hot path of every helper
+        event: dict[str, Any] = {
+            "event_id": new_event_id(),
+            "event_type": event_type,
+            "occurred_at": utc_now(),
+            "session_id": self.session_id,
+            "source": self.source,
+        }
+        if task_id is None:
+            task_id = self._task.get()
+        if task_id is not None:
+            event["task_id"] = task_id
+        if stage is not None:
+            event["stage"] = stage
+        if severity is not None:
+            event["severity"] = severity
+        if status is not None:
+            event["status"] = status
+        if duration_ms is not None:
+            event["duration_ms"] = duration_ms
+        event["payload"] = payload
+        self._spool.put(encode_line(event))
+        return event
+
+    def _drop_notice(self, dropped: int, reason: str) -> bytes:
+        spool = self._spool
+        payload = {
+            "rationale": (
+                f"dropped the {dropped} oldest events: {spool.directory} could not be written ({reason}) "
+                f"and the in-memory buffer holds at most {spool.max_buffered_events} events"
+            ),
+            "dropped_events": dropped,
+            "reason": reason,
+            "buffer_limit_events": spool.max_buffered_events,
+        }
+        event = build_event(
+            "decision",
+            payload,
+            source=self.source,
+            session_id=self.session_id,
+            stage="emit",
+            severity="warning",
+        )
+        return encode_line(event)
+
+    def emit(
+        self,
+        event_type: str,
+        payload: Mapping[str, Any] | None = None,
+        *,
+        task_id: str | None = None,
+        stage: str | None = None,
+        severity: str | None = None,
+        status: str | None = None,
+        duration_ms: int | None = None,
+    ) -> dict[str, Any]:
+        """Any event type, with its required fields checked; returns the event as written."""
+        body = dict(payload or {})
+        check_event(
+            event_type,
+            body,
+            stage=stage,
+            severity=severity,
+            status=status,
+            duration_ms=duration_ms,
+            task_id=task_id,
+        )
+        return self._emit(event_type, body, task_id, stage, severity, status, duration_ms)
+
+    def flush(self, timeout: float | None = 10.0) -> bool:
+        """Publish everything emitted so far as ``.jsonl`` now; True when nothing is left unwritten.
+
+        Events dropped earlier count as delivered once the decision event reporting them is
+        published. Never raises; on failure the events stay queued and False is returned.
+        """
+        return self._spool.flush(timeout)
+
+    def close(self, timeout: float | None = 10.0) -> bool:
+        """Publish what is queued and stop the background thread; True when nothing is left unwritten.
+
+        Events that still cannot be written are reported once on stderr. Emitting after close()
+        still works: each event is then published at once, in its own file.
+        """
+        return self._spool.close(timeout)
+
+    def __enter__(self) -> EventWriter:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    @property
+    def pending(self) -> int:
+        """Events in memory, not yet written to a spool file."""
+        return self._spool.pending
+
+    @property
+    def dropped(self) -> int:
+        """Events dropped (buffer overflow) and not yet reported in a decision event."""
+        return self._spool.dropped
+
+    @property
+    def dropped_total(self) -> int:
+        """Events dropped (buffer overflow) over the writer's life."""
+        return self._spool.dropped_total
+
+    @property
+    def current_task_id(self) -> str | None:
+        """The task_id of the innermost ``task()`` block in this thread/context, if any."""
+        return self._task.get()
+
+    # --- scopes -------------------------------------------------------------------------------
+
+    def task(
+        self, task_id: str, title: str | None = None, *, stage: str | None = None, **fields: Any
+    ) -> TaskScope:
+        """A block that emits ``task_start`` on entry and always ``task_end`` when it ends.
+
+        Events emitted inside the block carry this ``task_id`` unless given another. On an
+        exception ``task_end`` has ``success=false``, ``error_type`` and ``error_message``, and the
+        exception propagates unchanged. ``t.set(**fields)`` adds fields to ``task_end``.
+        """
+        require_str("task_start", "task_id", task_id, "pass the task's id, e.g. 'T-42'")
+        optional_str("task_start", "title", title)
+        optional_str("task_start", "stage", stage)
+        return TaskScope(self, task_id, title, stage, fields)
+
+    def command(
+        self,
+        name: str,
+        *,
+        argv: Iterable[str] | None = None,
+        task_id: str | None = None,
+        stage: str | None = None,
+        **fields: Any,
+    ) -> CommandScope:
+        """A block that emits ``command_start`` and always ``command_end`` (with ``exit_code``).
+
+        exit_code is 0 on success; on an exception, SystemExit's code, a CalledProcessError's
+        returncode, 130 for KeyboardInterrupt, else ``c.exit_code`` if set non-zero, else 1.
+        """
+        require_str("command_start", "command", name, "name the command, e.g. 'pytest'")
+        optional_str("command_start", "task_id", task_id)
+        optional_str("command_start", "stage", stage)
+        args = None
+        if argv is not None:
+            if isinstance(argv, str | bytes):
+                raise TypeError(
+                    "command_start: argv must be a list of strings, not one string — pass shlex.split(cmd)"
+                )
+            args = [str(a) for a in argv]
+        return CommandScope(self, name, args, task_id, stage, fields)
+
+    # --- events -------------------------------------------------------------------------------
+
+    def metric(
+        self,
+        name: str,
+        value: int | float,
+        *,
+        unit: str | None = None,
+        task_id: str | None = None,
+        stage: str | None = None,
+        **tags: Any,
+    ) -> dict[str, Any]:
+        """One ``metric`` event: ``name``, numeric ``value``, optional ``unit``, keyword ``tags``."""
+        require_str("metric", "name", name, "name the metric, e.g. 'rows_inserted'")
+        require_number("metric", "value", value)
+        payload: dict[str, Any] = {"name": name, "value": value}
+        if unit is not None:
+            payload["unit"] = require_str("metric", "unit", unit, "pass a unit such as 'ms', or leave it out")
+        if tags:
+            payload["tags"] = tags
+        return self._emit("metric", payload, task_id, stage, None, None, None)
+
+    def provider_selected(
+        self, provider: str, cache_hit: bool, *, task_id: str | None = None, **tags: Any
+    ) -> list[dict[str, Any]]:
+        """The metrics ``provider_type`` (Microsoft=1, System=2) and ``provider_cache_hit`` (1/0)."""
+        accepted = ", ".join(f"{name!r} ({code})" for name, code in PROVIDER_TYPES.items())
+        canonical = next(
+            (
+                name
+                for name in PROVIDER_TYPES
+                if isinstance(provider, str) and provider.strip().lower() == name.lower()
+            ),
+            None,
+        )
+        if canonical is None:
+            raise ValueError(f"provider_selected: unknown provider {provider!r}; accepted values: {accepted}")
+        require_bool("provider_selected", "cache_hit", cache_hit)
+        tags = {"provider": canonical, **tags}
+        return [
+            self.metric("provider_type", PROVIDER_TYPES[canonical], task_id=task_id, **tags),
+            self.metric("provider_cache_hit", 1 if cache_hit else 0, task_id=task_id, **tags),
+        ]
+
+    def decision(
+        self,
+        rationale: str,
+        *,
+        task_id: str | None = None,
+        stage: str | None = None,
+        severity: str | None = None,
+        **fields: Any,
+    ) -> dict[str, Any]:
+        """A ``decision`` with its (non-empty) ``rationale`` and any extra fields."""
+        require_str("decision", "rationale", rationale, "say why the decision was made")
+        optional_str("decision", "stage", stage)
+        if severity is not None:
+            require_choice("decision", "severity", severity, SEVERITIES)
+        payload = merge_fields("decision", {"rationale": rationale}, fields)
+        return self._emit("decision", payload, task_id, stage, severity, None, None)
+
+    def error(
+        self,
+        stage: str,
+        message: str,
+        *,
+        task_id: str | None = None,
+        severity: str = "error",
+        **fields: Any,
+    ) -> dict[str, Any]:
+        """An ``error`` in ``stage``; ingestion groups repeats by stage + normalised message."""
+        require_str("error", "stage", stage, "name the stage that failed, e.g. 'db_insert'")
+        require_str("error", "message", message, "say what went wrong")
+        require_choice("error", "severity", severity, SEVERITIES)
+        payload = merge_fields("error", {"message": message}, fields)
+        return self._emit("error", payload, task_id, stage, severity, None, None)
+
+    def policy_violation(
+        self,
+        host: str,
+        file: str,
+        policy: str,
+        rule: str,
+        *,
+        task_id: str | None = None,
+        severity: str = "warning",
+        **fields: Any,
+    ) -> dict[str, Any]:
+        """A ``policy_violation`` naming host, file, policy and rule (all required, non-empty)."""
+        for field, value in (("host", host), ("file", file), ("policy", policy), ("rule", rule)):
+            require_str("policy_violation", field, value, "the policy_violations_complete check needs it")
+        require_choice("policy_violation", "severity", severity, SEVERITIES)
+        payload = merge_fields(
+            "policy_violation", {"host": host, "file": file, "policy": policy, "rule": rule}, fields
+        )
+        return self._emit("policy_violation", payload, task_id, None, severity, None, None)
+
+    def artifact(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        task_id: str | None = None,
+        stage: str | None = None,
+        **fields: Any,
+    ) -> dict[str, Any]:
+        """One ``artifact_emit`` with the file's absolute path, size and SHA-256.
+
+        A file over ``hash_limit_bytes`` (50 MiB) is not hashed: the event carries
+        ``hash_skipped_reason`` and a ``decision`` event says why. Hashing reads the file in the
+        caller. A missing path or a directory raises (emit after the file is written).
+        """
+        if not isinstance(path, str | os.PathLike):
+            raise TypeError(f"artifact_emit: path must be a str or os.PathLike, got {type(path).__name__}")
+        where = os.path.abspath(os.fspath(path))
+        try:
+            info = os.stat(where)
+        except FileNotFoundError:
+            raise FileNotFoundError(
+                f"artifact_emit: no such file {where} — emit after the file is written"
+            ) from None
+        if not stat.S_ISREG(info.st_mode):
+            raise ValueError(
+                f"artifact_emit: {where} is not a regular file — use artifacts(glob) for many files"
+            )
+        size = info.st_size
+        payload: dict[str, Any] = {"path": where, "size_bytes": size}
+        skipped = None
+        if size > self.hash_limit_bytes:
+            skipped = f"file is {size} bytes, over the {self.hash_limit_bytes}-byte hashing limit"
+            payload["hash_skipped_reason"] = skipped
+        else:
+            try:
+                with open(where, "rb") as handle:
+                    payload["sha256"] = hashlib.file_digest(handle, "sha256").hexdigest()
+            except OSError as exc:
+                payload["hash_skipped_reason"] = f"could not read the file to hash it: {exc}"
+        merge_fields("artifact_emit", payload, fields)
+        event = self._emit("artifact_emit", payload, task_id, stage, None, None, None)
+        if skipped is not None:
+            self.decision(
+                f"did not hash artifact {where}: {skipped}; hashing it would stall the caller",
+                task_id=task_id,
+                stage=stage,
+                artifact_path=where,
+                artifact_event_id=event["event_id"],
+                size_bytes=size,
+                hash_limit_bytes=self.hash_limit_bytes,
+            )
+        return event
+
+    def artifacts(
+        self,
+        pattern: str | os.PathLike[str],
+        *,
+        task_id: str | None = None,
+        stage: str | None = None,
+        **fields: Any,
+    ) -> list[dict[str, Any]]:
+        """One ``artifact_emit`` per regular file matching the glob ``pattern`` (``**`` recurses)."""
+        if not isinstance(pattern, str | os.PathLike):
+            raise TypeError(
+                f"artifact_emit: pattern must be a str or os.PathLike, got {type(pattern).__name__}"
+            )
+        matches = sorted(p for p in _glob.glob(os.fspath(pattern), recursive=True) if os.path.isfile(p))
+        return [self.artifact(p, task_id=task_id, stage=stage, **fields) for p in matches]
+
+    # --- agent activity -----------------------------------------------------------------------
+
+    def _agent(
+        self,
+        event_type: str,
+        status: str,
+        severity: str,
+        agent_type: str,
+        agent_name: str,
+        task_description: str,
+        project_id: str | None,
+        task_id: str | None,
+        stage: str | None,
+        fields: dict[str, Any],
+    ) -> dict[str, Any]:
+        require_str(event_type, "agent_type", agent_type, "name the kind of agent, e.g. 'coder'")
+        require_str(event_type, "agent_name", agent_name, "name the agent instance")
+        require_str(
+            event_type, "task_description", task_description, "describe the agent's task", empty_ok=True
+        )
+        optional_str(event_type, "project_id", project_id)
+        optional_str(event_type, "stage", stage)
+        require_choice(event_type, "severity", severity, AGENT_SEVERITIES)
+        payload: dict[str, Any] = {
+            "agent_type": agent_type,
+            "agent_name": agent_name,
+            "task_description": task_description,
+        }
+        if project_id is not None:
+            payload["project_id"] = project_id
+        merge_fields(event_type, payload, fields)
+        return self._emit(event_type, payload, task_id, stage, severity, status, None)
+
+    def agent_started(
+        self,
+        agent_type: str,
+        agent_name: str,
+        task_description: str,
+        *,
+        project_id: str | None = None,
+        task_id: str | None = None,
+        stage: str | None = None,
+        severity: str = "info",
+        **fields: Any,
+    ) -> dict[str, Any]:
+        """``agent.started`` (status started)."""
+        return self._agent(
+            "agent.started", "started", severity, agent_type, agent_name, task_description, project_id, task_id,
+            stage, fields,
+        )  # fmt: skip
+
+    def agent_progress(
+        self,
+        agent_type: str,
+        agent_name: str,
+        task_description: str,
+        *,
+        project_id: str | None = None,
+        task_id: str | None = None,
+        stage: str | None = None,
+        severity: str = "info",
+        **fields: Any,
+    ) -> dict[str, Any]:
+        """``agent.progress`` (status in_progress); pass e.g. ``percent=40`` as a field."""
+        return self._agent(
+            "agent.progress", "in_progress", severity, agent_type, agent_name, task_description, project_id,
+            task_id, stage, fields,
+        )  # fmt: skip
+
+    def agent_completed(
+        self,
+        agent_type: str,
+        agent_name: str,
+        task_description: str,
+        *,
+        project_id: str | None = None,
+        task_id: str | None = None,
+        stage: str | None = None,
+        severity: str = "success",
+        **fields: Any,
+    ) -> dict[str, Any]:
+        """``agent.completed`` (status completed)."""
+        return self._agent(
+            "agent.completed", "completed", severity, agent_type, agent_name, task_description, project_id,
+            task_id, stage, fields,
+        )  # fmt: skip
+
+    def agent_conflict_detected(
+        self,
+        agent_type: str,
+        agent_name: str,
+        task_description: str,
+        *,
+        project_id: str | None = None,
+        task_id: str | None = None,
+        stage: str | None = None,
+        severity: str = "warning",
+        **fields: Any,
+    ) -> dict[str, Any]:
+        """``agent.conflict_detected`` (status conflict)."""
+        return self._agent(
+            "agent.conflict_detected", "conflict", severity, agent_type, agent_name, task_description,
+            project_id, task_id, stage, fields,
+        )  # fmt: skip
+
+    def agent_paused(
+        self,
+        agent_type: str,
+        agent_name: str,
+        task_description: str,
+        *,
+        project_id: str | None = None,
+        task_id: str | None = None,
+        stage: str | None = None,
+        severity: str = "info",
+        **fields: Any,
+    ) -> dict[str, Any]:
+        """``agent.paused`` (status paused)."""
+        return self._agent(
+            "agent.paused", "paused", severity, agent_type, agent_name, task_description, project_id, task_id,
+            stage, fields,
+        )  # fmt: skip
+
+    def agent_error(
+        self,
+        agent_type: str,
+        agent_name: str,
+        task_description: str,
+        *,
+        project_id: str | None = None,
+        task_id: str | None = None,
+        stage: str | None = None,
+        severity: str = "error",
+        **fields: Any,
+    ) -> dict[str, Any]:
+        """``agent.error`` (status failed); pass e.g. ``message=...`` as a field."""
+        return self._agent(
+            "agent.error", "failed", severity, agent_type, agent_name, task_description, project_id, task_id,
+            stage, fields,
+        )  # fmt: skip
+
+
+def command_wrapper(
+    target: EventWriter | str | os.PathLike[str] | Callable[[], EventWriter],
+    *,
+    name: str | None = None,
+    source: str | None = None,
+    session_id: str | None = None,
+    task_id: str | None = None,
+    **fields: Any,
+) -> Callable[[F], F]:
+    """Decorate a CLI entrypoint so that every call is a ``command_start``/``command_end`` pair.
+
+    ``target`` is an :class:`EventWriter`, a zero-argument callable returning one, or a landing
+    directory (a writer is then opened for the call and closed — published — when it returns or
+    raises). ``command_end`` is emitted on return, on any exception, on ``SystemExit`` (its code)
+    and on ``KeyboardInterrupt`` (130); the exception is re-raised unchanged. An int returned by
+    the function (``sys.exit(main())`` style) is taken as the exit code.
+    """
+    if isinstance(target, EventWriter) or callable(target):
+        pass
+    elif not isinstance(target, str | os.PathLike):
+        raise TypeError(
+            "command_wrapper: pass an EventWriter, a callable returning one, or a landing directory"
+        )
+
+    def decorate(func: F) -> F:
+        command = name or getattr(func, "__qualname__", None) or "command"
+
+        @functools.wraps(func)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            owned = None
+            if isinstance(target, EventWriter):
+                writer = target
+            elif isinstance(target, str | os.PathLike):
+                writer = owned = EventWriter(target, source=source or command, session_id=session_id)
+            else:
+                writer = target()
+            try:
+                with writer.command(command, task_id=task_id, **fields) as scope:
+                    result = func(*args, **kwargs)
+                    if isinstance(result, int) and not isinstance(result, bool):
+                        scope.exit_code = result
+                    return result
+            finally:
+                if owned is not None:
+                    owned.close()
+
+        return wrapper  # type: ignore[return-value]
+
+    return decorate
