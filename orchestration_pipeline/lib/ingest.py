@@ -24,6 +24,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import threading
 import time
 import uuid
 from collections import Counter, deque
@@ -436,6 +437,21 @@ def _parse_batch_job(args: tuple) -> ParsedBatch:
     return parse_batch(*args)
 
 
+def _exit_with_parent(parent_pid: int) -> None:
+    """Worker initializer: exit as soon as the ingesting process is gone (e.g. SIGKILLed).
+
+    Pool workers hold both ends of their task queue, so they would never see EOF and would
+    linger as orphans otherwise.
+    """
+
+    def watch() -> None:
+        while os.getppid() == parent_pid:
+            time.sleep(0.5)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="parent-watchdog", daemon=True).start()
+
+
 class _ParsePool:
     """Worker processes that parse batches while this process writes the previous one.
 
@@ -449,7 +465,12 @@ class _ParsePool:
         import multiprocessing
         from concurrent.futures import ProcessPoolExecutor
 
-        self._pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"))
+        self._pool = ProcessPoolExecutor(
+            max_workers=workers,
+            mp_context=multiprocessing.get_context("spawn"),
+            initializer=_exit_with_parent,
+            initargs=(os.getpid(),),
+        )
         self.depth = depth or workers + 2
 
     def map(self, jobs: Iterable[tuple]) -> Iterator[ParsedBatch]:
