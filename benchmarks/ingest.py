@@ -36,46 +36,101 @@ def generate(path: Path, n: int, seed: int = 1) -> int:
     """Write ``n`` realistic, distinct events; returns the file size in bytes."""
     rng = random.Random(seed)
     start = datetime.now(UTC) - timedelta(days=1)
-    agent = {"agent_type": "coder", "agent_name": "agent-7", "task_description": "refactor the ingestion module",
-             "project_id": "proj-42"}
+    agent = {
+        "agent_type": "coder",
+        "agent_name": "agent-7",
+        "task_description": "refactor the ingestion module",
+        "project_id": "proj-42",
+    }
     with open(path, "w", encoding="utf-8") as out:
         for i in range(n):
             kind = i % 10
             session = f"sess-{i // 50:07d}"
             task = f"T-{i // 10:08d}"
             at = (start + timedelta(milliseconds=i * 50)).isoformat()
-            base = {"event_id": str(uuid.UUID(int=rng.getrandbits(128), version=4)), "occurred_at": at,
-                    "session_id": session, "task_id": task, "source": "bench-orchestrator"}
+            base = {
+                "event_id": str(uuid.UUID(int=rng.getrandbits(128), version=4)),
+                "occurred_at": at,
+                "session_id": session,
+                "task_id": task,
+                "source": "bench-orchestrator",
+            }
             if kind == 0:
-                ev = {**base, "event_type": "task_start", "status": "started", "payload": {"title": f"task {i}"}}
+                ev = {
+                    **base,
+                    "event_type": "task_start",
+                    "status": "started",
+                    "payload": {"title": f"task {i}"},
+                }
             elif kind == 1:
-                ev = {**base, "event_type": "task_end", "status": "succeeded", "duration_ms": 1200,
-                      "payload": {"success": True, "duration_ms": 1200}}
+                ev = {
+                    **base,
+                    "event_type": "task_end",
+                    "status": "succeeded",
+                    "duration_ms": 1200,
+                    "payload": {"success": True, "duration_ms": 1200},
+                }
             elif kind in (2, 3):
-                ev = {**base, "event_type": "metric", "payload": {"name": "rows_inserted", "value": rng.randint(0, 9999),
-                                                                  "unit": "rows", "tags": {"table": "events"}}}
+                ev = {
+                    **base,
+                    "event_type": "metric",
+                    "payload": {
+                        "name": "rows_inserted",
+                        "value": rng.randint(0, 9999),
+                        "unit": "rows",
+                        "tags": {"table": "events"},
+                    },
+                }
             elif kind == 4:
-                ev = {**base, "event_type": "decision", "stage": "plan",
-                      "payload": {"rationale": "selected System provider after cache miss", "provider": "System"}}
+                ev = {
+                    **base,
+                    "event_type": "decision",
+                    "stage": "plan",
+                    "payload": {
+                        "rationale": "selected System provider after cache miss",
+                        "provider": "System",
+                    },
+                }
             elif kind == 5:
-                ev = {**base, "event_type": "command_start", "payload": {"command_id": f"c{i}", "command": "pytest -q"}}
+                ev = {
+                    **base,
+                    "event_type": "command_start",
+                    "payload": {"command_id": f"c{i}", "command": "pytest -q"},
+                }
             elif kind == 6:
-                ev = {**base, "event_type": "command_end",
-                      "payload": {"command_id": f"c{i - 1}", "exit_code": 0, "duration_ms": 830}}
+                ev = {
+                    **base,
+                    "event_type": "command_end",
+                    "payload": {"command_id": f"c{i - 1}", "exit_code": 0, "duration_ms": 830},
+                }
             else:
-                ev = {**base, "event_type": "agent.progress", "status": "in_progress", "severity": "info",
-                      "payload": {**agent, "progress": round(rng.random(), 3)}}
+                ev = {
+                    **base,
+                    "event_type": "agent.progress",
+                    "status": "in_progress",
+                    "severity": "info",
+                    "payload": {**agent, "progress": round(rng.random(), 3)},
+                }
             out.write(json.dumps(ev))
             out.write("\n")
     return path.stat().st_size
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--events", type=int, default=1_000_000)
     parser.add_argument("--dsn", help="admin DSN of a PostgreSQL server (default: embedded, temporary)")
-    parser.add_argument("--sample", type=int, default=5_000, help="rows for the row-at-a-time INSERT baseline")
-    parser.add_argument("--parse-workers", type=int, default=None, help="parse worker processes (default: cores - 1; 0 = in-process)")
+    parser.add_argument(
+        "--sample", type=int, default=5_000, help="rows for the row-at-a-time INSERT baseline"
+    )
+    parser.add_argument(
+        "--parse-workers",
+        type=int,
+        default=None,
+        help="parse worker processes (default: cores - 1; 0 = in-process)",
+    )
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="orch-bench-"))
@@ -109,14 +164,19 @@ def main() -> int:
 
             # (b) raw COPY of the same rows
             dump = work / "events.copy"
-            columns = "event_id, event_type, occurred_at, session_id, task_id, source, stage, severity, status, " \
-                      "duration_ms, payload, received_at, source_file, source_line"
+            columns = (
+                "event_id, event_type, occurred_at, session_id, task_id, source, stage, severity, status, "
+                "duration_ms, payload, received_at, source_file, source_line"
+            )
             with open(dump, "wb") as out, conn.cursor().copy(f"COPY events ({columns}) TO STDOUT") as copy:
                 for chunk in copy:
                     out.write(chunk)
             conn.commit()
             t0 = time.perf_counter()
-            with conn.cursor().copy(f"COPY bench_events_copy ({columns}) FROM STDIN") as copy, open(dump, "rb") as src:
+            with (
+                conn.cursor().copy(f"COPY bench_events_copy ({columns}) FROM STDIN") as copy,
+                open(dump, "rb") as src,
+            ):
                 while chunk := src.read(1 << 20):
                     copy.write(chunk)
             conn.commit()
@@ -128,31 +188,39 @@ def main() -> int:
             placeholders = ", ".join(["%s"] * 14)
             t0 = time.perf_counter()
             for row in rows:
-                conn.execute(f"INSERT INTO bench_events_insert ({columns}) VALUES ({placeholders})",
-                             (*row[:10], psycopg.types.json.Jsonb(row[10]), *row[11:]))
+                conn.execute(
+                    f"INSERT INTO bench_events_insert ({columns}) VALUES ({placeholders})",
+                    (*row[:10], psycopg.types.json.Jsonb(row[10]), *row[11:]),
+                )
             insert_s = time.perf_counter() - t0
 
         a = args.events / ingest_s
         b = args.events / copy_s
         c = len(rows) / insert_s
-        print(json.dumps({
-            "benchmark": "ingest",
-            "events": args.events,
-            "file_mb": round(size / 1e6, 1),
-            "generate_s": round(gen_s, 2),
-            "a_ingest_s": round(ingest_s, 2),
-            "a_ingest_rows_per_s": round(a),
-            "b_copy_rows_per_s": round(b),
-            "c_insert_rows_per_s": round(c),
-            "ratio_a_b": round(a / b, 3),
-            "ratio_a_c": round(a / c, 1),
-            "peak_rss_mb": round(peak_rss_mb, 1),
-            "peak_rss_parse_worker_mb": round(worker_rss_mb, 1),
-            "peak_rss_total_mb": round(peak_rss_mb + worker_rss_mb * workers, 1),
-            "rss_before_ingest_mb": round(rss_before / 1024, 1),
-            "write_latency_p95_ms": summary["telemetry"]["DatabaseWriteLatency_p95_ms"],
-            "targets_met": a / b >= 0.6 and a / c >= 20 and peak_rss_mb + worker_rss_mb * workers < 500,
-        }))
+        print(
+            json.dumps(
+                {
+                    "benchmark": "ingest",
+                    "events": args.events,
+                    "file_mb": round(size / 1e6, 1),
+                    "generate_s": round(gen_s, 2),
+                    "a_ingest_s": round(ingest_s, 2),
+                    "a_ingest_rows_per_s": round(a),
+                    "b_copy_rows_per_s": round(b),
+                    "c_insert_rows_per_s": round(c),
+                    "ratio_a_b": round(a / b, 3),
+                    "ratio_a_c": round(a / c, 1),
+                    "peak_rss_mb": round(peak_rss_mb, 1),
+                    "peak_rss_parse_worker_mb": round(worker_rss_mb, 1),
+                    "peak_rss_total_mb": round(peak_rss_mb + worker_rss_mb * workers, 1),
+                    "rss_before_ingest_mb": round(rss_before / 1024, 1),
+                    "write_latency_p95_ms": summary["telemetry"]["DatabaseWriteLatency_p95_ms"],
+                    "targets_met": a / b >= 0.6
+                    and a / c >= 20
+                    and peak_rss_mb + worker_rss_mb * workers < 500,
+                }
+            )
+        )
     finally:
         with connection(admin, autocommit=True) as conn:
             conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(db_name)))

@@ -56,7 +56,9 @@ retry_interval_s=1.0, hash_limit_bytes=50 MiB)``
     ``agent_paused`` / ``agent_error`` ``(agent_type, agent_name, task_description, *,
     project_id=None, task_id=None, stage=None, severity=<per type>, **fields)``,
     ``emit(event_type, payload=None, *, task_id, stage, severity, status, duration_ms)``,
-    ``flush(timeout=10.0) -> bool``, ``close(timeout=10.0) -> bool``.
+    ``flush(timeout=10.0) -> bool``, ``close(timeout=10.0) -> bool``; properties ``pending``,
+    ``dropped``, ``dropped_total``, ``current_task_id``. Scopes: ``t.set(**fields)`` adds fields
+    to the end event; ``c.exit_code = N`` reports a status without raising; ``c.command_id``.
 
 ``command_wrapper(target, *, name=None, source=None, session_id=None, task_id=None, **fields)``
     Decorator for CLI entrypoints; ``target`` is a writer, a callable returning one, or a landing

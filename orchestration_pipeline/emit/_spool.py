@@ -1,11 +1,12 @@
 """A thread-safe spool of JSON lines that never blocks or breaks its caller.
 
-:meth:`Spool.put` only appends the line to an in-memory queue (no system call). A background
+:meth:`Spool.put` only appends the line to an in-memory queue (no file I/O). A background
 thread turns the queue into files: when it holds ``max_bytes``, when its oldest line is
 ``max_age_s`` old, and on :meth:`Spool.flush` / :meth:`Spool.close` (which do it in the calling
 thread), a batch of lines is written to ``<stem>.jsonl.tmp``, fsynced, renamed to
 ``<stem>.jsonl`` and the directory fsynced. Ingestion ignores ``*.tmp``, so it sees whole files or
-nothing — also after a SIGKILL, which can only leave a ``.tmp`` behind.
+nothing — also after a SIGKILL, which can only leave a ``.tmp`` behind. Batches are taken and
+written one at a time (under ``_io``), so the queue stays in order even when a write fails.
 
 Failures (directory missing or not writable, disk full, rename refused) are never raised: the
 batch goes back to the front of the queue, which is bounded by ``max_buffered_events`` and
@@ -82,13 +83,14 @@ class Spool:
 
     def _init_state(self) -> None:
         self._lock = threading.Lock()
-        self._idle = threading.Condition(self._lock)
+        self._io = threading.Lock()  # held while a batch is taken and written: one at a time, in order
         self._wake = threading.Event()
         self._woken = False
         self._pending: deque[bytes] = deque()
         self._pending_bytes = 0
         self._first_at: float | None = None  # monotonic time of the oldest queued line
-        self._inflight = 0  # batches being written
+        self._inflight_lines = 0  # lines in the batch being written
+        self._dropped_inflight = 0  # drops being reported by a notice in a batch being written
         self._dropped = 0  # dropped and not yet reported by a notice line
         self.dropped_total = 0
         self._failing = False
@@ -117,45 +119,47 @@ class Spool:
                 or self._closed
             ):
                 return  # the common case: queued, nothing else to do
-            batch = self._after_put()
-        if batch is not None:
-            self._write(batch)
-        elif self._thread is None and not self._closed:
+            self._after_put()
+            closed, start = self._closed, self._thread is None
+        if closed:  # a straggler after close(): written at once, in the caller's thread
+            self.flush()
+        elif start:
             self._start_thread()
 
-    def _after_put(self) -> list[bytes] | None:
-        """The uncommon part of put(): first line of a batch, limits, closed spool (lock held)."""
+    def _after_put(self) -> None:
+        """The uncommon part of put(): first line of a batch, waking the thread, limits (lock held)."""
         if self._first_at is None:
             self._first_at = time.monotonic()
-        if self._closed:  # a straggler after close(): write it at once, in the caller's thread
-            return self._take(None)
         if (
-            self._pending_bytes >= self._wake_bytes or len(self._pending) >= self._wake_lines
-        ) and not self._woken:
+            (self._pending_bytes >= self._wake_bytes or len(self._pending) >= self._wake_lines)
+            and not self._woken
+            and not self._closed
+            and not (self._failing and time.monotonic() < self._retry_at)  # no retry due: let it sleep
+        ):
             self._woken = True
             self._wake.set()
         if len(self._pending) > self.max_buffered_events or self._pending_bytes > self.max_buffer_bytes:
             self._trim()
-        return None
 
     def flush(self, timeout: float | None = 10.0) -> bool:
         """Write and publish everything queued so far (and a notice of any drops).
 
         True when nothing is left unwritten; lines dropped earlier count as delivered once the
-        notice reporting them is published.
+        notice reporting them is published. Waits (up to ``timeout``) for a batch the writer
+        thread is writing, since batches are written one at a time, in order.
         """
-        deadline = None if timeout is None else time.monotonic() + timeout
-        for _ in range(2):  # a second round for lines a concurrent failed write put back
+        if not self._io.acquire(timeout=-1 if timeout is None else max(timeout, 0)):
+            return False
+        try:
             while True:
                 with self._lock:
                     batch = self._take(self.max_bytes)
                 if batch is None or not self._write(batch):
                     break
-            self._wait_idle(deadline)
-            with self._lock:
-                if not self._pending and not self._dropped:
-                    return True
-        return False
+        finally:
+            self._io.release()
+        with self._lock:
+            return not self._pending and not self._dropped
 
     def close(self, timeout: float | None = 10.0) -> bool:
         """Publish everything and stop the writer thread; True when nothing is left unwritten.
@@ -169,9 +173,10 @@ class Spool:
         self._wake.set()
         if thread is not None and thread is not threading.current_thread():
             thread.join(timeout)
+        with self._lock:
+            self._closed = True  # from now on put() writes at once: nothing waits for a thread
         delivered = self.flush(timeout)
         with self._lock:
-            self._closed = True
             unwritten, dropped = len(self._pending), self._dropped
         with _live_lock:
             _live.discard(self)
@@ -184,13 +189,15 @@ class Spool:
 
     @property
     def pending(self) -> int:
-        """Lines queued in memory, not yet in a published file."""
-        return len(self._pending)
+        """Lines not yet in a published file: queued, or in a batch being written."""
+        with self._lock:
+            return len(self._pending) + self._inflight_lines
 
     @property
     def dropped(self) -> int:
-        """Lines dropped and not yet reported by a notice line."""
-        return self._dropped
+        """Lines dropped and not yet reported by a published notice line."""
+        with self._lock:
+            return self._dropped + self._dropped_inflight
 
     # --- the queue (called with self._lock held) --------------------------------------------
 
@@ -211,7 +218,7 @@ class Spool:
                 size += len(line)
             self._pending_bytes -= size
         self._first_at = time.monotonic() if pending else None
-        self._inflight += 1
+        self._inflight_lines += len(batch)
         return batch
 
     def _requeue(self, batch: list[bytes]) -> None:
@@ -252,49 +259,55 @@ class Spool:
 
     def _write(self, batch: list[bytes]) -> bool:
         """Write one batch as a new published file; on failure put it back in the queue."""
+        notice, noticed, error, written = None, 0, None, False
+        lines: list[bytes] = []
         try:
-            with self._lock:
-                noticed = self._dropped
+            with self._lock:  # claim the drop count, so that a concurrent batch does not report it too
+                noticed, self._dropped = self._dropped, 0
                 notice = self._notice(noticed) if noticed else None
+                if notice is None:
+                    self._dropped, noticed = self._dropped + noticed, 0
+                self._dropped_inflight += noticed
             lines = batch + [notice] if notice else batch
-            tmp = ""
-            try:
-                if not lines:
-                    return True
-                os.makedirs(self.directory, exist_ok=True)
-                stem = file_stem(self.prefix, os.getpid(), next(self._counter), uuid.uuid4().hex[:8])
-                final = os.path.join(self.directory, stem + ".jsonl")
-                tmp = final + ".tmp"
-                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o644)
-                try:
-                    _write_lines(fd, lines)
-                    os.fsync(fd)
-                finally:
-                    os.close(fd)
-                os.rename(tmp, final)
-            except OSError as exc:
-                if tmp:
-                    _unlink_quietly(tmp)
-                with self._lock:
+            if lines:
+                self._publish(lines)
+            written = True
+        except Exception as exc:  # OSError, or a bug: neither may reach the caller
+            error = exc
+        finally:  # also on KeyboardInterrupt during flush(): the batch goes back, nothing is lost
+            with self._lock:
+                self._inflight_lines -= len(batch)
+                self._dropped_inflight -= noticed
+                if written:
+                    self._failing = False
+                    self.files_published += 1 if lines else 0
+                    self.lines_published += len(lines)
+                else:
+                    self._dropped += noticed  # still to be reported
                     self._requeue(batch)
-                    self._fail("cannot write events", exc)
-                return False
-            fsync_dir(self.directory)
-            with self._lock:
-                self._dropped -= noticed if notice else 0
-                self._failing = False
-                self.files_published += 1
-                self.lines_published += len(lines)
-            return True
-        except Exception as exc:  # a bug must not reach the caller either; keep the lines
-            with self._lock:
-                self._requeue(batch)
-                self._fail("unexpected error while writing events", exc)
-            return False
-        finally:
-            with self._lock:
-                self._inflight -= 1
-                self._idle.notify_all()
+                    if error is not None:
+                        what = "cannot write events" if isinstance(error, OSError) else "unexpected error"
+                        self._fail(what, error)
+        return written
+
+    def _publish(self, lines: list[bytes]) -> None:
+        """``<stem>.jsonl.tmp``: write, fsync, rename to ``<stem>.jsonl``, fsync the directory."""
+        os.makedirs(self.directory, exist_ok=True)
+        stem = file_stem(self.prefix, os.getpid(), next(self._counter), uuid.uuid4().hex[:8])
+        final = os.path.join(self.directory, stem + ".jsonl")
+        tmp = final + ".tmp"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o644)
+        try:
+            try:
+                _write_lines(fd, lines)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.rename(tmp, final)
+        except BaseException:
+            _unlink_quietly(tmp)
+            raise
+        fsync_dir(self.directory)
 
     def _notice(self, dropped: int) -> bytes | None:
         if self._drop_notice is None:
@@ -303,14 +316,6 @@ class Spool:
             return self._drop_notice(dropped, self._last_error)
         except Exception:
             return None
-
-    def _wait_idle(self, deadline: float | None) -> None:
-        with self._lock:
-            while self._inflight:
-                remaining = None if deadline is None else deadline - time.monotonic()
-                if remaining is not None and remaining <= 0:
-                    return
-                self._idle.wait(0.05 if remaining is None else min(remaining, 0.05))
 
     # --- the writer thread ------------------------------------------------------------------
 
@@ -345,13 +350,14 @@ class Spool:
             self._wake.wait(self._tick_s)
             try:
                 while True:
-                    with self._lock:
-                        self._wake.clear()
-                        self._woken = False
-                        stopping = self._stopping
-                        batch = self._ready(time.monotonic())
-                    if batch is None or not self._write(batch):
-                        break
+                    with self._io:
+                        with self._lock:
+                            self._wake.clear()
+                            self._woken = False
+                            stopping = self._stopping
+                            batch = self._ready(time.monotonic())
+                        if batch is None or not self._write(batch):
+                            break
             except Exception as exc:  # keep the thread alive whatever happens
                 with self._lock:
                     stopping = self._stopping

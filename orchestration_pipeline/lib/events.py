@@ -320,15 +320,27 @@ def _loads(text: str) -> Any:
     return json.loads(text, parse_constant=_no_constants, parse_float=_finite_float)
 
 
+def _too_large_detail(size: int) -> str:
+    return f"line is {size} bytes; the limit is {MAX_LINE_BYTES} (1 MiB) — move large content to an artifact"
+
+
+def reject_oversized(prefix: bytes, total_bytes: int, full_sha256: str) -> Rejection:
+    """The rejection of a line too long to read whole: described by its real size and full hash."""
+    rejection = _reject("payload_too_large", _too_large_detail(total_bytes), "/payload", prefix)
+    return Rejection(
+        rejection.failure_type,
+        rejection.detail,
+        rejection.json_pointer,
+        rejection.raw_text,
+        full_sha256,
+        rejection.redactions,
+    )
+
+
 def parse_line(raw: bytes, *, now: datetime | None = None) -> ParsedEvent | Rejection:
     """Validate and redact one line (without its newline). Never raises on bad input."""
     if len(raw) > MAX_LINE_BYTES:
-        return _reject(
-            "payload_too_large",
-            f"line is {len(raw)} bytes; the limit is {MAX_LINE_BYTES} (1 MiB) — move large content to an artifact",
-            "/payload",
-            raw,
-        )
+        return _reject("payload_too_large", _too_large_detail(len(raw)), "/payload", raw)
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:

@@ -24,7 +24,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import threading
+import pickle
 import time
 import uuid
 from collections import Counter, deque
@@ -38,7 +38,13 @@ import psycopg
 from psycopg.types.json import Jsonb
 
 from orchestration_pipeline.lib.db import SchemaGate
-from orchestration_pipeline.lib.events import MAX_LINE_BYTES, ParsedEvent, Rejection, parse_line
+from orchestration_pipeline.lib.events import (
+    MAX_LINE_BYTES,
+    ParsedEvent,
+    Rejection,
+    parse_line,
+    reject_oversized,
+)
 from orchestration_pipeline.lib.project_files import sql_dir
 
 INGEST_TABLES = (
@@ -289,7 +295,8 @@ class _Line:
     number: int
     offset: int
     raw: bytes
-    truncated_total: int | None = None  # set when the line exceeded the read limit
+    truncated_total: int | None = None  # set when the line exceeded the read limit: its full size
+    full_sha256: str | None = None  # and the hash of the whole line
 
 
 def iter_lines(handle: BinaryIO) -> Iterator[_Line]:
@@ -307,21 +314,27 @@ def iter_lines(handle: BinaryIO) -> Iterator[_Line]:
         number += 1
         start = offset
         offset += len(chunk)
-        total = None
+        total = digest = None
         if not chunk.endswith(b"\n") and len(chunk) > MAX_LINE_BYTES:
+            # drain the rest of the over-long line, measuring and hashing it without holding it
+            digest = hashlib.sha256(chunk)
             total = len(chunk)
-            while True:  # drain the rest of the over-long line
+            while True:
                 more = handle.readline(1 << 20)
                 if not more:
                     break
-                total += len(more)
                 offset += len(more)
                 if more.endswith(b"\n"):
+                    more = more.rstrip(b"\r\n")
+                    total += len(more)
+                    digest.update(more)
                     break
+                total += len(more)
+                digest.update(more)
         raw = chunk.rstrip(b"\r\n")
         if not raw.strip():
             continue
-        yield _Line(number, start, raw, total)
+        yield _Line(number, start, raw, total, digest.hexdigest() if digest else None)
 
 
 # --- parsing a batch (in-process, or in a worker process for large files) ------------------
@@ -383,7 +396,10 @@ def parse_batch(
     out = ParsedBatch(lines=len(lines))
     source_text = _copy_escape(source_file)
     for line in lines:
-        parsed = parse_line(line.raw, now=now)
+        if line.truncated_total is not None:
+            parsed = reject_oversized(line.raw, line.truncated_total, line.full_sha256 or "")
+        else:
+            parsed = parse_line(line.raw, now=now)
         out.redactions += parsed.redactions
         if isinstance(parsed, Rejection):
             out.quarantine_by_type[parsed.failure_type] += 1
@@ -433,61 +449,97 @@ def parse_batch(
     return out
 
 
-def _parse_batch_job(args: tuple) -> ParsedBatch:
-    return parse_batch(*args)
-
-
-def _exit_with_parent(parent_pid: int) -> None:
-    """Worker initializer: exit as soon as the ingesting process is gone (e.g. SIGKILLed).
-
-    Pool workers hold both ends of their task queue, so they would never see EOF and would
-    linger as orphans otherwise.
-    """
-
-    def watch() -> None:
-        while os.getppid() == parent_pid:
-            time.sleep(0.5)
-        os._exit(1)
-
-    threading.Thread(target=watch, name="parent-watchdog", daemon=True).start()
+class ParseWorkerDied(RuntimeError):
+    """A parse worker process exited mid-file; the file's transaction is rolled back."""
 
 
 class _ParsePool:
     """Worker processes that parse batches while this process writes the previous one.
 
     Parsing is CPU-bound Python and writing waits on PostgreSQL, so on a multi-core machine the
-    two overlap. At most ``depth`` batches are in flight, which bounds memory. A worker that dies
-    (say, killed by the OOM killer) breaks the pool: the file fails at once and rolls back, rather
-    than waiting forever.
+    two overlap. Each worker is ``python -m orchestration_pipeline.lib.parse_worker`` fed over its
+    stdin/stdout, with one batch in flight per worker (no pipe deadlock, bounded memory). A worker
+    that dies (e.g. OOM-killed) fails the file at once; workers exit when this process dies.
     """
 
-    def __init__(self, workers: int, depth: int | None = None):
-        import multiprocessing
-        from concurrent.futures import ProcessPoolExecutor
+    def __init__(self, workers: int):
+        import subprocess
+        import sys
 
-        self._pool = ProcessPoolExecutor(
-            max_workers=workers,
-            mp_context=multiprocessing.get_context("spawn"),
-            initializer=_exit_with_parent,
-            initargs=(os.getpid(),),
+        self.broken = False
+        self._procs = [
+            subprocess.Popen(
+                [sys.executable, "-m", "orchestration_pipeline.lib.parse_worker"],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                close_fds=True,
+            )
+            for _ in range(max(1, workers))
+        ]
+
+    def _send(self, proc, job: tuple) -> None:
+        from orchestration_pipeline.lib.parse_worker import write_frame
+
+        try:
+            write_frame(proc.stdin, pickle.dumps(job, protocol=pickle.HIGHEST_PROTOCOL))
+        except (BrokenPipeError, OSError):
+            raise ParseWorkerDied(self._death(proc)) from None
+
+    def _receive(self, proc) -> ParsedBatch:
+        from orchestration_pipeline.lib.parse_worker import read_frame
+
+        frame = read_frame(proc.stdout)
+        if frame is None:
+            raise ParseWorkerDied(self._death(proc))
+        status, value = pickle.loads(frame)
+        if status != "ok":
+            raise RuntimeError(f"parse worker failed: {value}")
+        return value
+
+    @staticmethod
+    def _death(proc) -> str:
+        try:
+            code = proc.wait(timeout=5)
+        except Exception:
+            code = None
+        return (
+            f"parse worker {proc.pid} exited mid-file (exit code {code}); nothing from this file was "
+            "committed — rerun the ingestion, or pass parse_workers=0 if workers are being killed for memory"
         )
-        self.depth = depth or workers + 2
 
     def map(self, jobs: Iterable[tuple]) -> Iterator[ParsedBatch]:
-        pending: deque = deque()
+        in_flight: deque = deque()  # workers with a job, in submission order
+        idle = deque(self._procs)
+        completed = False
         try:
             for job in jobs:
-                pending.append(self._pool.submit(_parse_batch_job, job))
-                if len(pending) >= self.depth:
-                    yield pending.popleft().result()
-            while pending:
-                yield pending.popleft().result()
+                if not idle:
+                    proc = in_flight.popleft()
+                    yield self._receive(proc)
+                    idle.append(proc)
+                proc = idle.popleft()
+                self._send(proc, job)
+                in_flight.append(proc)
+            while in_flight:
+                yield self._receive(in_flight.popleft())
+            completed = True
         finally:
-            for future in pending:
-                future.cancel()
+            if not completed:  # results still in flight would be read by the next file: start afresh
+                self.broken = True
 
     def close(self) -> None:
-        self._pool.shutdown(wait=True, cancel_futures=True)
+        for proc in self._procs:
+            try:
+                proc.stdin.close()
+            except OSError:
+                pass
+        for proc in self._procs:
+            try:
+                proc.wait(timeout=10)
+            except Exception:
+                proc.kill()
+                proc.wait()
+            proc.stdout.close()
 
 
 # --- writing a batch ------------------------------------------------------------------------
@@ -726,9 +778,11 @@ class Ingestor:
     def _parsed(self, handle: BinaryIO, result: FileResult, now: datetime) -> Iterator[ParsedBatch]:
         jobs = ((batch, result.path, now, self.run_id, result.sha256) for batch in self._batches(handle))
         if self.parse_workers > 0 and result.size_bytes >= self.parallel_min_bytes:
+            if self._pool is not None and self._pool.broken:
+                self.close()
             if self._pool is None:
                 self._pool = _ParsePool(self.parse_workers)
-            return self._pool.map(jobs)  # BrokenProcessPool propagates: the file's transaction rolls back
+            return self._pool.map(jobs)  # ParseWorkerDied propagates: the file's transaction rolls back
         return (parse_batch(*job) for job in jobs)
 
     def _ingest_into_transaction(self, path: Path, result: FileResult) -> None:
@@ -804,7 +858,7 @@ def _quarantine_row(rej: Rejection, line: _Line, run_id: uuid.UUID, sha: str, so
     raw_text = rej.raw_text
     truncated = line.truncated_total is not None or len(raw_text) > _STORED_RAW_LIMIT
     if truncated:
-        total = line.truncated_total or len(line.raw)
+        total = line.truncated_total if line.truncated_total is not None else len(line.raw)
         raw_text = (
             raw_text[:_STORED_RAW_LIMIT]
             + f"…[truncated: line is {total} bytes; full line at byte {line.offset} of the source file]"
