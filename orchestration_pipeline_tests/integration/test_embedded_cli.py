@@ -100,7 +100,23 @@ def test_half_configuration_is_refused(tmp_path):
 
 
 @pytest.mark.parametrize(
-    "argv", [[], ["up"], ["dev"], ["down"], ["run"], ["db"], ["db", "migrate"], ["db", "status"]]
+    "argv",
+    [
+        [],
+        ["up"],
+        ["dev"],
+        ["down"],
+        ["run"],
+        ["db"],
+        ["db", "migrate"],
+        ["db", "status"],
+        ["ingest"],
+        ["quarantine", "list"],
+        ["quarantine", "replay"],
+        ["events", "schema"],
+        ["demo", "generate"],
+        ["emit"],
+    ],
 )
 def test_every_command_has_help(argv):
     result = subprocess.run([*CLI, *argv, "--help"], capture_output=True, text=True, env=clean_env())
