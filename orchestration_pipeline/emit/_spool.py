@@ -291,23 +291,7 @@ class Spool:
         return written
 
     def _publish(self, lines: list[bytes]) -> None:
-        """``<stem>.jsonl.tmp``: write, fsync, rename to ``<stem>.jsonl``, fsync the directory."""
-        os.makedirs(self.directory, exist_ok=True)
-        stem = file_stem(self.prefix, os.getpid(), next(self._counter), uuid.uuid4().hex[:8])
-        final = os.path.join(self.directory, stem + ".jsonl")
-        tmp = final + ".tmp"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o644)
-        try:
-            try:
-                _write_lines(fd, lines)
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            os.rename(tmp, final)
-        except BaseException:
-            _unlink_quietly(tmp)
-            raise
-        fsync_dir(self.directory)
+        publish_lines(self.directory, self.prefix, next(self._counter), lines)
 
     def _notice(self, dropped: int) -> bytes | None:
         if self._drop_notice is None:
@@ -399,6 +383,32 @@ def _unlink_quietly(path: str) -> None:
         os.unlink(path)
     except OSError:
         pass
+
+
+def publish_lines(directory: str, prefix: str, sequence: int, lines: list[bytes]) -> str:
+    """Publish ``lines`` as one new file, atomically; returns its path.
+
+    Writes ``<stem>.jsonl.tmp``, fsyncs it, renames it to ``<stem>.jsonl`` and fsyncs the
+    directory. Ingestion ignores ``*.tmp``, so it never sees a partial file; on failure the
+    ``.tmp`` is removed and the error raised.
+    """
+    os.makedirs(directory, exist_ok=True)
+    stem = file_stem(prefix, os.getpid(), sequence, uuid.uuid4().hex[:8])
+    final = os.path.join(directory, stem + ".jsonl")
+    tmp = final + ".tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o644)
+    try:
+        try:
+            _write_lines(fd, lines)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.rename(tmp, final)
+    except BaseException:
+        _unlink_quietly(tmp)
+        raise
+    fsync_dir(directory)
+    return final
 
 
 def fsync_dir(directory: str) -> None:

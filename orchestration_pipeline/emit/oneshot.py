@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import itertools
 import os
-import uuid
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -13,10 +12,9 @@ from orchestration_pipeline.emit._envelope import (
     build_event,
     check_event,
     encode_line,
-    file_stem,
     require_str,
 )
-from orchestration_pipeline.emit._spool import fsync_dir, write_all
+from orchestration_pipeline.emit._spool import publish_lines
 
 _counter = itertools.count(1)
 
@@ -73,26 +71,6 @@ def emit_one(
         status=status,
         duration_ms=duration_ms,
     )
-    data = encode_line(event)
     directory = os.path.abspath(os.fspath(landing_dir))
-    os.makedirs(directory, exist_ok=True)
-    final = os.path.join(
-        directory, file_stem(source, os.getpid(), next(_counter), uuid.uuid4().hex[:8]) + ".jsonl"
-    )
-    tmp = final + ".tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o644)
-    try:
-        try:
-            write_all(fd, data)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.rename(tmp, final)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-    fsync_dir(directory)
+    final = publish_lines(directory, source, next(_counter), [encode_line(event)])
     return Path(final)

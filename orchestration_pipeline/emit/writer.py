@@ -28,7 +28,6 @@ from orchestration_pipeline.emit._envelope import (
     require_int,
     require_number,
     require_str,
-    utc_now,
 )
 from orchestration_pipeline.emit._spool import MiB, Spool
 
@@ -299,27 +298,19 @@ class EventWriter:
         status: str | None,
         duration_ms: int | None,
     ) -> dict[str, Any]:
-        # build_event() inlined: this is the hot path of every helper
-        event: dict[str, Any] = {
-            "event_id": new_event_id(),
-            "event_type": event_type,
-            "occurred_at": utc_now(),
-            "session_id": self.session_id,
-            "source": self.source,
-        }
         if task_id is None:
             task_id = self._task.get()
-        if task_id is not None:
-            event["task_id"] = task_id
-        if stage is not None:
-            event["stage"] = stage
-        if severity is not None:
-            event["severity"] = severity
-        if status is not None:
-            event["status"] = status
-        if duration_ms is not None:
-            event["duration_ms"] = duration_ms
-        event["payload"] = payload
+        event = build_event(
+            event_type,
+            payload,
+            source=self.source,
+            session_id=self.session_id,
+            task_id=task_id,
+            stage=stage,
+            severity=severity,
+            status=status,
+            duration_ms=duration_ms,
+        )
         self._spool.put(encode_line(event))
         return event
 
