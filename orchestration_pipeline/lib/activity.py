@@ -13,6 +13,7 @@ from typing import Any
 import psycopg
 from psycopg.rows import dict_row
 
+from orchestration_pipeline.lib.db import end_read
 from orchestration_pipeline.lib.events import EVENT_TYPES, SEVERITIES, STATUSES
 
 MAX_LIMIT = 1000
@@ -76,8 +77,7 @@ def query_activity(conn: psycopg.Connection, flt: ActivityFilter) -> list[dict[s
                 ORDER BY occurred_at DESC, event_id LIMIT %(limit)s OFFSET %(offset)s""",
             {**params, "limit": flt.limit, "offset": flt.offset},
         ).fetchall()
-    if not conn.autocommit:
-        conn.rollback()
+    end_read(conn)
     return rows
 
 
@@ -102,8 +102,7 @@ def activity_stats(conn: psycopg.Connection, flt: ActivityFilter | None = None) 
                 GROUP BY 1, 2 ORDER BY 1, 2""",
             params,
         ).fetchall()
-    if not conn.autocommit:
-        conn.rollback()
+    end_read(conn)
     for a in agents:
         finished = a["completed"] + a["failed"]
         a["success_rate"] = round(a["completed"] / finished, 4) if finished else None

@@ -56,6 +56,12 @@ def connect(
     return conn
 
 
+def end_read(conn: psycopg.Connection) -> None:
+    """End the transaction a read opened on a non-autocommit connection, so none stays idle in it."""
+    if not conn.autocommit:
+        conn.rollback()
+
+
 @contextmanager
 def connection(dsn: str, **kwargs: object) -> Iterator[psycopg.Connection]:
     """Context manager around :func:`connect` that always closes."""
@@ -144,8 +150,7 @@ def migration_status(conn: psycopg.Connection, target: str, root: Path | None = 
     """Compare the files of ``target`` with what ``schema_migrations`` records."""
     files = discover_migrations(target, root)
     applied = _read_applied(conn)
-    if not conn.autocommit:
-        conn.rollback()
+    end_read(conn)
     by_version = {a.version: a for a in applied}
     status = MigrationStatus(target=target, applied=applied)
     file_versions = set()
@@ -217,8 +222,7 @@ def migrate(conn: psycopg.Connection, target: str, root: Path | None = None) -> 
 def timescaledb_available(conn: psycopg.Connection) -> bool:
     """True when the TimescaleDB extension can be created (or already is) on this server."""
     row = conn.execute("SELECT count(*) FROM pg_available_extensions WHERE name = 'timescaledb'").fetchone()
-    if not conn.autocommit:
-        conn.rollback()
+    end_read(conn)
     return bool(row and row[0])
 
 

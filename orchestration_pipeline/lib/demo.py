@@ -157,23 +157,14 @@ def _session_events(rng: random.Random, session: str, start: datetime) -> Iterat
             duration_ms=int((t - task_start).total_seconds() * 1000),
             payload={"success": ok, "duration_ms": int((t - task_start).total_seconds() * 1000)},
         )
-    yield (
-        _event(
-            "policy_violation",
-            tick(),
-            session,
-            source=source,
-            severity="warning",
-            payload={
-                "host": "build-01",
-                "file": "C:/agent/run.ps1",
-                "policy": "ExecutionPolicy",
-                "rule": "RemoteSigned",
-            },
-        )
-        if rng.random() < 0.3
-        else _event("decision", tick(), session, source=source, payload={"rationale": "no policy findings"})
-    )
+    if rng.random() < 0.3:
+        yield _event(
+            "policy_violation", tick(), session, source=source, severity="warning",
+            payload={"host": "build-01", "file": "C:/agent/run.ps1", "policy": "ExecutionPolicy",
+                     "rule": "RemoteSigned"},
+        )  # fmt: skip
+    else:
+        yield _event("decision", tick(), session, source=source, payload={"rationale": "no policy findings"})
 
 
 def _fault_lines(rng: random.Random, start: datetime) -> Iterator[str]:

@@ -8,14 +8,10 @@ from typing import Any
 import psycopg
 from psycopg.rows import dict_row
 
+from orchestration_pipeline.lib.db import end_read
 from orchestration_pipeline.lib.verdict import Verdict
 
 SAMPLE = 10
-
-
-def _finish(conn: psycopg.Connection) -> None:
-    if not conn.autocommit:
-        conn.rollback()
 
 
 def events_accounted_for(conn: psycopg.Connection) -> Verdict:
@@ -39,7 +35,7 @@ def events_accounted_for(conn: psycopg.Connection) -> Verdict:
                       coalesce(sum(quarantined), 0) AS quarantined, coalesce(sum(duplicates), 0) AS duplicates,
                       coalesce(sum(collapsed), 0) AS collapsed FROM ingest_files"""
         ).fetchone()
-    _finish(conn)
+    end_read(conn)
     unbalanced = [
         {
             "path": r["path"],
@@ -108,7 +104,7 @@ def core_event_coverage(
     """
     with conn.cursor(row_factory=dict_row) as cur:
         rows = cur.execute(COVERAGE_SQL, {"grace": grace, "lookback": lookback}).fetchall()
-    _finish(conn)
+    end_read(conn)
     judged = [r for r in rows if not r["in_grace"]]
     report: list[dict[str, Any]] = []
     core_missing = 0
@@ -150,33 +146,31 @@ def policy_violations_complete(conn: psycopg.Connection) -> Verdict:
     with conn.cursor(row_factory=dict_row) as cur:
         rows = cur.execute(
             """
-            SELECT coalesce(source, '(unknown source)') AS producer, count(*) AS incomplete,
-                   array_agg(DISTINCT f) FILTER (WHERE f IS NOT NULL) AS missing_fields,
+            WITH violations AS (
+                SELECT coalesce(source, '(unknown source)') AS producer, event_id, occurred_at,
+                       nullif(payload->>'file', '') IS NULL AS no_file,
+                       nullif(payload->>'policy', '') IS NULL AS no_policy,
+                       nullif(payload->>'rule', '') IS NULL AS no_rule
+                FROM events WHERE event_type = 'policy_violation'
+            )
+            SELECT producer, count(*) AS incomplete,
+                   bool_or(no_file) AS no_file, bool_or(no_policy) AS no_policy, bool_or(no_rule) AS no_rule,
                    (array_agg(event_id::text ORDER BY occurred_at DESC))[1:5] AS sample_event_ids
-            FROM events e
-            LEFT JOIN LATERAL (
-                SELECT unnest(ARRAY[
-                    CASE WHEN nullif(e.payload->>'file', '') IS NULL THEN 'file' END,
-                    CASE WHEN nullif(e.payload->>'policy', '') IS NULL THEN 'policy' END,
-                    CASE WHEN nullif(e.payload->>'rule', '') IS NULL THEN 'rule' END]) AS f
-            ) missing ON true
-            WHERE e.event_type = 'policy_violation'
-              AND (nullif(e.payload->>'file', '') IS NULL OR nullif(e.payload->>'policy', '') IS NULL
-                   OR nullif(e.payload->>'rule', '') IS NULL)
-            GROUP BY 1 ORDER BY 2 DESC LIMIT %s
+            FROM violations WHERE no_file OR no_policy OR no_rule
+            GROUP BY producer ORDER BY incomplete DESC LIMIT %s
             """,
             (SAMPLE,),
         ).fetchall()
         total = cur.execute(
             "SELECT count(*) AS n FROM events WHERE event_type = 'policy_violation'"
         ).fetchone()["n"]
-    _finish(conn)
+    end_read(conn)
     if rows:
-        # counts per producer are over events, not over (event, field) pairs
         producers = [
             {
                 "producer": r["producer"],
-                "missing_fields": sorted(r["missing_fields"] or []),
+                "incomplete": r["incomplete"],
+                "missing_fields": [f for f in ("file", "policy", "rule") if r[f"no_{f}"]],
                 "sample_event_ids": r["sample_event_ids"],
             }
             for r in rows
@@ -216,7 +210,7 @@ def provider_metric_present(conn: psycopg.Connection, *, lookback: timedelta = t
             """,
             {"lookback": lookback},
         ).fetchall()
-    _finish(conn)
+    end_read(conn)
     lacking = []
     for r in rows:
         missing = []

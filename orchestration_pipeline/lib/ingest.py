@@ -45,6 +45,7 @@ from orchestration_pipeline.lib.events import (
     parse_line,
     reject_oversized,
 )
+from orchestration_pipeline.lib.parse_worker import read_frame, write_frame
 from orchestration_pipeline.lib.project_files import sql_dir
 
 INGEST_TABLES = (
@@ -98,28 +99,6 @@ _EVENT_COLUMNS = (
     "event_id, event_type, occurred_at, session_id, task_id, source, stage, severity, status, "
     "duration_ms, payload, source_file, source_line"
 )
-
-MOVE_EVENTS_SQL = f"""
-WITH ins AS (
-    INSERT INTO events ({_EVENT_COLUMNS})
-    SELECT {_EVENT_COLUMNS} FROM ingest_stage WHERE fingerprint IS NULL
-    ON CONFLICT DO NOTHING
-    RETURNING event_id, event_type, occurred_at, session_id, task_id, payload
-), art AS (
-    INSERT INTO artifacts (event_id, occurred_at, session_id, task_id, path, size_bytes, sha256, hash_skipped_reason)
-    SELECT event_id, occurred_at, session_id, task_id, payload->>'path', (payload->>'size_bytes')::bigint,
-           payload->>'sha256', payload->>'hash_skipped_reason'
-    FROM ins WHERE event_type = 'artifact_emit'
-    ON CONFLICT (event_id) DO NOTHING
-), met AS (
-    INSERT INTO metrics (name, value, unit, tags, session_id, task_id, event_id, recorded_at)
-    SELECT payload->>'name', (payload->>'value')::float8, payload->>'unit',
-           CASE WHEN jsonb_typeof(payload->'tags') = 'object' THEN payload->'tags' ELSE '{{}}'::jsonb END,
-           session_id, task_id, event_id, occurred_at
-    FROM ins WHERE event_type = 'metric'
-)
-SELECT count(*) FROM ins
-"""
 
 # Errors: record each new occurrence, fold them into their groups, and give each group one
 # event per run that carries the run's count (inserted the first time, bumped afterwards).
@@ -404,49 +383,45 @@ def parse_batch(
         if isinstance(parsed, Rejection):
             out.quarantine_by_type[parsed.failure_type] += 1
             out.quarantine.append(_quarantine_row(parsed, line, run_id, sha, source_file))
-        elif parsed.fingerprint is not None:
-            out.errors.append(stage_row(parsed, source_file, line.number))
         else:
-            ev = parsed
-            event_id = str(ev.event_id)
-            row = _event_copy_line(ev, event_id, source_text, line.number)
-            kind = extra = None
-            p = ev.payload
-            if ev.event_type == "metric":
-                tags = p.get("tags")
-                kind, extra = (
-                    "metric",
-                    copy_text_line(
-                        (
-                            p["name"],
-                            repr(float(p["value"])),
-                            p.get("unit"),
-                            json.dumps(tags if isinstance(tags, dict) else {}, ensure_ascii=False),
-                            ev.session_id,
-                            ev.task_id,
-                            ev.event_id,
-                            ev.occurred_at,
-                        )
-                    ),
-                )
-            elif ev.event_type == "artifact_emit":
-                kind, extra = (
-                    "artifact",
-                    copy_text_line(
-                        (
-                            ev.event_id,
-                            ev.occurred_at,
-                            ev.session_id,
-                            ev.task_id,
-                            p["path"],
-                            p["size_bytes"],
-                            p.get("sha256"),
-                            p.get("hash_skipped_reason"),
-                        )
-                    ),
-                )
-            out.plain.append((event_id, _micros(ev.occurred_at), row, kind, extra))
+            add_event(out, parsed, source_file, line.number, source_text)
     return out
+
+
+def add_event(
+    batch: ParsedBatch, ev: ParsedEvent, source_file: str, line_number: int, source_text: str | None = None
+) -> None:
+    """Add a valid event to ``batch``: errors to the staged rows, everything else as COPY lines."""
+    if ev.fingerprint is not None:
+        batch.errors.append(stage_row(ev, source_file, line_number))
+        return
+    event_id = str(ev.event_id)
+    row = _event_copy_line(ev, event_id, source_text or _copy_escape(source_file), line_number)
+    if ev.event_type == "metric":
+        kind, extra = "metric", _metric_copy_line(ev)
+    elif ev.event_type == "artifact_emit":
+        kind, extra = "artifact", _artifact_copy_line(ev)
+    else:
+        kind = extra = None
+    batch.plain.append((event_id, _micros(ev.occurred_at), row, kind, extra))
+
+
+def _metric_copy_line(ev: ParsedEvent) -> bytes:
+    p = ev.payload
+    tags = p.get("tags")
+    return copy_text_line((
+        p["name"], repr(float(p["value"])), p.get("unit"),
+        json.dumps(tags if isinstance(tags, dict) else {}, ensure_ascii=False),
+        ev.session_id, ev.task_id, ev.event_id, ev.occurred_at,
+    ))  # fmt: skip
+
+
+def _artifact_copy_line(ev: ParsedEvent) -> bytes:
+    p = ev.payload
+    return copy_text_line((
+        ev.event_id, ev.occurred_at, ev.session_id, ev.task_id, p["path"], p["size_bytes"],
+        p.get("sha256"), p.get("hash_skipped_reason"),
+    ))  # fmt: skip
 
 
 class ParseWorkerDied(RuntimeError):
@@ -478,16 +453,12 @@ class _ParsePool:
         ]
 
     def _send(self, proc, job: tuple) -> None:
-        from orchestration_pipeline.lib.parse_worker import write_frame
-
         try:
             write_frame(proc.stdin, pickle.dumps(job, protocol=pickle.HIGHEST_PROTOCOL))
         except (BrokenPipeError, OSError):
             raise ParseWorkerDied(self._death(proc)) from None
 
     def _receive(self, proc) -> ParsedBatch:
-        from orchestration_pipeline.lib.parse_worker import read_frame
-
         frame = read_frame(proc.stdout)
         if frame is None:
             raise ParseWorkerDied(self._death(proc))
@@ -597,26 +568,19 @@ def _copy_rows(cur: psycopg.Cursor, fresh: dict[tuple[str, int], tuple]) -> None
             copy.write(b"".join(artifacts))
 
 
-def move_staged(
-    cur: psycopg.Cursor, events: list[tuple], n_errors: int, run_id: uuid.UUID, counts: Counts
-) -> None:
-    """COPY staged rows into ``ingest_stage`` and move them into ``events`` (and error groups).
+def move_errors(cur: psycopg.Cursor, rows: list[tuple], run_id: uuid.UUID, counts: Counts) -> None:
+    """Stage error events and fold them into their groups (one event per group per run).
 
-    Adds to ``counts``: accepted, duplicates and collapsed. The caller owns the transaction and
-    must have created the stage table (``sql/runtime/ingest_stage.sql``).
+    Adds to ``counts``: accepted (new group-run events), collapsed and duplicates. The caller owns
+    the transaction and must have created the stage table (``sql/runtime/ingest_stage.sql``).
     """
     with cur.copy(f"COPY ingest_stage ({', '.join(_STAGE_COLUMNS)}) FROM STDIN") as copy:
-        for row in events:
+        for row in rows:
             copy.write_row(row)
-    n_plain = len(events) - n_errors
-    inserted = cur.execute(MOVE_EVENTS_SQL).fetchone()[0] if n_plain else 0
-    counts.accepted += inserted
-    counts.duplicates += n_plain - inserted
-    if n_errors:
-        fresh, represented, _bumped = cur.execute(MOVE_ERRORS_SQL, {"run_id": run_id}).fetchone()
-        counts.accepted += represented
-        counts.collapsed += fresh - represented
-        counts.duplicates += n_errors - fresh
+    fresh, represented, _bumped = cur.execute(MOVE_ERRORS_SQL, {"run_id": run_id}).fetchone()
+    counts.accepted += represented
+    counts.collapsed += fresh - represented
+    counts.duplicates += len(rows) - fresh
     cur.execute("TRUNCATE ingest_stage")
 
 
@@ -625,7 +589,7 @@ def write_batch(cur: psycopg.Cursor, batch: ParsedBatch, run_id: uuid.UUID, coun
     if batch.plain:
         copy_events(cur, batch.plain, counts)
     if batch.errors:
-        move_staged(cur, batch.errors, len(batch.errors), run_id, counts)
+        move_errors(cur, batch.errors, run_id, counts)
     if batch.quarantine:
         with cur.copy(_QUARANTINE_COPY) as copy:
             for row in batch.quarantine:
@@ -636,7 +600,7 @@ def write_batch(cur: psycopg.Cursor, batch: ParsedBatch, run_id: uuid.UUID, coun
 
 
 def stage_sql() -> str:
-    """DDL of the session temp table that error batches are staged in."""
+    """DDL of the session temp table that error events are staged in."""
     return (sql_dir() / "runtime" / "ingest_stage.sql").read_text(encoding="utf-8")
 
 
@@ -722,8 +686,6 @@ class Ingestor:
                 if attempt == _FILE_ATTEMPTS:
                     raise
                 result.quarantine_by_type.clear()
-        if not self.conn.autocommit:
-            self.conn.commit()
         self.summary.file_results.append(result)
         self.summary.files += 1
         if result.skipped:
@@ -737,6 +699,8 @@ class Ingestor:
         """Record the run (summary row and DatabaseWriteLatency telemetry)."""
         self.summary.finished_at = self.now()
         body = self.summary.as_dict()
+        if self.conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+            self.conn.commit()  # so the block below is its own (committed) transaction
         with self.conn.transaction():
             self.conn.execute(
                 "INSERT INTO ingest_runs (run_id, started_at, finished_at, summary) VALUES (%s, %s, %s, %s) "
@@ -745,8 +709,6 @@ class Ingestor:
             )
             if self.summary.write_latencies_ms:
                 self._metric("DatabaseWriteLatency", self.summary.write_latency_p95_ms, "ms", {"stat": "p95"})
-        if not self.conn.autocommit:
-            self.conn.commit()
         return self.summary
 
     def close(self) -> None:
@@ -877,7 +839,3 @@ def _quarantine_row(rej: Rejection, line: _Line, run_id: uuid.UUID, sha: str, so
         rej.raw_sha256,
         truncated,
     )
-
-
-def summary_json(summary: IngestSummary) -> str:
-    return json.dumps(summary.as_dict(), default=str)

@@ -16,9 +16,16 @@ from typing import Any
 import psycopg
 from psycopg.rows import dict_row
 
-from orchestration_pipeline.lib.db import SchemaGate
+from orchestration_pipeline.lib.db import SchemaGate, end_read
 from orchestration_pipeline.lib.events import ParsedEvent, parse_line
-from orchestration_pipeline.lib.ingest import INGEST_TABLES, Counts, move_staged, stage_row, stage_sql
+from orchestration_pipeline.lib.ingest import (
+    INGEST_TABLES,
+    Counts,
+    ParsedBatch,
+    add_event,
+    stage_sql,
+    write_batch,
+)
 
 
 @dataclass
@@ -84,8 +91,7 @@ def list_quarantine(
                 FROM quarantine {where} ORDER BY quarantine_id DESC LIMIT %s OFFSET %s""",
             [*params, limit, offset],
         ).fetchall()
-    if not conn.autocommit:
-        conn.rollback()
+    end_read(conn)
     return rows
 
 
@@ -94,8 +100,7 @@ def quarantine_counts(conn: psycopg.Connection) -> dict[str, int]:
     rows = conn.execute(
         "SELECT failure_type, count(*) FROM quarantine WHERE replayed_at IS NULL GROUP BY 1 ORDER BY 1"
     ).fetchall()
-    if not conn.autocommit:
-        conn.rollback()
+    end_read(conn)
     return {r[0]: r[1] for r in rows}
 
 
@@ -144,14 +149,11 @@ def replay_quarantine(
                     (stamp, reason[:2000], qid),
                 )
                 continue
+            # the same write path as ingestion, one row at a time: each row's outcome is recorded
+            batch = ParsedBatch(lines=1)
+            add_event(batch, parsed, source_file_, source_line)
             counts = Counts()
-            move_staged(
-                cur,
-                [stage_row(parsed, source_file_, source_line)],
-                int(parsed.fingerprint is not None),
-                result.run_id,
-                counts,
-            )
+            write_batch(cur, batch, result.run_id, counts)
             if counts.accepted:
                 outcome, result.accepted = "accepted", result.accepted + 1
             elif counts.collapsed:
@@ -165,6 +167,4 @@ def replay_quarantine(
                    WHERE quarantine_id = %s""",
                 (stamp, stamp, outcome, parsed.event_id, qid),
             )
-    if not conn.autocommit:
-        conn.commit()
     return result

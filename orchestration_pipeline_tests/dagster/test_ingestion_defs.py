@@ -134,13 +134,20 @@ def test_policy_violations_complete_names_the_producer(orch_dsn, tmp_path):
             source="scanner-a",
             payload={"host": "h", "file": "f", "policy": "p", "rule": None},
         ),
+        make_event(
+            "policy_violation",
+            source="scanner-a",
+            payload={"host": "h", "file": "", "policy": "p", "rule": None},
+        ),
         make_event("policy_violation", source="scanner-b"),
         tmp_path=tmp_path,
     )
     evaluation = _checks_only(orch_dsn, tmp_path)["policy_violations_complete"]
     assert not evaluation.passed
     assert "scanner-a" in evaluation.description and "scanner-b" not in evaluation.description
-    assert evaluation.metadata["producers"].value[0]["missing_fields"] == ["rule"]
+    [producer] = evaluation.metadata["producers"].value
+    assert (producer["incomplete"], producer["missing_fields"]) == (2, ["file", "rule"])
+    assert evaluation.metadata["policy_violations"].value == 3
 
 
 def test_provider_metric_present_warns_when_cache_hit_is_missing(orch_dsn, tmp_path):

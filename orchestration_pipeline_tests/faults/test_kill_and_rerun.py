@@ -80,23 +80,11 @@ def _write_file(path: Path, n_valid: int, *, bad_every: int | None = None) -> di
     return {"ids": ids, "bad_lines": bad_lines, "lines": number}
 
 
-def _kill_mid_file(
-    dsn: str, path: Path, tmp_path: Path, extra: dict | None = None
-) -> tuple[list[str], list[int]]:
-    """Run the child, SIGKILL it after >= 2 submitted batches; returns what it printed and its children.
-
-    ``extra`` are more ``Ingestor`` keyword arguments. Any process the child started (parse
-    workers) must exit once it is killed.
-    """
-    stderr_path = tmp_path / "child.stderr"
+def _start_child(argv: list[str], stderr_path: Path) -> tuple[subprocess.Popen, queue.Queue[str | None]]:
+    """Start a child Python process; its stdout lines arrive on the queue, then None at EOF."""
     with open(stderr_path, "w") as stderr:
         proc = subprocess.Popen(
-            [sys.executable, "-c", CHILD, dsn, str(path), str(BATCH_ROWS), json.dumps(extra or {})],
-            stdout=subprocess.PIPE,
-            stderr=stderr,
-            text=True,
-            cwd=REPO_ROOT,
-            env=clean_env(),
+            argv, stdout=subprocess.PIPE, stderr=stderr, text=True, cwd=REPO_ROOT, env=clean_env()
         )
     lines: queue.Queue[str | None] = queue.Queue()
 
@@ -107,6 +95,21 @@ def _kill_mid_file(
         lines.put(None)
 
     threading.Thread(target=pump, daemon=True).start()
+    return proc, lines
+
+
+def _kill_mid_file(
+    dsn: str, path: Path, tmp_path: Path, extra: dict | None = None
+) -> tuple[list[str], list[int]]:
+    """Run the child, SIGKILL it after >= 2 submitted batches; returns what it printed and its children.
+
+    ``extra`` are more ``Ingestor`` keyword arguments. Any process the child started (parse
+    workers) must exit once it is killed.
+    """
+    stderr_path = tmp_path / "child.stderr"
+    proc, lines = _start_child(
+        [sys.executable, "-c", CHILD, dsn, str(path), str(BATCH_ROWS), json.dumps(extra or {})], stderr_path
+    )
     seen: list[str] = []
     helpers: list[int] = []
     try:
@@ -382,31 +385,12 @@ if __name__ == "__main__":
 
 def test_parse_worker_killed_mid_file_fails_the_file_instead_of_hanging(orch_dsn, tmp_path):
     """A parse worker killed mid-file (the OOM killer) must fail the file, not hang while holding its lock."""
-    if "parse_workers" not in inspect.signature(Ingestor).parameters:
-        pytest.skip("this Ingestor has no parse worker processes")
     path = tmp_path / "events.jsonl"
     _write_file(path, 10_000)
     script = tmp_path / "worker_death.py"  # an unguarded script file, as users write them
     script.write_text(WORKER_DEATH_CHILD)
     stderr_path = tmp_path / "worker_death.stderr"
-    with open(stderr_path, "w") as stderr:
-        proc = subprocess.Popen(
-            [sys.executable, str(script), orch_dsn, str(path)],
-            stdout=subprocess.PIPE,
-            stderr=stderr,
-            text=True,
-            cwd=REPO_ROOT,
-            env=clean_env(),
-        )
-    printed: queue.Queue[str | None] = queue.Queue()
-
-    def pump() -> None:
-        assert proc.stdout is not None
-        for text in proc.stdout:
-            printed.put(text.strip())
-        printed.put(None)
-
-    threading.Thread(target=pump, daemon=True).start()
+    proc, printed = _start_child([sys.executable, str(script), orch_dsn, str(path)], stderr_path)
     try:
         try:
             first = printed.get(timeout=60)

@@ -170,6 +170,22 @@ def test_replay_after_a_fix(orch_conn, tmp_path):
     assert count(orch_conn, "SELECT count(*) FROM events") == 1
 
 
+def test_replay_writes_derived_rows_like_ingestion(orch_conn, tmp_path):
+    """A replayed metric and artifact land in metrics and artifacts, as they would have at ingestion."""
+    ahead = (datetime.now(UTC) + timedelta(days=2)).isoformat()
+    metric = make_event(
+        "metric", occurred_at=ahead, payload={"name": "late_metric", "value": 7, "tags": {"k": "v"}}
+    )
+    artifact = make_event("artifact_emit", occurred_at=ahead)
+    ingest(orch_conn, write_jsonl(tmp_path / "late.jsonl", [metric, artifact]))
+    result = replay_quarantine(orch_conn, now=datetime.now(UTC) + timedelta(days=2)).as_dict()
+    assert result["accepted"] == 2
+    assert orch_conn.execute("SELECT value, tags FROM metrics WHERE name = 'late_metric'").fetchall() == [
+        (7.0, {"k": "v"})
+    ]
+    assert count(orch_conn, "SELECT count(*) FROM artifacts WHERE event_id = %s", artifact["event_id"]) == 1
+
+
 def test_secrets_never_reach_storage(orch_conn, tmp_path):
     secret_event = make_event(
         payload={

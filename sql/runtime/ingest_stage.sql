@@ -1,6 +1,7 @@
--- Session-local staging table for one batch of parsed events (not a migration: created per
--- connection by the ingester). Unindexed and unlogged, so COPY into it is cheap; rows move to
--- `events` with INSERT ... ON CONFLICT DO NOTHING, which is how duplicates are counted.
+-- Session-local staging table for one batch of error events (not a migration: created per
+-- connection by the ingester). Unindexed and temporary, so COPY into it is cheap; set-based SQL
+-- then records each occurrence, folds it into its error group and writes one event per group
+-- per run. Other events are COPY'd straight into `events`.
 CREATE TEMP TABLE IF NOT EXISTS ingest_stage (
     event_id          uuid        NOT NULL,
     event_type        text        NOT NULL,

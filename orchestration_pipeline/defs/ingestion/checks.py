@@ -54,4 +54,4 @@ def provider_metric_present(
         verdict = event_checks.provider_metric_present(
             conn, lookback=timedelta(days=ingestion_settings.coverage_lookback_days)
         )
-    return to_check_result(verdict, warn=True)
+    return to_check_result(verdict)
