@@ -268,23 +268,6 @@ def _orchestration_dsn() -> str:
     return resolve_database_urls(_settings(), start=True).orchestration
 
 
-def _progress_printer(info: dict) -> None:
-    if info.get("final"):
-        r = info["result"]
-        c = r.counts
-        what = (
-            "already ingested (skipped)"
-            if r.skipped
-            else (
-                f"{c.lines} lines: {c.accepted} accepted, {c.quarantined} quarantined, "
-                f"{c.duplicates} duplicates, {c.collapsed} collapsed"
-            )
-        )
-        click.echo(f"[{info['file_index']}/{info['file_count']}] {info['file']}: {what}", err=True)
-    else:
-        click.echo(f"  … {info['file']}: {info['lines']:,} lines read", err=True)
-
-
 @main.command()
 @click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON object on stdout.")
@@ -299,11 +282,13 @@ def ingest(paths: tuple[Path, ...], as_json: bool, batch_rows: int, quiet: bool)
     lines = accepted + quarantined + duplicates + collapsed.
     """
     from orchestration_pipeline.lib.db import connection
-    from orchestration_pipeline.lib.ingest import Ingestor
+    from orchestration_pipeline.lib.ingest import Ingestor, describe_progress
 
     with connection(_orchestration_dsn()) as conn:
         summary = Ingestor(
-            conn, batch_rows=batch_rows, progress=None if quiet else _progress_printer
+            conn,
+            batch_rows=batch_rows,
+            progress=None if quiet else lambda info: click.echo(describe_progress(info), err=True),
         ).ingest_paths(paths)
     body = summary.as_dict()
     if as_json:

@@ -607,6 +607,19 @@ def stage_sql() -> str:
 ProgressCallback = Callable[[dict[str, Any]], None]
 
 
+def describe_progress(info: dict[str, Any]) -> str:
+    """One human line for a progress report (per batch while reading, per file when done)."""
+    if not info.get("final"):
+        return f"{info['file']}: {info['lines']:,} lines read"
+    result: FileResult = info["result"]
+    c = result.counts
+    what = "already ingested (skipped)" if result.skipped else (
+        f"{c.lines} lines: {c.accepted} accepted, {c.quarantined} quarantined, "
+        f"{c.duplicates} duplicates, {c.collapsed} collapsed"
+    )  # fmt: skip
+    return f"[{info['file_index']}/{info['file_count']}] {info['file']}: {what}"
+
+
 class Ingestor:
     """Ingests files into the orchestration DB on one connection.
 

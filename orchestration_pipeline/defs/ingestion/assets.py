@@ -4,7 +4,7 @@ import dagster as dg
 
 from orchestration_pipeline.defs.resources import IngestionSettings, OrchestrationDatabase, PipelineHome
 from orchestration_pipeline.defs.schema.assets import orchestration_schema
-from orchestration_pipeline.lib.ingest import Ingestor
+from orchestration_pipeline.lib.ingest import Ingestor, describe_progress
 
 
 class RawEventsConfig(dg.Config):
@@ -28,17 +28,12 @@ def raw_events(
     landing.mkdir(parents=True, exist_ok=True)
     paths = config.paths or [str(landing)]
 
-    def progress(info: dict) -> None:
-        if info.get("final"):
-            r = info["result"]
-            state = "skipped (already ingested)" if r.skipped else f"{r.counts.lines} lines"
-            context.log.info(f"[{info['file_index']}/{info['file_count']}] {info['file']}: {state}")
-        else:
-            context.log.info(f"{info['file']}: {info['lines']:,} lines read")
-
     with orchestration_db.connection() as conn:
         summary = Ingestor(
-            conn, batch_rows=ingestion_settings.batch_rows, progress=progress, source="dagster.raw_events"
+            conn,
+            batch_rows=ingestion_settings.batch_rows,
+            progress=lambda info: context.log.info(describe_progress(info)),
+            source="dagster.raw_events",
         ).ingest_paths(paths)
     body = summary.as_dict()
     telemetry = body["telemetry"]
