@@ -76,10 +76,6 @@ class Settings(BaseModel):
         return self.orch_home / "landing"
 
     @property
-    def archive_dir(self) -> Path:
-        return self.orch_home / "archive"
-
-    @property
     def dagster_home(self) -> Path:
         return self.orch_home / "dagster"
 

@@ -26,9 +26,6 @@ class Services:
     urls: DatabaseUrls
     applied: dict[str, list[str]]
 
-    def target_dsn(self, target: str) -> str:
-        return self.urls.orchestration if target == "orchestration" else self.urls.tasks
-
 
 def _ensure_dagster_database(settings: Settings, urls: DatabaseUrls) -> None:
     if settings.embedded_postgres or settings.dagster_database_url:
