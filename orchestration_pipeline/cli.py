@@ -158,6 +158,7 @@ def run(select: str, demo_sessions: int) -> None:
 
         written = generate_demo(settings.landing_dir, sessions=demo_sessions)
         click.echo(f"wrote {len(written)} demo files to {settings.landing_dir}", err=True)
+        _seed_demo_tasks(services.urls.tasks, written)
     env = {**os.environ, **pipeline_environment(services)}
     argv = [
         _dagster_executable(),
@@ -263,9 +264,7 @@ def db_status(target: str, as_json: bool, check: bool) -> None:
 
 
 def _orchestration_dsn() -> str:
-    from orchestration_pipeline.lib.embedded import resolve_database_urls
-
-    return resolve_database_urls(_settings(), start=True).orchestration
+    return _database_urls().orchestration
 
 
 @main.command()
@@ -304,6 +303,131 @@ def ingest(paths: tuple[Path, ...], as_json: bool, batch_rows: int, quiet: bool)
             "quarantined by type: " + ", ".join(f"{k}={v}" for k, v in body["quarantine_by_type"].items())
         )
         click.echo("see them with 'orchestration-pipeline quarantine list'")
+
+
+@main.group()
+def projection() -> None:
+    """The task projection (read model of tasks) and its reconciliation against the Tasks DB."""
+
+
+def _database_urls():
+    from orchestration_pipeline.lib.embedded import resolve_database_urls
+
+    return resolve_database_urls(_settings(), start=True)
+
+
+def _read_only(conn):
+    conn.execute("SET default_transaction_read_only = on")
+    conn.commit()
+    return conn
+
+
+def _print_projector_run(run, as_json: bool) -> None:
+    body = run.as_dict()
+    if as_json:
+        click.echo(json.dumps(body))
+        return
+    latency = ""
+    if body["sync_latency_p95_ms"] is not None:
+        latency = f"; sync latency avg {body['sync_latency_avg_ms']:.0f} ms, p95 {body['sync_latency_p95_ms']:.0f} ms"
+    click.echo(
+        f"projected {body['events_applied']} events onto {body['tasks_updated']} task rows in {body['batches']} "
+        f"batches ({body['events_per_s']}/s){latency}"
+    )
+
+
+@projection.command("update")
+@click.option("--batch-events", default=50_000, show_default=True, help="Events per transaction.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def projection_update(batch_events: int, as_json: bool) -> None:
+    """Fold the task events committed since the checkpoint into task_projection."""
+    from orchestration_pipeline.lib.db import connection
+    from orchestration_pipeline.lib.projection import project_events
+
+    urls = _database_urls()
+    with connection(urls.orchestration) as orch, connection(urls.tasks) as tasks:
+        run = project_events(
+            orch,
+            _read_only(tasks),
+            batch_events=batch_events,
+            progress=lambda r: click.echo(
+                f"  {r.events_applied:,} events ({r.events_per_s:,.0f}/s)", err=True
+            ),
+        )
+    _print_projector_run(run, as_json)
+
+
+@projection.command("reconcile")
+@click.option("--grace-minutes", default=15, show_default=True, help="Leave out tasks changed this recently.")
+@click.option(
+    "--repair-max-rows",
+    default=10_000,
+    show_default=True,
+    help="Repair up to this many drifted rows; above, rebuild.",
+)
+@click.option(
+    "--rebuild", "force_rebuild", is_flag=True, help="Rebuild from events plus the Tasks DB regardless."
+)
+@click.option(
+    "--actor", default=lambda: os.environ.get("USER", "cli"), help="Who is reconciling (audit ledger)."
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the report as one JSON object.")
+def projection_reconcile(
+    grace_minutes: int, repair_max_rows: int, force_rebuild: bool, actor: str, as_json: bool
+) -> None:
+    """Catch the projection up, compare it with the Tasks DB, then repair or rebuild it.
+
+    Drift classes: missing_in_projection, missing_in_tasks, status_mismatch. The report is
+    stored in drift_reports, with a decision event and the projection_drift_count metric.
+    """
+    import uuid
+
+    from orchestration_pipeline.lib.db import connection
+    from orchestration_pipeline.lib.drift import AuditContext, ReconcileSettings, reconcile
+    from orchestration_pipeline.lib.projection import project_events
+
+    urls = _database_urls()
+    settings = ReconcileSettings(grace_minutes=grace_minutes, repair_max_rows=repair_max_rows)
+    audit = AuditContext(actor=actor, request_id=str(uuid.uuid4()), source="orchestration-pipeline.cli")
+    with connection(urls.orchestration) as orch, connection(urls.tasks) as tasks:
+        _read_only(tasks)
+        project_events(orch, tasks)
+        report = reconcile(orch, tasks, audit, settings, force_rebuild=force_rebuild)
+    body = report.as_dict()
+    if as_json:
+        click.echo(json.dumps(body, default=str))
+        return
+    click.echo(
+        f"report {body['report_id']}: {body['tasks_compared']} tasks compared ({body['skipped_in_grace']} in the "
+        f"grace window), drift {body['drift_count']} — missing_in_projection {body['missing_in_projection']}, "
+        f"missing_in_tasks {body['missing_in_tasks']}, status_mismatch {body['status_mismatch']}"
+    )
+    for kind, samples in body["samples"].items():
+        if samples:
+            click.echo(f"  {kind}: " + ", ".join(s["task_id"] for s in samples))
+    click.echo(f"action: {body['action']} — {body['action_detail']}")
+
+
+@projection.command("reports")
+@click.option("--limit", default=10, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
+def projection_reports(limit: int, as_json: bool) -> None:
+    """The newest drift reports."""
+    from orchestration_pipeline.lib.db import connection
+    from orchestration_pipeline.lib.drift import recent_reports
+
+    with connection(_orchestration_dsn()) as orch:
+        reports = recent_reports(orch, limit=limit)
+    for r in reports:
+        if as_json:
+            click.echo(json.dumps(r, default=str))
+        else:
+            click.echo(
+                f"{r['report_id']:>6}  {r['finished_at']:%Y-%m-%d %H:%M:%S%z}  drift {r['drift_count']:>6}  "
+                f"{r['action']:<8} {r['action_detail'] or ''}"
+            )
+    if not reports and not as_json:
+        click.echo("no drift reports yet — run 'orchestration-pipeline projection reconcile'")
 
 
 @main.group()
@@ -396,13 +520,36 @@ def demo() -> None:
 )
 @click.option("--seed", type=int, help="Random seed, for repeatable output.")
 @click.option("--landing-dir", type=click.Path(path_type=Path), help="Default: $ORCH_HOME/landing.")
-def demo_generate(sessions: int, faults: bool, seed: int | None, landing_dir: Path | None) -> None:
+@click.option(
+    "--tasks/--no-tasks",
+    "with_tasks",
+    default=True,
+    show_default=True,
+    help="Also fill the Tasks DB with the demo tasks (and a little deliberate drift).",
+)
+def demo_generate(
+    sessions: int, faults: bool, seed: int | None, landing_dir: Path | None, with_tasks: bool
+) -> None:
     """Write realistic JSON-lines event files into the landing directory."""
     from orchestration_pipeline.lib.demo import generate_demo
 
     target = landing_dir or _settings().landing_dir
     written = generate_demo(target, sessions=sessions, faults=faults, seed=seed)
     click.echo(f"wrote {len(written)} files to {target}")
+    if with_tasks:
+        _seed_demo_tasks(_database_urls().tasks, written)
+
+
+def _seed_demo_tasks(tasks_dsn: str, written: list[Path]) -> None:
+    from orchestration_pipeline.lib.db import connection
+    from orchestration_pipeline.lib.demo import demo_tasks, seed_tasks
+
+    with connection(tasks_dsn) as conn:
+        count = seed_tasks(conn, demo_tasks(written))
+    click.echo(
+        f"wrote {count} demo tasks to the Tasks DB (with deliberate drift for the first reconciliation)",
+        err=True,
+    )
 
 
 def _cli_event_types() -> dict[str, str]:

@@ -12,10 +12,23 @@ from orchestration_pipeline.defs.ingestion.checks import (
     provider_metric_present,
 )
 from orchestration_pipeline.defs.ingestion.sensors import ingest_job, landing_zone_sensor
+from orchestration_pipeline.defs.projection.assets import projection_drift_report, task_projection
+from orchestration_pipeline.defs.projection.checks import (
+    drift_not_persistent,
+    projection_columns_present,
+    projection_sync_latency,
+    zero_drift_after_reconcile,
+)
+from orchestration_pipeline.defs.projection.sensors import (
+    nightly_reconciliation,
+    projection_lag_sensor,
+    reconciliation_job,
+)
 from orchestration_pipeline.defs.resources import (
     IngestionSettings,
     OrchestrationDatabase,
     PipelineHome,
+    ProjectionSettings,
     TasksDatabase,
     VectorIndexResource,
 )
@@ -35,6 +48,7 @@ def build_resources() -> dict[str, dg.ConfigurableResource]:
         "tasks_db": TasksDatabase(dsn=dg.EnvVar("TASKS_DATABASE_URL")),
         "pipeline_home": PipelineHome(orch_home=dg.EnvVar("ORCH_HOME")),
         "ingestion_settings": IngestionSettings(),
+        "projection_settings": ProjectionSettings(),
         "vector_index": VectorIndexResource(
             orch_home=dg.EnvVar("ORCH_HOME"),
             qdrant_url=_optional_env("QDRANT_URL"),
@@ -46,15 +60,20 @@ def build_resources() -> dict[str, dg.ConfigurableResource]:
 @dg.definitions
 def defs() -> dg.Definitions:
     return dg.Definitions(
-        assets=[orchestration_schema, raw_events],
+        assets=[orchestration_schema, raw_events, task_projection, projection_drift_report],
         asset_checks=[
             schema_migrations_current,
             events_accounted_for,
             core_event_coverage,
             policy_violations_complete,
             provider_metric_present,
+            projection_columns_present,
+            projection_sync_latency,
+            zero_drift_after_reconcile,
+            drift_not_persistent,
         ],
-        jobs=[ingest_job],
-        sensors=[landing_zone_sensor],
+        jobs=[ingest_job, reconciliation_job],
+        schedules=[nightly_reconciliation],
+        sensors=[landing_zone_sensor, projection_lag_sensor],
         resources=build_resources(),
     )

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import dagster as dg
 import psycopg
-from psycopg_pool import ConnectionPool
+from psycopg_pool import ConnectionPool, PoolTimeout
 from pydantic import PrivateAttr
 
 from orchestration_pipeline.errors import DatabaseUnavailable
@@ -44,7 +44,7 @@ class _PooledDatabase(dg.ConfigurableResource):
         try:
             with self._get_pool().connection(timeout=self.connect_timeout_s) as conn:
                 yield conn
-        except psycopg.pool.PoolTimeout:
+        except PoolTimeout:
             raise DatabaseUnavailable(
                 f"no connection to {redact_dsn(self.dsn)} within {self.connect_timeout_s:.0f}s — is the server "
                 "running? ('orchestration-pipeline up' starts the embedded one)"
@@ -101,3 +101,14 @@ class VectorIndexResource(dg.ConfigurableResource):
         return VectorIndexLocation.from_settings(
             self.qdrant_url, self.qdrant_api_key, str(Path(self.orch_home) / "qdrant")
         )
+
+
+class ProjectionSettings(dg.ConfigurableResource):
+    """Knobs of the task projector, the reconciliation and their checks and sensor."""
+
+    batch_events: int = 50_000
+    grace_minutes: int = 15
+    repair_max_rows: int = 10_000
+    min_tasks_ratio: float = 0.5
+    sync_latency_p95_warn_ms: float = 300_000.0
+    lag_threshold_events: int = 1_000

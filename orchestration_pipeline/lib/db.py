@@ -19,10 +19,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import psycopg
-import psycopg.types.json
 from psycopg import sql
 
 from orchestration_pipeline.errors import DatabaseUnavailable, MigrationError, SchemaNotReady
+from orchestration_pipeline.lib import telemetry
 from orchestration_pipeline.lib.project_files import sql_dir
 
 TARGETS = ("orchestration", "tasks")
@@ -262,13 +262,13 @@ def require_schema(
         and conn.execute("SELECT to_regclass('events') IS NOT NULL").fetchone()[0]
     ):
         with conn.transaction():
-            conn.execute(
-                """
-                INSERT INTO events (event_id, event_type, occurred_at, source, stage, severity, payload)
-                VALUES (gen_random_uuid(), 'decision', now(), %s, 'schema_gate', 'error',
-                        jsonb_build_object('rationale', %s::text, 'missing_tables', %s::jsonb))
-                """,
-                (source, str(error), psycopg.types.json.Jsonb(error.missing)),
+            telemetry.record_decision(
+                conn,
+                source=source,
+                stage="schema_gate",
+                rationale=str(error),
+                severity="error",
+                details={"missing_tables": error.missing},
             )
         if owns_tx:
             conn.commit()

@@ -14,6 +14,7 @@ import os
 import random
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -247,3 +248,72 @@ def generate_demo(
         _write_atomically(path, list(_fault_lines(rng, start)))
         written.append(path)
     return written
+
+
+@dataclass(frozen=True)
+class DemoTask:
+    """One row for the Tasks DB."""
+
+    task_id: str
+    title: str
+    status: str
+    priority: int
+    tags: list[str]
+    updated_at: datetime
+
+
+def demo_tasks(paths: list[Path], *, drift: bool = True, now: datetime | None = None) -> list[DemoTask]:
+    """Tasks DB rows that agree with the task events in ``paths``, plus a little deliberate drift.
+
+    With ``drift``, one task is left out of the Tasks DB (``missing_in_tasks``), one backlog task
+    exists only there (``missing_in_projection``) and one finished task has the other outcome
+    (``status_mismatch``), so the first reconciliation has something real to report.
+    """
+    seen: dict[str, dict[str, Any]] = {}
+    for path in paths:
+        for raw in path.read_text(encoding="utf-8", errors="replace").splitlines():
+            try:
+                event = json.loads(raw)
+            except json.JSONDecodeError:
+                continue
+            task_id = event.get("task_id") if isinstance(event, dict) else None
+            if not task_id or event.get("event_type") not in ("task_start", "task_end"):
+                continue
+            task = seen.setdefault(task_id, {"title": task_id, "status": "in_progress", "at": None})
+            at = datetime.fromisoformat(event["occurred_at"].replace("Z", "+00:00"))
+            task["at"] = max(task["at"] or at, at)
+            payload = event.get("payload") or {}
+            if event["event_type"] == "task_start" and payload.get("title"):
+                task["title"] = payload["title"]
+            elif event["event_type"] == "task_end":
+                task["status"] = "done" if payload.get("success") is True else "failed"
+    rows = [
+        DemoTask(task_id, info["title"], info["status"], 1 + i % 5, ["demo"], info["at"])
+        for i, (task_id, info) in enumerate(sorted(seen.items()))
+    ]
+    if drift and len(rows) >= 3:
+        finished = [i for i, r in enumerate(rows) if r.status in ("done", "failed")]
+        if finished:
+            i = finished[0]
+            flipped = "failed" if rows[i].status == "done" else "done"
+            rows[i] = DemoTask(**{**rows[i].__dict__, "status": flipped})
+        rows.pop()  # in the events, not in the Tasks DB
+        backlog_at = (now or datetime.now(UTC)) - timedelta(hours=1)
+        rows.append(DemoTask("T-demo-backlog", "triage the backlog", "todo", 3, ["demo", "backlog"], backlog_at))
+    return rows
+
+
+def seed_tasks(conn: Any, tasks: list[DemoTask]) -> int:
+    """Upsert ``tasks`` into the Tasks DB (demo use only); returns the number written."""
+    with conn.transaction():
+        with conn.cursor() as cur:
+            cur.executemany(
+                """
+                INSERT INTO tasks (task_id, title, status, priority, tags, updated_at)
+                VALUES (%s, %s, %s, %s, %s::jsonb, %s)
+                ON CONFLICT (task_id) DO UPDATE SET title = EXCLUDED.title, status = EXCLUDED.status,
+                    priority = EXCLUDED.priority, tags = EXCLUDED.tags, updated_at = EXCLUDED.updated_at
+                """,
+                [(t.task_id, t.title, t.status, t.priority, json.dumps(t.tags), t.updated_at) for t in tasks],
+            )
+    return len(tasks)

@@ -116,6 +116,10 @@ def test_half_configuration_is_refused(tmp_path):
         ["events", "schema"],
         ["demo", "generate"],
         ["emit"],
+        ["projection"],
+        ["projection", "update"],
+        ["projection", "reconcile"],
+        ["projection", "reports"],
     ],
 )
 def test_every_command_has_help(argv):

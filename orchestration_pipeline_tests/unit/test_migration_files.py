@@ -13,7 +13,8 @@ ALL_FILES = [m for t in TARGETS for m in discover_migrations(t)]
 
 
 def _statements(text: str) -> str:
-    return re.sub(r"--[^\n]*", "", text)
+    """The top-level SQL: comments and dollar-quoted bodies (functions, DO blocks) removed."""
+    return re.sub(r"\$(\w*)\$.*?\$\1\$", "", re.sub(r"--[^\n]*", "", text), flags=re.S)
 
 
 def test_every_target_has_a_first_migration():
@@ -34,7 +35,8 @@ def test_creates_are_idempotent(mig):
 def test_forward_only_no_data_drops(mig):
     body = _statements(mig.read()).upper()
     assert not re.search(r"\bDROP\s+(TABLE|SCHEMA|DATABASE|COLUMN)\b", body), f"{mig.path} drops data"
-    assert not re.search(r"\bTRUNCATE\b", body), f"{mig.path} truncates data"
+    truncates = [stmt for stmt in body.split(";") if stmt.strip().startswith("TRUNCATE")]
+    assert not truncates, f"{mig.path} truncates data"
 
 
 def test_misnamed_file_is_refused(tmp_path):
@@ -54,3 +56,10 @@ def test_sql_lives_only_in_sql_dir():
     pkg = Path(sql_dir()).parent / "orchestration_pipeline"
     offenders = [p for p in pkg.rglob("*.py") if re.search(r"CREATE\s+TABLE", p.read_text(), re.I)]
     assert offenders == []
+
+
+def test_the_drop_rule_sees_top_level_sql_only():
+    body = _statements(
+        "CREATE FUNCTION f() AS $fn$ BEGIN TRUNCATE t; END $fn$;\nTRUNCATE events; -- TRUNCATE x"
+    ).upper()
+    assert [s.strip() for s in body.split(";") if s.strip().startswith("TRUNCATE")] == ["TRUNCATE EVENTS"]

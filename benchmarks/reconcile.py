@@ -1,0 +1,194 @@
+"""Reconciliation and projector speed, against merely reading both sides, in one process.
+
+    python benchmarks/reconcile.py [--tasks 1000000] [--drift 0.01] [--events 500000] [--dsn postgresql://...]
+
+Builds a Tasks DB with ``--tasks`` tasks and a task_projection that agrees with it except for
+``--drift`` of the tasks (a third missing from the projection, a third unknown to the Tasks DB,
+a third with another status). Then, in the same run:
+
+(1) read both sides: plain COPY TO of ``tasks`` and of ``task_projection``, row by row;
+(2) reconcile: the full ``reconcile()`` (stream, merge, report, repair, audit, metrics);
+(3) project ``--events`` task events (start/end pairs) from ``events`` into the projection.
+
+Prints one JSON line. Targets: reconcile / read <= 3, projector >= 50,000 events/s.
+Without --dsn an embedded PostgreSQL is started in a temporary directory.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import random
+import tempfile
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from psycopg import sql
+
+from orchestration_pipeline.lib.db import connection, migrate
+from orchestration_pipeline.lib.drift import AuditContext, ReconcileSettings, reconcile
+from orchestration_pipeline.lib.embedded import ensure_postgres, stop_postgres, with_database
+from orchestration_pipeline.lib.projection import enable_projector_writes, project_events
+
+TASK_STATUSES = [("todo", "pending"), ("in_progress", "running"), ("done", "succeeded"), ("failed", "failed")]
+
+
+def _copy_in(conn, statement: str, lines) -> None:
+    buf = io.StringIO()
+    with conn.cursor() as cur, cur.copy(statement) as copy:
+        for n, line in enumerate(lines, 1):
+            buf.write(line)
+            if n % 50_000 == 0:
+                copy.write(buf.getvalue())
+                buf = io.StringIO()
+        copy.write(buf.getvalue())
+
+
+def build_world(orch_dsn: str, tasks_dsn: str, n: int, drift: float, seed: int = 7) -> dict[str, int]:
+    """Fill both sides; returns the drift planted per class."""
+    rng = random.Random(seed)
+    old = (datetime.now(UTC) - timedelta(days=1)).isoformat()
+    planted = {"missing_in_projection": 0, "missing_in_tasks": 0, "status_mismatch": 0}
+    task_rows, projection_rows = [], []
+    for i in range(n):
+        task_id = f"T-{i:09d}"
+        tasks_status, projected = TASK_STATUSES[i % len(TASK_STATUSES)]
+        roll = rng.random()
+        if roll < drift / 3:
+            planted["missing_in_projection"] += 1
+            task_rows.append(f"{task_id}\ttask {i}\t{tasks_status}\t3\t[]\t{old}\n")
+            continue
+        if roll < 2 * drift / 3:
+            planted["missing_in_tasks"] += 1
+            projection_rows.append(f"{task_id}\ttask {i}\t{projected}\t{old}\t3\t[]\t{old}\n")
+            continue
+        if roll < drift:
+            planted["status_mismatch"] += 1
+            projected = "blocked"
+        task_rows.append(f"{task_id}\ttask {i}\t{tasks_status}\t3\t[]\t{old}\n")
+        projection_rows.append(f"{task_id}\ttask {i}\t{projected}\t{old}\t3\t[]\t{old}\n")
+    with connection(tasks_dsn) as conn:
+        _copy_in(conn, "COPY tasks (task_id, title, status, priority, tags, updated_at) FROM STDIN", task_rows)
+        conn.commit()
+    with connection(orch_dsn) as conn:
+        with conn.transaction():
+            enable_projector_writes(conn)
+            _copy_in(
+                conn,
+                "COPY task_projection (task_id, title, status, last_status_ts, priority, tags_json, last_event_ts) "
+                "FROM STDIN",
+                projection_rows,
+            )
+    for dsn, table in ((tasks_dsn, "tasks"), (orch_dsn, "task_projection")):
+        with connection(dsn, autocommit=True) as conn:
+            conn.execute(sql.SQL("VACUUM ANALYZE {}").format(sql.Identifier(table)))
+    return planted
+
+
+def read_both_sides(orch_dsn: str, tasks_dsn: str) -> tuple[float, int]:
+    """Plain COPY TO of each side, row by row: the floor any comparison has to pay."""
+    rows = 0
+    t0 = time.perf_counter()
+    for dsn, table in ((tasks_dsn, "tasks"), (orch_dsn, "task_projection")):
+        with connection(dsn) as conn, conn.cursor() as cur:
+            with cur.copy(sql.SQL("COPY {} TO STDOUT").format(sql.Identifier(table))) as copy:
+                for _row in copy:
+                    rows += 1
+    return time.perf_counter() - t0, rows
+
+
+def insert_task_events(orch_dsn: str, n_events: int, n_tasks: int) -> None:
+    """``n_events`` task_start/task_end events for existing tasks, straight into ``events``."""
+    start = datetime.now(UTC) - timedelta(hours=2)
+    lines = []
+    for i in range(n_events):
+        task_id = f"T-{(i // 2) % n_tasks:09d}"
+        at = (start + timedelta(milliseconds=i)).isoformat()
+        if i % 2 == 0:
+            lines.append(f"{uuid.uuid4()}\ttask_start\t{at}\ts-{i // 20}\t{task_id}\t{{}}\n")
+        else:
+            lines.append(f'{uuid.uuid4()}\ttask_end\t{at}\ts-{i // 20}\t{task_id}\t{{"success": true}}\n')
+    with connection(orch_dsn) as conn:
+        _copy_in(conn, "COPY events (event_id, event_type, occurred_at, session_id, task_id, payload) FROM STDIN", lines)
+        conn.commit()
+        conn.autocommit = True
+        conn.execute("VACUUM ANALYZE events")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--tasks", type=int, default=1_000_000)
+    parser.add_argument("--drift", type=float, default=0.01, help="share of tasks that drift")
+    parser.add_argument("--events", type=int, default=500_000, help="task events for the projector figure")
+    parser.add_argument("--dsn", help="admin DSN of a PostgreSQL server (default: embedded, temporary)")
+    args = parser.parse_args()
+
+    work = Path(tempfile.mkdtemp(prefix="orch-bench-"))
+    home = work / "home"
+    admin = args.dsn or ensure_postgres(home).admin_dsn
+    names = {target: f"bench_{target}_{uuid.uuid4().hex[:8]}" for target in ("orchestration", "tasks")}
+    with connection(admin, autocommit=True) as conn:
+        for name in names.values():
+            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    dsns = {target: with_database(admin, name) for target, name in names.items()}
+    try:
+        for target, dsn in dsns.items():
+            with connection(dsn) as conn:
+                migrate(conn, target)
+        t0 = time.perf_counter()
+        planted = build_world(dsns["orchestration"], dsns["tasks"], args.tasks, args.drift)
+        build_s = time.perf_counter() - t0
+
+        read_s, rows_read = read_both_sides(dsns["orchestration"], dsns["tasks"])
+
+        audit = AuditContext(actor="benchmark", request_id=str(uuid.uuid4()))
+        settings = ReconcileSettings(repair_max_rows=max(10_000, int(args.tasks * args.drift * 1.2)))
+        with connection(dsns["orchestration"]) as orch, connection(dsns["tasks"]) as tasks:
+            t0 = time.perf_counter()
+            report = reconcile(orch, tasks, audit, settings)
+            reconcile_s = time.perf_counter() - t0
+
+        insert_task_events(dsns["orchestration"], args.events, args.tasks)
+        with connection(dsns["orchestration"]) as orch, connection(dsns["tasks"]) as tasks:
+            run = project_events(orch, tasks)
+        assert run.events_applied == args.events, run.as_dict()
+
+        body = report.as_dict()
+        print(
+            json.dumps(
+                {
+                    "benchmark": "reconcile",
+                    "tasks": args.tasks,
+                    "drift_planted": sum(planted.values()),
+                    "drift_found": body["drift_count"],
+                    "action": body["action"],
+                    "rows_changed": body["rows_changed"],
+                    "build_s": round(build_s, 2),
+                    "read_both_sides_s": round(read_s, 3),
+                    "rows_read": rows_read,
+                    "reconcile_s": round(reconcile_s, 3),
+                    "compare_s": body["compare_s"],
+                    "ratio_reconcile_read": round(reconcile_s / read_s, 2),
+                    "projector_events": run.events_applied,
+                    "projector_s": round(run.duration_s, 2),
+                    "projector_events_per_s": round(run.events_per_s),
+                    "targets_met": reconcile_s / read_s <= 3
+                    and run.events_per_s >= 50_000
+                    and body["drift_count"] == sum(planted.values()),
+                }
+            )
+        )
+    finally:
+        with connection(admin, autocommit=True) as conn:
+            for name in names.values():
+                conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+        if not args.dsn:
+            stop_postgres(home)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

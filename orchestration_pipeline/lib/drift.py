@@ -1,0 +1,577 @@
+"""Reconciliation of ``task_projection`` against the authoritative Tasks DB, and its repair.
+
+Comparison. Each side is streamed with one ``COPY`` in its own REPEATABLE READ snapshot, sorted
+by the bytes of ``task_id`` (the key travels hex-encoded, so escaping cannot disturb the order),
+and merged in one pass: memory stays flat at a million tasks. Tasks changed within the grace
+window on either side are left out. Drift falls into three classes:
+
+* ``missing_in_projection``: the Tasks DB has the task, the projection does not;
+* ``missing_in_tasks``: the projection has a task the Tasks DB does not;
+* ``status_mismatch``: the statuses differ after mapping the Tasks DB status through
+  ``task_status_map`` (todo → pending, in_progress → running, blocked → blocked,
+  done → succeeded, failed → failed, cancelled → cancelled).
+
+Repair. At or below ``repair_max_rows`` drifted tasks, only those rows are repaired; above it the
+projection is rebuilt into a shadow table from events plus the Tasks DB and swapped in, in one
+transaction. Either way the Tasks DB wins: a repaired row takes the mapped authoritative status,
+stamped no earlier than the newest status event already applied, so a replayed old event cannot
+undo the repair. A rebuild is refused when the Tasks DB looks empty. Every repair and rebuild
+writes an audit row in its own transaction.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import psycopg
+from psycopg.types.json import Jsonb
+
+from orchestration_pipeline.errors import OrchError
+from orchestration_pipeline.lib.audit import record_audit
+from orchestration_pipeline.lib.db import end_read
+from orchestration_pipeline.lib.projection import (
+    PROJECTION,
+    TASK_EVENT_TYPES,
+    commit_horizon,
+    enable_projector_writes,
+    lock_checkpoint,
+    projection_lag,
+    stage_tasks,
+)
+from orchestration_pipeline.lib.telemetry import record_decision, record_metric
+
+DRIFT_CLASSES: tuple[str, ...] = ("missing_in_projection", "missing_in_tasks", "status_mismatch")
+
+
+class ReconcileRefused(OrchError):
+    """The reconciliation would do harm (for example wipe the projection), so it stopped."""
+
+
+@dataclass(frozen=True)
+class ReconcileSettings:
+    """Knobs of the reconciliation; the defaults suit a nightly run."""
+
+    grace_minutes: int = 15
+    repair_max_rows: int = 10_000
+    min_tasks_ratio: float = 0.5  # below this share of the projection, the Tasks DB "looks empty"
+    sample_size: int = 5
+
+    def __post_init__(self) -> None:
+        if self.grace_minutes < 0 or self.repair_max_rows < 0 or self.sample_size < 0:
+            raise ValueError("grace_minutes, repair_max_rows and sample_size must be >= 0")
+        if not 0 <= self.min_tasks_ratio <= 1:
+            raise ValueError("min_tasks_ratio must be between 0 and 1")
+
+
+@dataclass
+class DriftComparison:
+    """The outcome of comparing the two sides."""
+
+    tasks_compared: int = 0
+    projection_compared: int = 0
+    skipped_in_grace: int = 0
+    counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(DRIFT_CLASSES, 0))
+    samples: dict[str, list[dict[str, Any]]] = field(default_factory=lambda: {c: [] for c in DRIFT_CLASSES})
+    drifted: list[tuple[str, str]] = field(default_factory=list)  # (task_id, class), up to the cap
+    complete: bool = True  # False when more tasks drifted than ``drifted`` holds
+
+    @property
+    def drift_count(self) -> int:
+        return sum(self.counts.values())
+
+
+@dataclass(frozen=True)
+class AuditContext:
+    """Who is reconciling, for the audit ledger."""
+
+    actor: str
+    request_id: str
+    source: str = "orchestration-pipeline.reconciliation"
+
+
+_TASKS_SIDE = """
+COPY (
+    SELECT encode(convert_to(task_id, 'UTF8'), 'hex'), status, updated_at > {cutoff}
+    FROM tasks ORDER BY task_id COLLATE "C"
+) TO STDOUT
+"""
+
+_PROJECTION_SIDE = """
+COPY (
+    SELECT encode(convert_to(task_id, 'UTF8'), 'hex'), status,
+           coalesce(greatest(last_event_ts, last_status_ts) > {cutoff}, false)
+    FROM task_projection ORDER BY task_id COLLATE "C"
+) TO STDOUT
+"""
+
+
+def _copy_rows(conn: psycopg.Connection, query: str, cutoff: datetime) -> Iterator[list[bytes]]:
+    """Rows of a COPY TO as lists of raw fields, read in one REPEATABLE READ snapshot."""
+    end_read(conn)
+    if not conn.autocommit:
+        conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+    literal = psycopg.sql.Literal(cutoff)
+    try:
+        with conn.cursor() as cur, cur.copy(psycopg.sql.SQL(query).format(cutoff=literal)) as copy:
+            for data in copy:
+                yield bytes(data)[:-1].split(b"\t")
+    finally:
+        end_read(conn)
+
+
+def status_map(conn: psycopg.Connection) -> dict[str, str]:
+    """The documented Tasks DB status → projection status mapping (``task_status_map``)."""
+    rows = conn.execute("SELECT tasks_status, projection_status FROM task_status_map").fetchall()
+    end_read(conn)
+    return dict(rows)
+
+
+def compare(
+    orch: psycopg.Connection,
+    tasks: psycopg.Connection,
+    *,
+    grace_minutes: int = 15,
+    now: datetime | None = None,
+    keep: int = 10_000,
+    sample_size: int = 5,
+) -> DriftComparison:
+    """Merge both sides in task_id order and classify the drift; keeps up to ``keep`` drifted ids."""
+    cutoff = (now or datetime.now(UTC)) - timedelta(minutes=grace_minutes)
+    mapping = {k.encode(): v.encode() for k, v in status_map(orch).items()}
+    result = DriftComparison()
+    counts = result.counts
+    samples = result.samples
+    drifted = result.drifted
+
+    def note(kind: str, key: bytes, detail: dict[str, Any] | None = None) -> None:
+        counts[kind] += 1
+        task_id = bytes.fromhex(key.decode()).decode()
+        if len(samples[kind]) < sample_size:
+            samples[kind].append({"task_id": task_id, **(detail or {})})
+        if len(drifted) < keep:
+            drifted.append((task_id, kind))
+        else:
+            result.complete = False
+
+    left = _copy_rows(tasks, _TASKS_SIDE, cutoff)
+    right = _copy_rows(orch, _PROJECTION_SIDE, cutoff)
+    a = next(left, None)
+    b = next(right, None)
+    n_tasks = n_proj = skipped = 0
+    while a is not None or b is not None:
+        if b is None or (a is not None and a[0] < b[0]):
+            n_tasks += 1
+            if a[2] == b"t":
+                skipped += 1
+            else:
+                note("missing_in_projection", a[0], {"tasks_status": a[1].decode()})
+            a = next(left, None)
+        elif a is None or b[0] < a[0]:
+            n_proj += 1
+            if b[2] == b"t":
+                skipped += 1
+            else:
+                note("missing_in_tasks", b[0], {"projection_status": b[1].decode()})
+            b = next(right, None)
+        else:
+            n_tasks += 1
+            n_proj += 1
+            if a[2] == b"t" or b[2] == b"t":
+                skipped += 1
+            elif mapping.get(a[1], a[1]) != b[1]:
+                detail = {"tasks_status": a[1].decode(), "projection_status": b[1].decode()}
+                note("status_mismatch", a[0], detail)
+            a = next(left, None)
+            b = next(right, None)
+    result.tasks_compared, result.projection_compared, result.skipped_in_grace = n_tasks, n_proj, skipped
+    return result
+
+
+# -- repair and rebuild ------------------------------------------------------------------------
+
+
+def refuse_if_tasks_look_empty(tasks_count: int, projection_count: int, min_tasks_ratio: float) -> None:
+    """Raise :class:`ReconcileRefused` when the Tasks DB holds (almost) nothing the projection has.
+
+    An empty or truncated authority, or a URL pointing at the wrong database, would otherwise make
+    every projected task "missing_in_tasks" and a repair or rebuild would wipe the projection.
+    """
+    if projection_count and (tasks_count == 0 or tasks_count < min_tasks_ratio * projection_count):
+        raise ReconcileRefused(
+            f"refusing to change task_projection: the Tasks DB returned {tasks_count} tasks but the projection "
+            f"holds {projection_count} — check TASKS_DATABASE_URL points at the authoritative Tasks DB and that "
+            "it is complete; the projection was left as it was"
+        )
+
+_EVENT_STATE = """
+SELECT task_id,
+       max(occurred_at) AS last_event_ts,
+       max(occurred_at) FILTER (WHERE event_type IN ('task_start', 'task_end')) AS last_status_event_ts
+FROM events
+WHERE task_id IS NOT NULL AND event_type = ANY(%(types)s) {only}
+GROUP BY task_id
+"""
+
+# Rows derived from the staged Tasks DB rows plus the events: the Tasks DB wins the status.
+_DERIVED_ROWS = f"""
+SELECT h.task_id, h.title, coalesce(m.projection_status, h.status) AS status,
+       greatest(h.updated_at, e.last_status_event_ts, p.last_status_ts) AS last_status_ts,
+       h.priority, coalesce(h.tags, '[]'::jsonb) AS tags_json,
+       greatest(e.last_event_ts, p.last_event_ts) AS last_event_ts
+FROM projection_tasks_stage h
+LEFT JOIN task_status_map m ON m.tasks_status = h.status
+LEFT JOIN ({_EVENT_STATE.format(only="AND task_id IN (SELECT task_id FROM projection_tasks_stage)")}) e
+       USING (task_id)
+LEFT JOIN task_projection p USING (task_id)
+"""
+
+_LAST_UUID = "ffffffff-ffff-ffff-ffff-ffffffffffff"
+
+_SNAPSHOT_COLUMNS = "task_id, title, status, last_status_ts, priority, tags_json, last_event_ts, version"
+
+
+def _rows_json(conn: psycopg.Connection, where: str, params: dict[str, Any]) -> list[dict[str, Any]]:
+    rows = conn.execute(
+        f"SELECT coalesce(jsonb_agg(to_jsonb(p) ORDER BY task_id), '[]') FROM "
+        f"(SELECT {_SNAPSHOT_COLUMNS} FROM task_projection WHERE {where}) p",
+        params,
+    ).fetchone()[0]
+    return rows
+
+
+def repair(
+    orch: psycopg.Connection,
+    tasks: psycopg.Connection,
+    drifted: list[tuple[str, str]],
+    audit: AuditContext,
+    *,
+    reason: str,
+) -> int:
+    """Repair only the drifted rows from the Tasks DB (one transaction, audited); returns rows changed.
+
+    The caller owns the transaction on ``orch``; the rows are re-read from the Tasks DB here, so a
+    task that appeared or vanished since the comparison is handled by what is true now.
+    """
+    ids = sorted({task_id for task_id, _ in drifted})
+    enable_projector_writes(orch)
+    lock_checkpoint(orch)  # no projector batch interleaves with the repair
+    stage_tasks(orch, tasks, ids)
+    params = {"ids": ids, "types": list(TASK_EVENT_TYPES)}
+    before = _rows_json(orch, "task_id = ANY(%(ids)s)", params)
+    removed = orch.execute(
+        "DELETE FROM task_projection p WHERE p.task_id = ANY(%(ids)s) "
+        "AND NOT EXISTS (SELECT 1 FROM projection_tasks_stage h WHERE h.task_id = p.task_id)",
+        params,
+    ).rowcount
+    upserted = orch.execute(
+        f"""
+        INSERT INTO task_projection AS p
+            (task_id, title, status, last_status_ts, priority, tags_json, last_event_ts)
+        {_DERIVED_ROWS}
+        ON CONFLICT (task_id) DO UPDATE SET
+            title = EXCLUDED.title, status = EXCLUDED.status, last_status_ts = EXCLUDED.last_status_ts,
+            priority = EXCLUDED.priority, tags_json = EXCLUDED.tags_json,
+            last_event_ts = EXCLUDED.last_event_ts, updated_utc = statement_timestamp(),
+            version = p.version + 1
+        """,
+        params,
+    ).rowcount
+    after = _rows_json(orch, "task_id = ANY(%(ids)s)", params)
+    record_audit(
+        orch,
+        actor=audit.actor,
+        request_id=audit.request_id,
+        operation="repair",
+        entity_type="task_projection",
+        entity_id=f"{len(ids)} tasks",
+        before={"rows": before},
+        after={"rows": after},
+        reason=reason,
+        source=audit.source,
+    )
+    return removed + upserted
+
+
+def rebuild(
+    orch: psycopg.Connection,
+    tasks: psycopg.Connection,
+    audit: AuditContext,
+    *,
+    reason: str,
+    min_tasks_ratio: float = 0.5,
+) -> int:
+    """Rebuild the whole projection in the shadow table and swap it in; returns the new row count.
+
+    The caller owns the transaction on ``orch``. Readers see the old projection until it commits.
+    Refuses (raising :class:`ReconcileRefused`, changing nothing) when the Tasks DB looks empty.
+    """
+    enable_projector_writes(orch)
+    position = lock_checkpoint(orch)  # the projector waits; the rebuild moves its checkpoint
+    horizon = commit_horizon(orch)
+    live = orch.execute("SELECT count(*) FROM task_projection").fetchone()[0]
+    staged = stage_tasks(orch, tasks, None)
+    refuse_if_tasks_look_empty(staged, live, min_tasks_ratio)
+    orch.execute("TRUNCATE task_projection_shadow")
+    orch.execute(
+        f"""
+        INSERT INTO task_projection_shadow
+            (task_id, title, status, last_status_ts, priority, tags_json, last_event_ts)
+        SELECT h.task_id, h.title, coalesce(m.projection_status, h.status),
+               greatest(h.updated_at, e.last_status_event_ts), h.priority, coalesce(h.tags, '[]'::jsonb),
+               e.last_event_ts
+        FROM projection_tasks_stage h
+        LEFT JOIN task_status_map m ON m.tasks_status = h.status
+        LEFT JOIN ({_EVENT_STATE.format(only="AND ingest_xid < %(horizon)s")}) e USING (task_id)
+        """,
+        {"types": list(TASK_EVENT_TYPES), "horizon": horizon},
+    )
+    before = {"rows": live, "checkpoint": [str(position[0]), str(position[1])]}
+    orch.execute("SELECT task_projection_swap_shadow()")
+    # Every event below the horizon is in the rebuilt rows; the projector resumes after them.
+    orch.execute(
+        "UPDATE projection_checkpoints SET position_xid = %s::xid8, position_event_id = %s, updated_at = now() "
+        "WHERE projection = %s",
+        (str(int(str(horizon)) - 1), _LAST_UUID, PROJECTION),
+    )
+    record_audit(
+        orch,
+        actor=audit.actor,
+        request_id=audit.request_id,
+        operation="rebuild",
+        entity_type="task_projection",
+        entity_id="task_projection",
+        before=before,
+        after={"rows": staged, "horizon_xid": str(horizon)},
+        reason=reason,
+        source=audit.source,
+    )
+    return staged
+
+
+# -- the reconciliation ------------------------------------------------------------------------
+
+
+@dataclass
+class DriftReport:
+    """One reconciliation: what drifted, what was done about it, and where it is recorded."""
+
+    report_id: int
+    started_at: datetime
+    finished_at: datetime
+    comparison: DriftComparison
+    action: str
+    action_detail: str
+    rows_changed: int
+    decision_event_id: str
+    grace_minutes: int
+    compare_s: float = 0.0
+
+    @property
+    def drift_count(self) -> int:
+        return self.comparison.drift_count
+
+    def as_dict(self) -> dict[str, Any]:
+        c = self.comparison
+        return {
+            "report_id": self.report_id,
+            "started_at": self.started_at.isoformat(),
+            "finished_at": self.finished_at.isoformat(),
+            "duration_s": round((self.finished_at - self.started_at).total_seconds(), 3),
+            "grace_minutes": self.grace_minutes,
+            "tasks_compared": c.tasks_compared,
+            "projection_compared": c.projection_compared,
+            "skipped_in_grace": c.skipped_in_grace,
+            **c.counts,
+            "drift_count": c.drift_count,
+            "samples": c.samples,
+            "action": self.action,
+            "action_detail": self.action_detail,
+            "rows_changed": self.rows_changed,
+            "decision_event_id": self.decision_event_id,
+            "compare_s": round(self.compare_s, 3),
+        }
+
+
+def _choose_action(comparison: DriftComparison, settings: ReconcileSettings, force_rebuild: bool) -> str:
+    if force_rebuild:
+        return "rebuild"
+    if comparison.drift_count == 0:
+        return "none"
+    if comparison.complete and comparison.drift_count <= settings.repair_max_rows:
+        return "repair"
+    return "rebuild"
+
+
+def reconcile(
+    orch: psycopg.Connection,
+    tasks: psycopg.Connection,
+    audit: AuditContext,
+    settings: ReconcileSettings | None = None,
+    *,
+    force_rebuild: bool = False,
+    now: datetime | None = None,
+) -> DriftReport:
+    """Compare, repair or rebuild, then record the report, a decision event and the metrics.
+
+    Raises :class:`ReconcileRefused` (after recording the refusal) when a rebuild would wipe the
+    projection because the Tasks DB looks empty.
+    """
+    settings = settings or ReconcileSettings()
+    started_at = now or datetime.now(UTC)
+    clock = time.perf_counter()
+    comparison = compare(
+        orch,
+        tasks,
+        grace_minutes=settings.grace_minutes,
+        now=started_at,
+        keep=settings.repair_max_rows,
+        sample_size=settings.sample_size,
+    )
+    compared_s = time.perf_counter() - clock
+    action = _choose_action(comparison, settings, force_rebuild)
+    reason = f"{comparison.drift_count} drifted tasks (repair limit {settings.repair_max_rows})"
+    refusal: ReconcileRefused | None = None
+    rows_changed = 0
+    detail = "no drift"
+    try:
+        if action != "none":
+            refuse_if_tasks_look_empty(
+                comparison.tasks_compared, comparison.projection_compared, settings.min_tasks_ratio
+            )
+        with orch.transaction():
+            if action == "repair":
+                rows_changed = repair(orch, tasks, comparison.drifted, audit, reason=reason)
+                detail = f"repaired {rows_changed} rows"
+            elif action == "rebuild":
+                rows_changed = rebuild(
+                    orch, tasks, audit, reason=reason, min_tasks_ratio=settings.min_tasks_ratio
+                )
+                detail = f"rebuilt from events plus the Tasks DB: {rows_changed} rows"
+            report = _record(orch, comparison, settings, started_at, action, detail, rows_changed, audit)
+    except ReconcileRefused as exc:
+        refusal = exc
+    if refusal is not None:
+        with orch.transaction():
+            _record(orch, comparison, settings, started_at, "refused", str(refusal), 0, audit)
+        raise refusal
+    report.compare_s = compared_s
+    return report
+
+
+def _record(
+    orch: psycopg.Connection,
+    comparison: DriftComparison,
+    settings: ReconcileSettings,
+    started_at: datetime,
+    action: str,
+    detail: str,
+    rows_changed: int,
+    audit: AuditContext,
+) -> DriftReport:
+    """Store the drift_reports row, its decision event and the metrics (caller's transaction)."""
+    c = comparison
+    report_id, finished_at = orch.execute(
+        """
+        INSERT INTO drift_reports (started_at, grace_minutes, tasks_compared, projection_compared,
+            skipped_in_grace, missing_in_projection, missing_in_tasks, status_mismatch, samples,
+            action, action_detail, rows_changed, request_id)
+        VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
+        RETURNING report_id, finished_at
+        """,
+        (
+            started_at,
+            settings.grace_minutes,
+            c.tasks_compared,
+            c.projection_compared,
+            c.skipped_in_grace,
+            c.counts["missing_in_projection"],
+            c.counts["missing_in_tasks"],
+            c.counts["status_mismatch"],
+            Jsonb(c.samples),
+            action,
+            detail,
+            rows_changed,
+            audit.request_id,
+        ),
+    ).fetchone()
+    decision_id = record_decision(
+        orch,
+        source=audit.source,
+        stage="reconciliation",
+        severity="info" if c.drift_count == 0 else "warning",
+        rationale=f"task_projection drift {c.drift_count}: {action} ({detail})",
+        details={"report_id": report_id, "drift_count": c.drift_count, **c.counts, "samples": c.samples,
+                 "action": action},
+    )  # fmt: skip
+    tags = {"report_id": report_id}
+    record_metric(orch, "projection_drift_count", c.drift_count, "tasks", tags)
+    record_metric(orch, "last_reconcile_ts", finished_at.timestamp(), "s", tags)
+    return DriftReport(
+        report_id=report_id,
+        started_at=started_at,
+        finished_at=finished_at,
+        comparison=c,
+        action=action,
+        action_detail=detail,
+        rows_changed=rows_changed,
+        decision_event_id=decision_id,
+        grace_minutes=settings.grace_minutes,
+    )
+
+
+def recent_reports(conn: psycopg.Connection, limit: int = 2) -> list[dict[str, Any]]:
+    """The newest drift reports, newest first."""
+    rows = conn.execute(
+        """
+        SELECT report_id, finished_at, drift_count, missing_in_projection, missing_in_tasks,
+               status_mismatch, action, action_detail, samples
+        FROM drift_reports ORDER BY report_id DESC LIMIT %s
+        """,
+        (limit,),
+    ).fetchall()
+    end_read(conn)
+    keys = ("report_id", "finished_at", "drift_count", *DRIFT_CLASSES, "action", "action_detail", "samples")
+    return [dict(zip(keys, row, strict=True)) for row in rows]
+
+
+@dataclass(frozen=True)
+class ReconcileTrigger:
+    """Why a reconciliation should run now, and a key that is stable until it has run."""
+
+    reason: str
+    run_key: str
+
+
+def reconciliation_due(conn: psycopg.Connection, *, lag_threshold: int) -> ReconcileTrigger | None:
+    """Due when the last report showed (new) drift, or when events were ingested since the last
+    reconcile and the projection is more than ``lag_threshold`` task events behind."""
+    reports = recent_reports(conn, limit=2)
+    if reports and reports[0]["drift_count"] > 0 and (len(reports) == 1 or reports[1]["drift_count"] == 0):
+        # once per drifted report: persistent drift is drift_not_persistent's to flag, not a loop
+        newest = reports[0]
+        return ReconcileTrigger(f"last report {newest['report_id']} showed drift {newest['drift_count']}",
+                                f"drift-{newest['report_id']}")  # fmt: skip
+    since = reports[0]["finished_at"] if reports else None
+    ingested = conn.execute(
+        "SELECT max(finished_at) FROM ingest_runs WHERE %(since)s::timestamptz IS NULL OR finished_at > %(since)s",
+        {"since": since},
+    ).fetchone()[0]
+    end_read(conn)
+    if ingested is None:
+        return None
+    lag = projection_lag(conn, cap=lag_threshold + 1)
+    if lag <= lag_threshold:
+        return None
+    position = conn.execute(
+        "SELECT position_xid, position_event_id FROM projection_checkpoints WHERE projection = %s",
+        (PROJECTION,),
+    ).fetchone()
+    end_read(conn)
+    return ReconcileTrigger(
+        f"projection behind by more than {lag_threshold} task events, with ingestion since the last reconcile",
+        f"lag-{position[0]}-{position[1]}",
+    )

@@ -1,0 +1,335 @@
+"""The task projection: a CQRS read model of tasks, kept in step with ``events``.
+
+The projector consumes task events since its checkpoint and folds them into ``task_projection``:
+``task_start`` sets ``running``, ``task_end`` sets ``succeeded`` or ``failed``, and ``decision``
+and agent events bump ``last_event_ts``. Title, priority and tags are hydrated from the Tasks DB.
+
+Ordering. A status observation carries its event's ``occurred_at``; a later one wins, and equal
+timestamps are broken by a fixed rank (``task_projection_newer`` in SQL). The result is therefore
+the same whatever order events were ingested in.
+
+Checkpoint. Events are positioned by ``(ingest_xid, event_id)``: the id of the transaction that
+inserted them. The projector only consumes events whose transaction id is below the xmin of its
+snapshot; every such transaction has finished, so no event can later commit behind the
+checkpoint. (A ``bigserial`` or ``received_at`` cursor would skip a row whose insert was still
+uncommitted when the cursor moved past it.) A long-running transaction anywhere on the server
+holds the horizon back: the projection lags, it never skips. The checkpoint commits in the same
+transaction as the projection rows it covers.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import psycopg
+
+from orchestration_pipeline.lib.db import end_read
+from orchestration_pipeline.lib.project_files import sql_dir
+from orchestration_pipeline.lib.telemetry import record_metric
+
+PROJECTION = "task_projection"
+
+#: Event types that touch a task's projection row.
+TASK_EVENT_TYPES: tuple[str, ...] = (
+    "task_start",
+    "task_end",
+    "decision",
+    "agent.started",
+    "agent.progress",
+    "agent.completed",
+    "agent.conflict_detected",
+    "agent.paused",
+    "agent.error",
+)
+
+PROJECTION_COLUMNS: tuple[str, ...] = (
+    "task_id",
+    "title",
+    "status",
+    "last_status_ts",
+    "priority",
+    "tags_json",
+    "last_event_ts",
+    "updated_utc",
+    "version",
+)
+
+_LATENCY_RESERVOIR = 100_000
+
+
+def stage_sql() -> str:
+    """DDL of the session temp tables the projector and the reconciliation stage rows in."""
+    return (sql_dir() / "runtime" / "projection_stage.sql").read_text(encoding="utf-8")
+
+
+def enable_projector_writes(conn: psycopg.Connection) -> None:
+    """Let this transaction write ``task_projection`` (its guard trigger refuses everyone else)."""
+    conn.execute("SET LOCAL orchestration.projector = on")
+
+
+def lock_checkpoint(conn: psycopg.Connection) -> tuple[Any, Any]:
+    """Lock the projector's checkpoint row for this transaction; returns its position."""
+    row = conn.execute(
+        "SELECT position_xid, position_event_id FROM projection_checkpoints WHERE projection = %s FOR UPDATE",
+        (PROJECTION,),
+    ).fetchone()
+    if row is None:  # the migration seeds it; a deleted row is recreated at the start
+        conn.execute("INSERT INTO projection_checkpoints (projection) VALUES (%s)", (PROJECTION,))
+        return lock_checkpoint(conn)
+    return row[0], row[1]
+
+
+def commit_horizon(conn: psycopg.Connection) -> Any:
+    """The xmin of a fresh snapshot: every transaction with a smaller id has finished."""
+    return conn.execute("SELECT pg_snapshot_xmin(pg_current_snapshot())").fetchone()[0]
+
+
+def stage_tasks(orch: psycopg.Connection, tasks: psycopg.Connection, task_ids: Sequence[str] | None) -> int:
+    """Stream Tasks DB rows (all, or ``task_ids``) into ``projection_tasks_stage``; returns the count.
+
+    The rows pass through as COPY blocks, never as Python objects. The caller owns the orchestration
+    transaction (the stage is emptied at its commit); the Tasks DB read is its own snapshot.
+    """
+    orch.execute(stage_sql())
+    orch.execute("TRUNCATE projection_tasks_stage")
+    select = "SELECT task_id, title, status, priority, tags, updated_at FROM tasks"
+    params: tuple = ()
+    if task_ids is not None:
+        if not task_ids:
+            return 0
+        select += " WHERE task_id = ANY(%s)"
+        params = (list(task_ids),)
+    staged = 0
+    with (
+        tasks.cursor() as src_cur,
+        orch.cursor() as dst_cur,
+        src_cur.copy(f"COPY ({select}) TO STDOUT", params) as src,
+        dst_cur.copy(
+            "COPY projection_tasks_stage (task_id, title, status, priority, tags, updated_at) FROM STDIN"
+        ) as dst,
+    ):
+        for block in src:
+            dst.write(block)
+            staged += 1
+    end_read(tasks)
+    return staged
+
+
+@dataclass
+class LatencyStats:
+    """Sync latency (event ``received_at`` → projection update) over a bounded random sample."""
+
+    count: int = 0
+    total_ms: float = 0.0
+    sample: list[float] = field(default_factory=list)
+    _rng: random.Random = field(default_factory=lambda: random.Random(0), repr=False)
+
+    def add(self, values: Sequence[float]) -> None:
+        for value in values:
+            self.count += 1
+            self.total_ms += value
+            if len(self.sample) < _LATENCY_RESERVOIR:
+                self.sample.append(value)
+            else:  # reservoir sampling keeps memory bounded on long catch-ups
+                slot = self._rng.randrange(self.count)
+                if slot < _LATENCY_RESERVOIR:
+                    self.sample[slot] = value
+
+    @property
+    def avg_ms(self) -> float | None:
+        return self.total_ms / self.count if self.count else None
+
+    @property
+    def p95_ms(self) -> float | None:
+        if not self.sample:
+            return None
+        ordered = sorted(self.sample)
+        return ordered[min(len(ordered) - 1, int(0.95 * len(ordered)))]
+
+
+@dataclass
+class ProjectorRun:
+    """What one catch-up of the projector did."""
+
+    events_applied: int = 0
+    tasks_updated: int = 0
+    batches: int = 0
+    duration_s: float = 0.0
+    position: tuple[str, str] | None = None
+    latency: LatencyStats = field(default_factory=LatencyStats)
+
+    @property
+    def events_per_s(self) -> float:
+        return self.events_applied / self.duration_s if self.duration_s > 0 else 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "events_applied": self.events_applied,
+            "tasks_updated": self.tasks_updated,
+            "batches": self.batches,
+            "duration_s": round(self.duration_s, 3),
+            "events_per_s": round(self.events_per_s),
+            "position": list(self.position) if self.position else None,
+            "sync_latency_avg_ms": _round(self.latency.avg_ms),
+            "sync_latency_p95_ms": _round(self.latency.p95_ms),
+        }
+
+
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(value, 1)
+
+
+_BATCH_END_SQL = """
+SELECT ingest_xid, event_id FROM (
+    SELECT ingest_xid, event_id FROM events
+    WHERE task_id IS NOT NULL AND (ingest_xid, event_id) > (%(from_xid)s, %(from_id)s) AND ingest_xid < %(horizon)s
+    ORDER BY ingest_xid, event_id
+    LIMIT %(limit)s
+) AS batch
+ORDER BY ingest_xid DESC, event_id DESC
+LIMIT 1
+"""
+
+_BATCH_FILTER = """
+    task_id IS NOT NULL
+    AND (ingest_xid, event_id) > (%(from_xid)s, %(from_id)s)
+    AND (ingest_xid, event_id) <= (%(to_xid)s, %(to_id)s)
+    AND event_type = ANY(%(types)s)
+"""
+
+_BATCH_TASKS_SQL = f"SELECT DISTINCT task_id FROM events WHERE {_BATCH_FILTER}"
+
+# One statement folds a batch of events into the projection: the latest status observation per
+# task (ties broken by rank), the latest event time, hydration from the staged Tasks DB rows.
+_APPLY_SQL = f"""
+WITH batch AS (
+    SELECT task_id, occurred_at, received_at,
+           CASE event_type
+               WHEN 'task_start' THEN 'running'
+               WHEN 'task_end' THEN CASE WHEN payload->>'success' = 'true' THEN 'succeeded' ELSE 'failed' END
+           END AS status
+    FROM events
+    WHERE {_BATCH_FILTER}
+), latest_status AS (
+    SELECT DISTINCT ON (task_id) task_id, status, occurred_at AS status_ts
+    FROM batch WHERE status IS NOT NULL
+    ORDER BY task_id, occurred_at DESC, task_projection_status_rank(status) DESC
+), touched AS (
+    SELECT task_id, max(occurred_at) AS last_event_ts FROM batch GROUP BY task_id
+), applied AS (
+    INSERT INTO task_projection AS p
+        (task_id, title, status, last_status_ts, priority, tags_json, last_event_ts)
+    SELECT t.task_id, h.title, coalesce(s.status, 'pending'), s.status_ts, h.priority,
+           coalesce(h.tags, '[]'::jsonb), t.last_event_ts
+    FROM touched t
+    LEFT JOIN latest_status s USING (task_id)
+    LEFT JOIN projection_tasks_stage h USING (task_id)
+    ON CONFLICT (task_id) DO UPDATE SET
+        status = CASE WHEN task_projection_newer(EXCLUDED.last_status_ts, EXCLUDED.status,
+                                                 p.last_status_ts, p.status)
+                      THEN EXCLUDED.status ELSE p.status END,
+        last_status_ts = CASE WHEN task_projection_newer(EXCLUDED.last_status_ts, EXCLUDED.status,
+                                                         p.last_status_ts, p.status)
+                              THEN EXCLUDED.last_status_ts ELSE p.last_status_ts END,
+        -- a task the Tasks DB does not know (yet) keeps what the projection had
+        title = coalesce(EXCLUDED.title, p.title),
+        priority = coalesce(EXCLUDED.priority, p.priority),
+        tags_json = CASE WHEN EXCLUDED.title IS NULL THEN p.tags_json ELSE EXCLUDED.tags_json END,
+        last_event_ts = greatest(p.last_event_ts, EXCLUDED.last_event_ts),
+        updated_utc = statement_timestamp(),
+        version = p.version + 1
+    RETURNING 1
+)
+SELECT (SELECT count(*) FROM applied),
+       (SELECT coalesce(array_agg(
+            (extract(epoch FROM statement_timestamp() - received_at) * 1000)::real), '{{}}') FROM batch)
+"""
+
+_ADVANCE_SQL = """
+UPDATE projection_checkpoints
+SET position_xid = %(to_xid)s, position_event_id = %(to_id)s,
+    events_applied = events_applied + %(applied)s, updated_at = now()
+WHERE projection = %(projection)s
+"""
+
+
+def project_events(
+    conn: psycopg.Connection,
+    tasks: psycopg.Connection,
+    *,
+    batch_events: int = 50_000,
+    max_batches: int | None = None,
+    progress: Callable[[ProjectorRun], None] | None = None,
+) -> ProjectorRun:
+    """Fold every task event committed since the checkpoint into ``task_projection``.
+
+    Each batch (rows, hydration and checkpoint) is one transaction on ``conn``; ``tasks`` is the
+    Tasks DB, read only. Two projectors never interleave: each batch locks the checkpoint row.
+    """
+    if batch_events < 1:
+        raise ValueError("batch_events must be at least 1")
+    run = ProjectorRun()
+    started = time.perf_counter()
+    end_read(conn)
+    while max_batches is None or run.batches < max_batches:
+        with conn.transaction():
+            enable_projector_writes(conn)
+            from_xid, from_id = lock_checkpoint(conn)
+            horizon = commit_horizon(conn)
+            end = conn.execute(
+                _BATCH_END_SQL,
+                {"from_xid": from_xid, "from_id": from_id, "horizon": horizon, "limit": batch_events},
+            ).fetchone()
+            if end is None:
+                break
+            params = {
+                "from_xid": from_xid,
+                "from_id": from_id,
+                "to_xid": end[0],
+                "to_id": end[1],
+                "types": list(TASK_EVENT_TYPES),
+            }
+            task_ids = [r[0] for r in conn.execute(_BATCH_TASKS_SQL, params).fetchall()]
+            stage_tasks(conn, tasks, task_ids)
+            updated, latencies = conn.execute(_APPLY_SQL, params).fetchone()
+            conn.execute(_ADVANCE_SQL, {**params, "applied": len(latencies), "projection": PROJECTION})
+        run.batches += 1
+        run.events_applied += len(latencies)
+        run.tasks_updated += updated
+        run.latency.add(latencies)
+        run.position = (str(end[0]), str(end[1]))
+        run.duration_s = time.perf_counter() - started
+        if progress is not None:
+            progress(run)
+    run.duration_s = time.perf_counter() - started
+    if run.latency.count:
+        with conn.transaction():
+            tags = {"events": run.latency.count}
+            record_metric(
+                conn, "projection_sync_latency_ms", run.latency.avg_ms, "ms", {**tags, "stat": "avg"}
+            )
+            record_metric(
+                conn, "projection_sync_latency_ms", run.latency.p95_ms, "ms", {**tags, "stat": "p95"}
+            )
+    return run
+
+
+def projection_lag(conn: psycopg.Connection, *, cap: int = 1_000_000) -> int:
+    """Task events committed past the checkpoint (counted up to ``cap``)."""
+    row = conn.execute(
+        """
+        SELECT count(*) FROM (
+            SELECT 1 FROM events e, projection_checkpoints c
+            WHERE c.projection = %s AND e.task_id IS NOT NULL
+              AND (e.ingest_xid, e.event_id) > (c.position_xid, c.position_event_id)
+            LIMIT %s
+        ) AS pending
+        """,
+        (PROJECTION, cap),
+    ).fetchone()
+    end_read(conn)
+    return int(row[0])
