@@ -91,32 +91,40 @@ def commit_horizon(conn: psycopg.Connection) -> Any:
 def stage_tasks(orch: psycopg.Connection, tasks: psycopg.Connection, task_ids: Sequence[str] | None) -> int:
     """Stream Tasks DB rows (all, or ``task_ids``) into ``projection_tasks_stage``; returns the count.
 
-    The rows pass through as COPY blocks, never as Python objects. The caller owns the orchestration
-    transaction (the stage is emptied at its commit); the Tasks DB read is its own snapshot.
+    The caller owns the orchestration transaction (the stage is emptied at its commit); the Tasks
+    DB read is its own snapshot.
     """
     orch.execute(stage_sql())
     orch.execute("TRUNCATE projection_tasks_stage")
-    select = "SELECT task_id, title, status, priority, tags, updated_at FROM tasks"
+    if task_ids is not None and not task_ids:
+        return 0
+    columns = "task_id, title, status, priority, tags, updated_at"
+    select = f"SELECT {columns} FROM tasks"
     params: tuple = ()
     if task_ids is not None:
-        if not task_ids:
-            return 0
-        select += " WHERE task_id = ANY(%s)"
-        params = (list(task_ids),)
+        # one array literal, not one bound value per id: COPY binds client-side, and a parser
+        # handed 50,000 separate constants is slow
+        select += " WHERE task_id = ANY(%s::text[])"
+        params = (_text_array(task_ids),)
     staged = 0
     with (
         tasks.cursor() as src_cur,
         orch.cursor() as dst_cur,
         src_cur.copy(f"COPY ({select}) TO STDOUT", params) as src,
-        dst_cur.copy(
-            "COPY projection_tasks_stage (task_id, title, status, priority, tags, updated_at) FROM STDIN"
-        ) as dst,
+        dst_cur.copy(f"COPY projection_tasks_stage ({columns}) FROM STDIN") as dst,
     ):
-        for block in src:
+        for block in src:  # COPY blocks pass straight through, never as Python rows
             dst.write(block)
             staged += 1
     end_read(tasks)
+    orch.execute("ANALYZE projection_tasks_stage")  # fresh statistics for the joins that follow
     return staged
+
+
+def _text_array(values: Sequence[str]) -> str:
+    """A PostgreSQL text[] literal of ``values`` (each element quoted and escaped)."""
+    quoted = ('"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"' for v in values)
+    return "{" + ",".join(quoted) + "}"
 
 
 @dataclass
@@ -201,11 +209,9 @@ _BATCH_FILTER = """
     AND event_type = ANY(%(types)s)
 """
 
-_BATCH_TASKS_SQL = f"SELECT DISTINCT task_id FROM events WHERE {_BATCH_FILTER}"
-
-# One statement folds a batch of events into the projection: the latest status observation per
-# task (ties broken by rank), the latest event time, hydration from the staged Tasks DB rows.
-_APPLY_SQL = f"""
+# Fold a batch of events per task into the batch stage: the latest status observation (ties
+# broken by rank) and the latest event time. Returns the task ids and each event's sync latency.
+_FOLD_SQL = """
 WITH batch AS (
     SELECT task_id, occurred_at, received_at,
            CASE event_type
@@ -213,40 +219,46 @@ WITH batch AS (
                WHEN 'task_end' THEN CASE WHEN payload->>'success' = 'true' THEN 'succeeded' ELSE 'failed' END
            END AS status
     FROM events
-    WHERE {_BATCH_FILTER}
-), latest_status AS (
-    SELECT DISTINCT ON (task_id) task_id, status, occurred_at AS status_ts
-    FROM batch WHERE status IS NOT NULL
-    ORDER BY task_id, occurred_at DESC, task_projection_status_rank(status) DESC
-), touched AS (
-    SELECT task_id, max(occurred_at) AS last_event_ts FROM batch GROUP BY task_id
-), applied AS (
-    INSERT INTO task_projection AS p
-        (task_id, title, status, last_status_ts, priority, tags_json, last_event_ts)
-    SELECT t.task_id, h.title, coalesce(s.status, 'pending'), s.status_ts, h.priority,
-           coalesce(h.tags, '[]'::jsonb), t.last_event_ts
-    FROM touched t
-    LEFT JOIN latest_status s USING (task_id)
-    LEFT JOIN projection_tasks_stage h USING (task_id)
-    ON CONFLICT (task_id) DO UPDATE SET
-        status = CASE WHEN task_projection_newer(EXCLUDED.last_status_ts, EXCLUDED.status,
-                                                 p.last_status_ts, p.status)
-                      THEN EXCLUDED.status ELSE p.status END,
-        last_status_ts = CASE WHEN task_projection_newer(EXCLUDED.last_status_ts, EXCLUDED.status,
-                                                         p.last_status_ts, p.status)
-                              THEN EXCLUDED.last_status_ts ELSE p.last_status_ts END,
-        -- a task the Tasks DB does not know (yet) keeps what the projection had
-        title = coalesce(EXCLUDED.title, p.title),
-        priority = coalesce(EXCLUDED.priority, p.priority),
-        tags_json = CASE WHEN EXCLUDED.title IS NULL THEN p.tags_json ELSE EXCLUDED.tags_json END,
-        last_event_ts = greatest(p.last_event_ts, EXCLUDED.last_event_ts),
-        updated_utc = statement_timestamp(),
-        version = p.version + 1
-    RETURNING 1
+    WHERE task_id IS NOT NULL
+      AND (ingest_xid, event_id) > (%(from_xid)s, %(from_id)s)
+      AND (ingest_xid, event_id) <= (%(to_xid)s, %(to_id)s)
+      AND event_type = ANY(%(types)s)
+), folded AS (
+    INSERT INTO projection_batch_stage (task_id, status, status_ts, last_event_ts)
+    SELECT task_id,
+           (array_agg(status ORDER BY occurred_at DESC, task_projection_status_rank(status) DESC)
+                FILTER (WHERE status IS NOT NULL))[1],
+           max(occurred_at) FILTER (WHERE status IS NOT NULL),
+           max(occurred_at)
+    FROM batch GROUP BY task_id
+    RETURNING task_id
 )
-SELECT (SELECT count(*) FROM applied),
+SELECT (SELECT coalesce(array_agg(task_id), '{}') FROM folded),
        (SELECT coalesce(array_agg(
-            (extract(epoch FROM statement_timestamp() - received_at) * 1000)::real), '{{}}') FROM batch)
+            (extract(epoch FROM statement_timestamp() - received_at) * 1000)::real), '{}') FROM batch)
+"""
+
+# Apply the folded batch, hydrated from the staged Tasks DB rows. Key lookups only, so a
+# misestimated batch size cannot turn it quadratic.
+_APPLY_SQL = """
+INSERT INTO task_projection AS p (task_id, title, status, last_status_ts, priority, tags_json, last_event_ts)
+SELECT b.task_id, h.title, coalesce(b.status, 'pending'), b.status_ts, h.priority,
+       coalesce(h.tags, '[]'::jsonb), b.last_event_ts
+FROM projection_batch_stage b
+LEFT JOIN projection_tasks_stage h USING (task_id)
+ON CONFLICT (task_id) DO UPDATE SET
+    status = CASE WHEN task_projection_newer(EXCLUDED.last_status_ts, EXCLUDED.status, p.last_status_ts, p.status)
+                  THEN EXCLUDED.status ELSE p.status END,
+    last_status_ts = CASE WHEN task_projection_newer(EXCLUDED.last_status_ts, EXCLUDED.status,
+                                                     p.last_status_ts, p.status)
+                          THEN EXCLUDED.last_status_ts ELSE p.last_status_ts END,
+    -- a task the Tasks DB does not know (yet) keeps what the projection had
+    title = coalesce(EXCLUDED.title, p.title),
+    priority = coalesce(EXCLUDED.priority, p.priority),
+    tags_json = CASE WHEN EXCLUDED.title IS NULL THEN p.tags_json ELSE EXCLUDED.tags_json END,
+    last_event_ts = greatest(p.last_event_ts, EXCLUDED.last_event_ts),
+    updated_utc = statement_timestamp(),
+    version = p.version + 1
 """
 
 _ADVANCE_SQL = """
@@ -278,6 +290,7 @@ def project_events(
     while max_batches is None or run.batches < max_batches:
         with conn.transaction():
             enable_projector_writes(conn)
+            conn.execute("SET LOCAL work_mem = '64MB'")  # batch sorts stay in memory
             from_xid, from_id = lock_checkpoint(conn)
             horizon = commit_horizon(conn)
             end = conn.execute(
@@ -293,9 +306,10 @@ def project_events(
                 "to_id": end[1],
                 "types": list(TASK_EVENT_TYPES),
             }
-            task_ids = [r[0] for r in conn.execute(_BATCH_TASKS_SQL, params).fetchall()]
+            conn.execute(stage_sql())
+            task_ids, latencies = conn.execute(_FOLD_SQL, params).fetchone()
             stage_tasks(conn, tasks, task_ids)
-            updated, latencies = conn.execute(_APPLY_SQL, params).fetchone()
+            updated = conn.execute(_APPLY_SQL).rowcount
             conn.execute(_ADVANCE_SQL, {**params, "applied": len(latencies), "projection": PROJECTION})
         run.batches += 1
         run.events_applied += len(latencies)

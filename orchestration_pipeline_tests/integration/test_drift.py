@@ -82,11 +82,12 @@ def test_compare_classifies_each_kind_and_skips_the_grace_window(orch_conn, task
 
 
 def test_awkward_task_ids_do_not_fake_drift(orch_conn, tasks_conn, tasks_dsn, tmp_path):
-    ids = ["a\tb", "a!", "a\\z", "a", "é", "e", "Z", "z", "a b", "日本", "a\nb"]
+    ids = ["a\tb", "a!", "a\\z", "q\"uote", "{x,y}", "a", "é", "e", "Z", "z", "a b", "日本", "a\nb"]
     add_tasks(tasks_dsn, *[(i, "t", "done", 1, "[]") for i in ids])
     set_updated(tasks_dsn, OLD, *ids)
     ingest(orch_conn, tmp_path / "w.jsonl", [e for i in ids for e in finished(i)])
     project_events(orch_conn, tasks_conn)
+    assert {task_id: row[0] for task_id, row in projection(orch_conn).items()} == dict.fromkeys(ids, "t")  # hydrated
     result = compare(orch_conn, tasks_conn, now=NOW)
     assert (result.drift_count, result.tasks_compared, result.projection_compared) == (0, len(ids), len(ids))
 

@@ -2,7 +2,7 @@
 -- created per connection). Rows from the Tasks DB are streamed in with COPY, then set-based SQL
 -- joins them with events and the projection. Emptied at commit.
 CREATE TEMP TABLE IF NOT EXISTS projection_tasks_stage (
-    task_id     text COLLATE "C" NOT NULL,
+    task_id     text COLLATE "C" PRIMARY KEY,
     title       text,
     status      text,
     priority    smallint,
@@ -10,7 +10,10 @@ CREATE TEMP TABLE IF NOT EXISTS projection_tasks_stage (
     updated_at  timestamptz
 ) ON COMMIT DELETE ROWS;
 
-CREATE TEMP TABLE IF NOT EXISTS projection_drift_stage (
-    task_id  text COLLATE "C" NOT NULL,
-    kind     text NOT NULL
+-- One batch of task events, folded per task by the projector before it is applied.
+CREATE TEMP TABLE IF NOT EXISTS projection_batch_stage (
+    task_id        text COLLATE "C" PRIMARY KEY,
+    status         text,
+    status_ts      timestamptz,
+    last_event_ts  timestamptz
 ) ON COMMIT DELETE ROWS;
