@@ -21,7 +21,8 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -88,37 +89,57 @@ def commit_horizon(conn: psycopg.Connection) -> Any:
     return conn.execute("SELECT pg_snapshot_xmin(pg_current_snapshot())").fetchone()[0]
 
 
+_TASK_COLUMNS = "task_id, title, status, priority, tags, updated_at"
+
+
+def _tasks_copy_out(task_ids: Sequence[str] | str | None) -> tuple[str, tuple]:
+    """The COPY TO statement (and its parameters) reading Tasks DB rows: all, or ``task_ids``.
+
+    ``task_ids`` may already be a text[] literal. COPY binds parameters client-side, so the ids
+    travel as one array literal rather than one constant per id, which is slow to parse.
+    """
+    select = f"SELECT {_TASK_COLUMNS} FROM tasks"
+    if task_ids is None:
+        return f"COPY ({select}) TO STDOUT", ()
+    literal = task_ids if isinstance(task_ids, str) else _text_array(task_ids)
+    return f"COPY ({select} WHERE task_id = ANY(%s::text[])) TO STDOUT", (literal,)
+
+
+def _write_tasks_stage(orch: psycopg.Connection, blocks: Iterable[bytes | memoryview]) -> int:
+    """COPY Tasks DB rows, as COPY TO blocks, into a fresh ``projection_tasks_stage``."""
+    orch.execute(stage_sql())
+    orch.execute("TRUNCATE projection_tasks_stage")
+    staged = 0
+    with orch.cursor() as cur, cur.copy(f"COPY projection_tasks_stage ({_TASK_COLUMNS}) FROM STDIN") as dst:
+        for block in blocks:  # rows pass straight through, never as Python objects
+            dst.write(block)
+            staged += 1
+    orch.execute("ANALYZE projection_tasks_stage")  # fresh statistics for the joins that follow
+    return staged
+
+
 def stage_tasks(orch: psycopg.Connection, tasks: psycopg.Connection, task_ids: Sequence[str] | None) -> int:
     """Stream Tasks DB rows (all, or ``task_ids``) into ``projection_tasks_stage``; returns the count.
 
     The caller owns the orchestration transaction (the stage is emptied at its commit); the Tasks
     DB read is its own snapshot.
     """
-    orch.execute(stage_sql())
-    orch.execute("TRUNCATE projection_tasks_stage")
-    if task_ids is not None and not task_ids:
-        return 0
-    columns = "task_id, title, status, priority, tags, updated_at"
-    select = f"SELECT {columns} FROM tasks"
-    params: tuple = ()
-    if task_ids is not None:
-        # one array literal, not one bound value per id: COPY binds client-side, and a parser
-        # handed 50,000 separate constants is slow
-        select += " WHERE task_id = ANY(%s::text[])"
-        params = (_text_array(task_ids),)
-    staged = 0
-    with (
-        tasks.cursor() as src_cur,
-        orch.cursor() as dst_cur,
-        src_cur.copy(f"COPY ({select}) TO STDOUT", params) as src,
-        dst_cur.copy(f"COPY projection_tasks_stage ({columns}) FROM STDIN") as dst,
-    ):
-        for block in src:  # COPY blocks pass straight through, never as Python rows
-            dst.write(block)
-            staged += 1
-    end_read(tasks)
-    orch.execute("ANALYZE projection_tasks_stage")  # fresh statistics for the joins that follow
-    return staged
+    statement, params = _tasks_copy_out(task_ids)
+    try:
+        with tasks.cursor() as cur, cur.copy(statement, params) as src:
+            return _write_tasks_stage(orch, src)
+    finally:
+        end_read(tasks)
+
+
+def _read_tasks(tasks: psycopg.Connection, ids_literal: str) -> list[bytes]:
+    """Tasks DB rows for one projector batch, as COPY blocks held in memory (bounded by the batch)."""
+    statement, params = _tasks_copy_out(ids_literal)
+    try:
+        with tasks.cursor() as cur, cur.copy(statement, params) as src:
+            return [bytes(block) for block in src]
+    finally:
+        end_read(tasks)
 
 
 def _text_array(values: Sequence[str]) -> str:
@@ -209,9 +230,14 @@ _BATCH_FILTER = """
     AND event_type = ANY(%(types)s)
 """
 
+# The batch's task ids as one text[] literal, handed to the Tasks DB as it is.
+_BATCH_TASK_IDS_SQL = (
+    f"SELECT coalesce(array_agg(DISTINCT task_id)::text, '{{}}') FROM events WHERE {_BATCH_FILTER}"
+)
+
 # Fold a batch of events per task into the batch stage: the latest status observation (ties
-# broken by rank) and the latest event time. Returns the task ids and each event's sync latency.
-_FOLD_SQL = """
+# broken by rank) and the latest event time. Returns the task count and each event's sync latency.
+_FOLD_SQL = f"""
 WITH batch AS (
     SELECT task_id, occurred_at, received_at,
            CASE event_type
@@ -219,10 +245,7 @@ WITH batch AS (
                WHEN 'task_end' THEN CASE WHEN payload->>'success' = 'true' THEN 'succeeded' ELSE 'failed' END
            END AS status
     FROM events
-    WHERE task_id IS NOT NULL
-      AND (ingest_xid, event_id) > (%(from_xid)s, %(from_id)s)
-      AND (ingest_xid, event_id) <= (%(to_xid)s, %(to_id)s)
-      AND event_type = ANY(%(types)s)
+    WHERE {_BATCH_FILTER}
 ), folded AS (
     INSERT INTO projection_batch_stage (task_id, status, status_ts, last_event_ts)
     SELECT task_id,
@@ -231,11 +254,11 @@ WITH batch AS (
            max(occurred_at) FILTER (WHERE status IS NOT NULL),
            max(occurred_at)
     FROM batch GROUP BY task_id
-    RETURNING task_id
+    RETURNING 1
 )
-SELECT (SELECT coalesce(array_agg(task_id), '{}') FROM folded),
+SELECT (SELECT count(*) FROM folded),
        (SELECT coalesce(array_agg(
-            (extract(epoch FROM statement_timestamp() - received_at) * 1000)::real), '{}') FROM batch)
+            (extract(epoch FROM statement_timestamp() - received_at) * 1000)::real), '{{}}') FROM batch)
 """
 
 # Apply the folded batch, hydrated from the staged Tasks DB rows. Key lookups only, so a
@@ -307,8 +330,12 @@ def project_events(
                 "types": list(TASK_EVENT_TYPES),
             }
             conn.execute(stage_sql())
-            task_ids, latencies = conn.execute(_FOLD_SQL, params).fetchone()
-            stage_tasks(conn, tasks, task_ids)
+            ids_literal = conn.execute(_BATCH_TASK_IDS_SQL, params).fetchone()[0]
+            # The Tasks DB lookup runs on its own server process while this one folds the batch.
+            with ThreadPoolExecutor(max_workers=1) as pool:
+                hydration = pool.submit(_read_tasks, tasks, ids_literal)
+                _tasks, latencies = conn.execute(_FOLD_SQL, params).fetchone()
+                _write_tasks_stage(conn, hydration.result())
             updated = conn.execute(_APPLY_SQL).rowcount
             conn.execute(_ADVANCE_SQL, {**params, "applied": len(latencies), "projection": PROJECTION})
         run.batches += 1
