@@ -25,3 +25,8 @@ class SchemaNotReady(OrchError):
         super().__init__(
             f"schema not ready: missing tables {', '.join(self.missing)} — run 'orchestration-pipeline db migrate'"
         )
+
+
+class AuditError(OrchError):
+    """An audit entry was refused (missing actor or request id, unknown operation, no transaction)."""
+

@@ -34,7 +34,20 @@ def test_creates_are_idempotent(mig):
 def test_forward_only_no_data_drops(mig):
     body = _statements(mig.read()).upper()
     assert not re.search(r"\bDROP\s+(TABLE|SCHEMA|DATABASE|COLUMN)\b", body), f"{mig.path} drops data"
-    assert not re.search(r"\bTRUNCATE\b", body), f"{mig.path} truncates data"
+    assert not _truncates(body), f"{mig.path} truncates data"
+
+
+def _truncates(body: str) -> bool:
+    """A TRUNCATE statement, as opposed to a trigger that guards against one (BEFORE TRUNCATE)."""
+    return bool(re.search(r"(?:^|;)\s*TRUNCATE\b", body.upper()))
+
+
+def test_truncate_detection_tells_statements_from_guards():
+    assert _truncates("TRUNCATE events;")
+    assert _truncates("SELECT 1;\n  truncate table quarantine;")
+    assert not _truncates(
+        "CREATE OR REPLACE TRIGGER g BEFORE TRUNCATE ON audit_ledger FOR EACH STATEMENT ...;"
+    )
 
 
 def test_misnamed_file_is_refused(tmp_path):
