@@ -306,6 +306,35 @@ def ingest(paths: tuple[Path, ...], as_json: bool, batch_rows: int, quiet: bool)
         click.echo("see them with 'orchestration-pipeline quarantine list'")
 
 
+def _default_actor() -> str:
+    import getpass
+
+    try:
+        return f"cli:{getpass.getuser()}"
+    except (KeyError, OSError):  # no passwd entry (containers)
+        return f"cli:uid{os.getuid()}"
+
+
+def _identity_options(func):
+    """--actor and --request-id: who asked for an audited change, and which request it was."""
+    func = click.option(
+        "--request-id",
+        envvar="ORCH_REQUEST_ID",
+        help="Correlates the audit entries of one request (or ORCH_REQUEST_ID). Default: a new UUID.",
+    )(func)
+    return click.option(
+        "--actor",
+        envvar="ORCH_ACTOR",
+        help="Who is acting, as recorded in the audit ledger (or ORCH_ACTOR). Default: cli:<login user>.",
+    )(func)
+
+
+def _who(actor: str | None, request_id: str | None) -> tuple[str, str]:
+    import uuid
+
+    return actor or _default_actor(), request_id or f"cli-{uuid.uuid4()}"
+
+
 @main.group()
 def quarantine() -> None:
     """Inspect and replay lines that ingestion could not accept."""
@@ -347,19 +376,35 @@ def quarantine_list(
 @click.option("--file", "source_file", help="Only rows from this source file.")
 @click.option("--limit", type=int, help="At most this many rows.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON object.")
+@_identity_options
 def quarantine_replay(
-    ids: tuple[int, ...], failure_type: str | None, source_file: str | None, limit: int | None, as_json: bool
+    ids: tuple[int, ...],
+    failure_type: str | None,
+    source_file: str | None,
+    limit: int | None,
+    as_json: bool,
+    actor: str | None,
+    request_id: str | None,
 ) -> None:
     """Re-ingest pending quarantined lines with the current validator (after a fix).
 
     Accepted lines become events; lines that still fail stay quarantined with an attempt count.
+    Every examined line leaves an audit entry (operation replay) naming --actor and --request-id.
     """
     from orchestration_pipeline.lib.db import connection
     from orchestration_pipeline.lib.quarantine import replay_quarantine
 
+    actor, request_id = _who(actor, request_id)
     with connection(_orchestration_dsn()) as conn:
         result = replay_quarantine(
-            conn, ids=list(ids) or None, failure_type=failure_type, source_file=source_file, limit=limit
+            conn,
+            actor=actor,
+            request_id=request_id,
+            ids=list(ids) or None,
+            failure_type=failure_type,
+            source_file=source_file,
+            limit=limit,
+            source="cli:quarantine replay",
         )
     body = result.as_dict()
     if as_json:

@@ -18,6 +18,9 @@ from orchestration_pipeline.lib.audit import (
     verify_chain,
 )
 from orchestration_pipeline.lib.db import connection
+from orchestration_pipeline.lib.ingest import Ingestor
+from orchestration_pipeline.lib.quarantine import replay_quarantine
+from orchestration_pipeline_tests.conftest import make_event, write_jsonl
 
 pytestmark = pytest.mark.db
 
@@ -374,6 +377,31 @@ def test_parse_since_reads_relative_and_absolute_times():
     assert parse_since("2026-01-02T03:04:05+01:00").utcoffset() == timedelta(hours=1)
     with pytest.raises(AuditError, match="use e.g. 30m, 24h, 7d"):
         parse_since("yesterday")
+
+
+def test_quarantine_replay_leaves_one_replay_entry_per_examined_line(orch_conn, tmp_path):
+    future = make_event(occurred_at=(datetime.now(UTC) + timedelta(days=2)).isoformat())
+    Ingestor(orch_conn).ingest_paths([write_jsonl(tmp_path / "f.jsonl", [future, "{still broken"])])
+    with pytest.raises(AuditError, match="actor and request_id are required"):
+        replay_quarantine(orch_conn, actor="", request_id="r")
+    replay_quarantine(
+        orch_conn,
+        actor="oncall:carol",
+        request_id="inc-42",
+        now=datetime.now(UTC) + timedelta(days=2),
+        source="cli:quarantine replay",
+    )
+    rows = query_audit(orch_conn, AuditFilter(request_id="inc-42"))
+    assert {r["operation"] for r in rows} == {"replay"}
+    assert {r["actor"] for r in rows} == {"oncall:carol"}
+    outcomes = sorted(r["after_data"]["outcome"] for r in rows)
+    assert outcomes == ["accepted", "still_failing"]
+    accepted = next(r for r in rows if r["after_data"]["outcome"] == "accepted")
+    assert (
+        accepted["entity_type"] == "quarantine" and accepted["after_data"]["event_id"] == future["event_id"]
+    )
+    assert accepted["before_data"]["failure_type"] == "future_timestamp"
+    assert verify_chain(orch_conn).ok
 
 
 def test_a_long_transaction_links_its_entries_and_moves_the_head_once_at_commit(orch_conn):
