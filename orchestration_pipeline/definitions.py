@@ -4,6 +4,13 @@ import os
 
 import dagster as dg
 
+from orchestration_pipeline.defs.audit.assets import audit_ledger_integrity, decision_execution_summary
+from orchestration_pipeline.defs.audit.checks import (
+    audit_chain_intact,
+    audit_guard_present,
+    no_stale_pending_executions,
+)
+from orchestration_pipeline.defs.audit.jobs import audit_job
 from orchestration_pipeline.defs.ingestion.assets import raw_events
 from orchestration_pipeline.defs.ingestion.checks import (
     core_event_coverage,
@@ -46,15 +53,18 @@ def build_resources() -> dict[str, dg.ConfigurableResource]:
 @dg.definitions
 def defs() -> dg.Definitions:
     return dg.Definitions(
-        assets=[orchestration_schema, raw_events],
+        assets=[orchestration_schema, raw_events, audit_ledger_integrity, decision_execution_summary],
         asset_checks=[
             schema_migrations_current,
             events_accounted_for,
             core_event_coverage,
             policy_violations_complete,
             provider_metric_present,
+            audit_chain_intact,
+            audit_guard_present,
+            no_stale_pending_executions,
         ],
-        jobs=[ingest_job],
+        jobs=[ingest_job, audit_job],
         sensors=[landing_zone_sensor],
         resources=build_resources(),
     )

@@ -18,15 +18,28 @@ def test_asset_graph_snapshot():
     graph = d.resolve_asset_graph()
     assets = sorted(k.to_user_string() for k in graph.get_all_asset_keys())
     checks = sorted(f"{k.asset_key.to_user_string()}:{k.name}" for k in graph.asset_check_keys)
-    assert assets == ["orchestration_schema", "raw_events"]
+    assert assets == [
+        "audit_ledger_integrity",
+        "decision_execution_summary",
+        "orchestration_schema",
+        "raw_events",
+    ]
     assert checks == [
+        "audit_ledger_integrity:audit_chain_intact",
+        "audit_ledger_integrity:audit_guard_present",
+        "decision_execution_summary:no_stale_pending_executions",
         "orchestration_schema:schema_migrations_current",
         "raw_events:core_event_coverage",
         "raw_events:events_accounted_for",
         "raw_events:policy_violations_complete",
         "raw_events:provider_metric_present",
     ]
-    assert graph.get(dg.AssetKey("raw_events")).parent_keys == {dg.AssetKey("orchestration_schema")}
+    for asset in ("raw_events", "audit_ledger_integrity", "decision_execution_summary"):
+        assert graph.get(dg.AssetKey(asset)).parent_keys == {dg.AssetKey("orchestration_schema")}
+    blocking = {k.name for k in graph.asset_check_keys if graph.get_check_spec(k).blocking}
+    assert {"audit_chain_intact", "audit_guard_present"} <= blocking
+    assert "no_stale_pending_executions" not in blocking
+    assert sorted(j.name for j in d.jobs) == ["audit_job", "ingest_job"]
     assert sorted(s.name for s in d.sensors) == ["landing_zone_sensor"]
     assert sorted(d.resources) == [
         "ingestion_settings",
