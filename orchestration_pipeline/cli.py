@@ -13,6 +13,7 @@ import click
 import psycopg
 
 from orchestration_pipeline.errors import OrchError
+from orchestration_pipeline.lib.audit import OPERATIONS
 
 
 class _Group(click.Group):
@@ -305,6 +306,35 @@ def ingest(paths: tuple[Path, ...], as_json: bool, batch_rows: int, quiet: bool)
         click.echo("see them with 'orchestration-pipeline quarantine list'")
 
 
+def _default_actor() -> str:
+    import getpass
+
+    try:
+        return f"cli:{getpass.getuser()}"
+    except (KeyError, OSError):  # no passwd entry (containers)
+        return f"cli:uid{os.getuid()}"
+
+
+def _identity_options(func):
+    """--actor and --request-id: who asked for an audited change, and which request it was."""
+    func = click.option(
+        "--request-id",
+        envvar="ORCH_REQUEST_ID",
+        help="Correlates the audit entries of one request (or ORCH_REQUEST_ID). Default: a new UUID.",
+    )(func)
+    return click.option(
+        "--actor",
+        envvar="ORCH_ACTOR",
+        help="Who is acting, as recorded in the audit ledger (or ORCH_ACTOR). Default: cli:<login user>.",
+    )(func)
+
+
+def _who(actor: str | None, request_id: str | None) -> tuple[str, str]:
+    import uuid
+
+    return actor or _default_actor(), request_id or f"cli-{uuid.uuid4()}"
+
+
 @main.group()
 def projection() -> None:
     """The task projection (read model of tasks) and its reconciliation against the Tasks DB."""
@@ -471,19 +501,35 @@ def quarantine_list(
 @click.option("--file", "source_file", help="Only rows from this source file.")
 @click.option("--limit", type=int, help="At most this many rows.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON object.")
+@_identity_options
 def quarantine_replay(
-    ids: tuple[int, ...], failure_type: str | None, source_file: str | None, limit: int | None, as_json: bool
+    ids: tuple[int, ...],
+    failure_type: str | None,
+    source_file: str | None,
+    limit: int | None,
+    as_json: bool,
+    actor: str | None,
+    request_id: str | None,
 ) -> None:
     """Re-ingest pending quarantined lines with the current validator (after a fix).
 
     Accepted lines become events; lines that still fail stay quarantined with an attempt count.
+    Every examined line leaves an audit entry (operation replay) naming --actor and --request-id.
     """
     from orchestration_pipeline.lib.db import connection
     from orchestration_pipeline.lib.quarantine import replay_quarantine
 
+    actor, request_id = _who(actor, request_id)
     with connection(_orchestration_dsn()) as conn:
         result = replay_quarantine(
-            conn, ids=list(ids) or None, failure_type=failure_type, source_file=source_file, limit=limit
+            conn,
+            actor=actor,
+            request_id=request_id,
+            ids=list(ids) or None,
+            failure_type=failure_type,
+            source_file=source_file,
+            limit=limit,
+            source="cli:quarantine replay",
         )
     body = result.as_dict()
     if as_json:
@@ -492,6 +538,300 @@ def quarantine_replay(
         click.echo(
             f"examined {body['examined']}: {body['accepted']} accepted, {body['duplicates']} duplicates, "
             f"{body['collapsed']} collapsed, {body['still_failing']} still failing"
+        )
+
+
+@main.group()
+def audit() -> None:
+    """Query and verify the append-only, hash-chained audit ledger."""
+
+
+@audit.command("query")
+@click.option(
+    "--entity", metavar="TYPE[:ID]", help="e.g. policy:nightly-cleanup, decision_execution:42, quarantine."
+)
+@click.option("--actor", help="Only entries by this actor (exact).")
+@click.option("--operation", type=click.Choice(sorted(OPERATIONS)), help="Only this kind of change.")
+@click.option("--request-id", help="Only entries of this request.")
+@click.option("--source", help="Only entries from this job or automation source.")
+@click.option(
+    "--since", help="From this time: 30m, 24h, 7d, 2w, or an ISO date/time (UTC unless an offset is given)."
+)
+@click.option("--until", help="Before this time (same formats as --since).")
+@click.option("--limit", default=50, show_default=True, type=click.IntRange(1, 100_000))
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per line (before/after included).")
+def audit_query(
+    entity: str | None,
+    actor: str | None,
+    operation: str | None,
+    request_id: str | None,
+    source: str | None,
+    since: str | None,
+    until: str | None,
+    limit: int,
+    as_json: bool,
+) -> None:
+    """Answer "who changed what, when, and why" from the ledger, newest first.
+
+    \b
+      orchestration-pipeline audit query --entity policy:nightly-cleanup
+      orchestration-pipeline audit query --actor cli:alice --since 24h
+      orchestration-pipeline audit query --request-id cli-3f2a... --json
+    """
+    from orchestration_pipeline.lib.audit import AuditFilter, parse_since, query_audit
+    from orchestration_pipeline.lib.db import connection
+
+    entity_type, _, entity_id = (entity or "").partition(":")
+    flt = AuditFilter(
+        entity_type=entity_type or None,
+        entity_id=entity_id or None,
+        actor=actor,
+        operation=operation,
+        request_id=request_id,
+        source=source,
+        since=parse_since(since) if since else None,
+        until=parse_since(until) if until else None,
+        limit=limit,
+    )
+    with connection(_orchestration_dsn()) as conn:
+        rows = query_audit(conn, flt)
+    if as_json:
+        for row in rows:
+            click.echo(json.dumps(row, default=str))
+        return
+    if not rows:
+        click.echo("no audit entries match")
+        return
+    for r in rows:
+        click.echo(
+            f"{r['occurred_at'].isoformat()}  #{r['audit_id']}  {r['operation']:<8} {r['entity_type']}:{r['entity_id']}"
+            f"  by {r['actor']}  request {r['request_id']}"
+            + (f"  source {r['source']}" if r["source"] else "")
+            + (f"\n    reason: {r['reason']}" if r["reason"] else "")
+            + (
+                f"\n    before: {json.dumps(r['before_data'], default=str)}"
+                if r["before_data"] is not None
+                else ""
+            )
+            + (
+                f"\n    after:  {json.dumps(r['after_data'], default=str)}"
+                if r["after_data"] is not None
+                else ""
+            )
+        )
+
+
+@audit.command("verify")
+@click.option("--chain", "chain_id", help="Verify only this chain (YYYY-MM-DD/NN).")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as one JSON object.")
+def audit_verify(chain_id: str | None, as_json: bool) -> None:
+    """Recompute every hash chain; exit 1 and name the first broken link if any."""
+    from orchestration_pipeline.lib.audit import verify_chain
+    from orchestration_pipeline.lib.db import connection
+
+    with connection(_orchestration_dsn()) as conn:
+        report = verify_chain(conn, chain_id=chain_id)
+    if as_json:
+        click.echo(json.dumps(report.as_dict()))
+    elif report.ok:
+        click.echo(f"ok: {report.rows} entries in {report.chains} chains verified")
+    if not report.ok:
+        first = report.first_broken
+        raise click.ClickException(
+            f"{report.broken_chains} broken chain(s); first: {first.describe()} — follow docs/runbooks/audit.md"
+        )
+
+
+@main.group()
+def policy() -> None:
+    """Decision policies: which effect each may trigger, on/off, dry-run/live. Changes are audited."""
+
+
+@policy.command("set")
+@click.argument("policy_id")
+@click.option("--name", help="Human-readable name (default: the id, or the current name).")
+@click.option("--effect", help="create_task, label or notify (required for a new policy).")
+@click.option("--enable/--disable", "enabled", default=None, help="Turn the policy on or off.")
+@click.option("--dry-run/--live", "dry_run", default=None, help="Simulate only, or perform effects.")
+@click.option("--reason", help="Why, for the audit ledger.")
+@_identity_options
+def policy_set(
+    policy_id: str,
+    name: str | None,
+    effect: str | None,
+    enabled: bool | None,
+    dry_run: bool | None,
+    reason: str | None,
+    actor: str | None,
+    request_id: str | None,
+) -> None:
+    """Create a policy or change some of its fields (new policies start disabled and dry-run)."""
+    from orchestration_pipeline.lib.db import connection
+    from orchestration_pipeline.lib.executions import Policy, get_policy, upsert_policy
+
+    actor, request_id = _who(actor, request_id)
+    with connection(_orchestration_dsn()) as conn:
+        current = get_policy(conn, policy_id)
+        if current is None and not effect:
+            raise click.UsageError(f"policy {policy_id} is new: give --effect (create_task, label or notify)")
+        base = current or Policy(policy_id, name or policy_id, effect or "")
+        wanted = Policy(
+            policy_id,
+            name or base.name,
+            effect or base.effect,
+            base.enabled if enabled is None else enabled,
+            base.dry_run if dry_run is None else dry_run,
+        )
+        upsert_policy(
+            conn, wanted, actor=actor, request_id=request_id, reason=reason, source="cli:policy set"
+        )
+    state = ("enabled" if wanted.enabled else "disabled") + (", dry-run" if wanted.dry_run else ", live")
+    click.echo(f"policy {policy_id}: {wanted.effect}, {state} (request {request_id})")
+
+
+@policy.command("list")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
+def policy_list(as_json: bool) -> None:
+    """All policies and their switches."""
+    from dataclasses import asdict
+
+    from orchestration_pipeline.lib.db import connection
+    from orchestration_pipeline.lib.executions import list_policies
+
+    with connection(_orchestration_dsn()) as conn:
+        policies = list_policies(conn)
+    for p in policies:
+        if as_json:
+            click.echo(json.dumps(asdict(p)))
+        else:
+            click.echo(
+                f"{p.policy_id}  {p.effect:<12} {'enabled' if p.enabled else 'disabled':<8} "
+                f"{'dry-run' if p.dry_run else 'LIVE':<7} {p.name}"
+            )
+
+
+@main.group()
+def decisions() -> None:
+    """Decision executions: run an action at most once, list attempts, rescue stale claims."""
+
+
+def _tasks_connection_factory():
+    from orchestration_pipeline.lib.db import connection
+    from orchestration_pipeline.lib.embedded import resolve_database_urls
+
+    dsn = resolve_database_urls(_settings(), start=True).tasks
+    return lambda: connection(dsn)
+
+
+@decisions.command("execute")
+@click.argument("policy_id")
+@click.option("--target", "target_ref", help="Target reference, e.g. the task id to label.")
+@click.option("--payload", default="{}", show_default=True, help="The effect's payload as a JSON object.")
+@click.option("--dry-run", is_flag=True, help="Simulate even if the policy is live.")
+@click.option("--lease-seconds", default=300, show_default=True, type=click.IntRange(1), help="Claim lease.")
+@click.option("--json", "as_json", is_flag=True, help="Print the outcome as one JSON object.")
+@_identity_options
+def decisions_execute(
+    policy_id: str,
+    target_ref: str | None,
+    payload: str,
+    dry_run: bool,
+    lease_seconds: int,
+    as_json: bool,
+    actor: str | None,
+    request_id: str | None,
+) -> None:
+    """Execute the policy's effect once for TARGET and PAYLOAD (a repeat is skipped as a duplicate).
+
+    \b
+      orchestration-pipeline decisions execute tag-flaky --target T-42 --payload '{"tag": "flaky"}'
+    """
+    from datetime import timedelta
+
+    from orchestration_pipeline.lib.db import connection
+    from orchestration_pipeline.lib.executions import Action, execute_action, get_policy
+
+    try:
+        body = json.loads(payload)
+    except ValueError as exc:
+        raise click.BadParameter(f"not JSON: {exc}", param_hint="--payload") from None
+    if not isinstance(body, dict):
+        raise click.BadParameter("must be a JSON object", param_hint="--payload")
+    actor, request_id = _who(actor, request_id)
+    with connection(_orchestration_dsn()) as conn:
+        current = get_policy(conn, policy_id)
+        outcome = execute_action(
+            conn,
+            Action(policy_id, current.effect if current else "", target_ref, body),
+            actor=actor,
+            request_id=request_id,
+            tasks_connection=_tasks_connection_factory(),
+            lease=timedelta(seconds=lease_seconds),
+            dry_run=dry_run,
+            source="cli:decisions execute",
+        )
+    if as_json:
+        click.echo(json.dumps(outcome.as_dict(), default=str))
+    else:
+        click.echo(
+            f"{outcome.status}: execution {outcome.execution_id} attempt {outcome.attempt} "
+            f"hash {outcome.action_hash[:16]}…"
+            + (f" result {json.dumps(outcome.result, default=str)}" if outcome.result else "")
+            + (f" error {outcome.error}" if outcome.error else "")
+        )
+    if outcome.status in ("failed", "lease_lost"):
+        raise SystemExit(1)
+
+
+@decisions.command("list")
+@click.option("--policy", "policy_id", help="Only this policy.")
+@click.option("--state", type=click.Choice(["pending", "succeeded", "failed"]))
+@click.option("--limit", default=50, show_default=True, type=click.IntRange(1, 100_000))
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
+def decisions_list(policy_id: str | None, state: str | None, limit: int, as_json: bool) -> None:
+    """Recent execution attempts, newest first."""
+    from orchestration_pipeline.lib.db import connection
+    from orchestration_pipeline.lib.executions import list_executions
+
+    with connection(_orchestration_dsn()) as conn:
+        rows = list_executions(conn, policy_id=policy_id, state=state, limit=limit)
+    for r in rows:
+        if as_json:
+            click.echo(json.dumps(r, default=str))
+        else:
+            mode = "dry-run" if r["dry_run"] else "live"
+            click.echo(
+                f"#{r['execution_id']} {r['policy_id']} {r['effect']} {r['target_ref'] or '-'} {mode} "
+                f"{r['state']} attempt {r['attempt']} skips {r['duplicate_skips']}"
+                + (f"\n    error: {r['error_text']}" if r["error_text"] else "")
+            )
+
+
+@decisions.command("rescue")
+@click.option("--limit", default=100, show_default=True, type=click.IntRange(1, 100_000))
+@click.option("--json", "as_json", is_flag=True, help="Print the report as one JSON object.")
+@_identity_options
+def decisions_rescue(limit: int, as_json: bool, actor: str | None, request_id: str | None) -> None:
+    """Resolve claims pending past their lease: succeeded if the effect happened, else failed (retryable)."""
+    from orchestration_pipeline.lib.db import connection
+    from orchestration_pipeline.lib.executions import rescue_stale_claims
+
+    actor, request_id = _who(actor, request_id)
+    with connection(_orchestration_dsn()) as conn:
+        report = rescue_stale_claims(
+            conn,
+            actor=actor,
+            request_id=request_id,
+            tasks_connection=_tasks_connection_factory(),
+            limit=limit,
+            source="cli:decisions rescue",
+        )
+    if as_json:
+        click.echo(json.dumps(report.as_dict()))
+    else:
+        click.echo(
+            f"examined {report.examined}: {len(report.succeeded)} found done, {len(report.failed)} marked failed, "
+            f"{len(report.skipped)} resolved meanwhile"
         )
 
 

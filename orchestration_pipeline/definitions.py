@@ -4,6 +4,13 @@ import os
 
 import dagster as dg
 
+from orchestration_pipeline.defs.audit.assets import audit_ledger_integrity, decision_execution_summary
+from orchestration_pipeline.defs.audit.checks import (
+    audit_chain_intact,
+    audit_guard_present,
+    no_stale_pending_executions,
+)
+from orchestration_pipeline.defs.audit.jobs import audit_job
 from orchestration_pipeline.defs.ingestion.assets import raw_events
 from orchestration_pipeline.defs.ingestion.checks import (
     core_event_coverage,
@@ -60,7 +67,14 @@ def build_resources() -> dict[str, dg.ConfigurableResource]:
 @dg.definitions
 def defs() -> dg.Definitions:
     return dg.Definitions(
-        assets=[orchestration_schema, raw_events, task_projection, projection_drift_report],
+        assets=[
+            orchestration_schema,
+            raw_events,
+            task_projection,
+            projection_drift_report,
+            audit_ledger_integrity,
+            decision_execution_summary,
+        ],
         asset_checks=[
             schema_migrations_current,
             events_accounted_for,
@@ -71,8 +85,11 @@ def defs() -> dg.Definitions:
             projection_sync_latency,
             zero_drift_after_reconcile,
             drift_not_persistent,
+            audit_chain_intact,
+            audit_guard_present,
+            no_stale_pending_executions,
         ],
-        jobs=[ingest_job, reconciliation_job],
+        jobs=[ingest_job, reconciliation_job, audit_job],
         schedules=[nightly_reconciliation],
         sensors=[landing_zone_sensor, projection_lag_sensor],
         resources=build_resources(),

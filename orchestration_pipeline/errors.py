@@ -25,3 +25,19 @@ class SchemaNotReady(OrchError):
         super().__init__(
             f"schema not ready: missing tables {', '.join(self.missing)} — run 'orchestration-pipeline db migrate'"
         )
+
+
+class AuditError(OrchError):
+    """An audit entry was refused (missing actor or request id, unknown operation, no transaction)."""
+
+
+class ExecutionError(OrchError):
+    """A decision execution was refused before its effect ran (unknown policy or effect, bad payload)."""
+
+
+class CanonicalJsonError(ExecutionError):
+    """A value cannot be written as RFC 8785 canonical JSON."""
+
+
+class ActionHashConflict(ExecutionError):
+    """An action_hash already belongs to an execution with different parameters."""

@@ -4,6 +4,7 @@ Replay re-parses each pending row's (redacted) raw line with the current validat
 producer or validator fix, the line is accepted, recognised as a duplicate, or collapsed into
 its error group, and the quarantine row records the outcome. A line that still fails stays
 pending with its attempt count and latest reason. Truncated lines (over 1 MiB) cannot be replayed.
+Every examined row leaves an audit entry (operation ``replay``) in the replay's transaction.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from typing import Any
 import psycopg
 from psycopg.rows import dict_row
 
+from orchestration_pipeline.errors import AuditError
+from orchestration_pipeline.lib.audit import record_audit
 from orchestration_pipeline.lib.db import SchemaGate, end_read
 from orchestration_pipeline.lib.events import ParsedEvent, parse_line
 from orchestration_pipeline.lib.ingest import (
@@ -107,14 +110,25 @@ def quarantine_counts(conn: psycopg.Connection) -> dict[str, int]:
 def replay_quarantine(
     conn: psycopg.Connection,
     *,
+    actor: str,
+    request_id: str,
     ids: list[int] | None = None,
     failure_type: str | None = None,
     source_file: str | None = None,
     limit: int | None = None,
     now: datetime | None = None,
+    source: str | None = None,
 ) -> ReplayResult:
-    """Re-ingest pending quarantined lines in one transaction; rows locked by another replay are skipped."""
-    SchemaGate(INGEST_TABLES).check(conn)
+    """Re-ingest pending quarantined lines in one transaction; rows locked by another replay are skipped.
+
+    Each examined row gets an audit entry (operation ``replay``) in that same transaction, naming
+    ``actor`` and ``request_id``; both are required.
+    """
+    if not actor or not actor.strip() or not request_id or not request_id.strip():
+        raise AuditError(
+            "quarantine replay refused: actor and request_id are required — pass actor=... and request_id=..."
+        )
+    SchemaGate([*INGEST_TABLES, "audit_ledger"]).check(conn)
     result = ReplayResult(run_id=uuid.uuid4())
     where, params = _filters(ids, failure_type, source_file)
     limit_sql = " LIMIT %s" if limit else ""
@@ -126,12 +140,18 @@ def replay_quarantine(
         conn.execute(stage_sql())
         cur = conn.cursor()
         rows = cur.execute(
-            f"""SELECT quarantine_id, raw_line, raw_truncated, source_file, source_line FROM quarantine
-                WHERE {where} ORDER BY quarantine_id{limit_sql} FOR UPDATE SKIP LOCKED""",
+            f"""SELECT quarantine_id, raw_line, raw_truncated, source_file, source_line, failure_type, replay_attempts
+                FROM quarantine WHERE {where} ORDER BY quarantine_id{limit_sql} FOR UPDATE SKIP LOCKED""",
             params,
         ).fetchall()
         stamp = now or datetime.now(UTC)
-        for qid, raw_line, truncated, source_file_, source_line in rows:
+
+        entries: list[tuple[int, str, int, dict[str, Any]]] = []
+
+        def audit(qid: int, failure_type: str, attempts: int, after: dict[str, Any]) -> None:
+            entries.append((qid, failure_type, attempts, after))
+
+        for qid, raw_line, truncated, source_file_, source_line, failure_type, attempts in rows:
             result.examined += 1
             parsed = None if truncated else parse_line(raw_line.encode("utf-8"), now=stamp)
             if not isinstance(parsed, ParsedEvent):
@@ -148,6 +168,7 @@ def replay_quarantine(
                               last_replay_detail = %s WHERE quarantine_id = %s""",
                     (stamp, reason[:2000], qid),
                 )
+                audit(qid, failure_type, attempts, {"outcome": "still_failing", "failure_type": kind})
                 continue
             # the same write path as ingestion, one row at a time: each row's outcome is recorded
             batch = ParsedBatch(lines=1)
@@ -166,5 +187,25 @@ def replay_quarantine(
                           replay_outcome = %s, replay_event_id = %s, last_replay_detail = NULL
                    WHERE quarantine_id = %s""",
                 (stamp, stamp, outcome, parsed.event_id, qid),
+            )
+            audit(
+                qid,
+                failure_type,
+                attempts,
+                {"outcome": outcome, "event_id": parsed.event_id, "replayed_at": stamp},
+            )
+        # Audited last, so the audit chain's lock is held only until commit (see lib/audit.py).
+        for qid, failure_type, attempts, after in entries:
+            record_audit(
+                conn,
+                actor=actor,
+                request_id=request_id,
+                operation="replay",
+                entity_type="quarantine",
+                entity_id=str(qid),
+                before={"failure_type": failure_type, "replay_attempts": attempts, "replayed_at": None},
+                after={"replay_attempts": attempts + 1, **after},
+                reason=f"quarantine replay run {result.run_id}",
+                source=source,
             )
     return result

@@ -12,18 +12,24 @@ def test_definitions_load():
     dg.Definitions.validate_loadable(defs())
 
 
-def _check_specs(d):
-    return {spec.key: spec for checks in d.asset_checks for spec in checks.check_specs}
-
-
 def test_asset_graph_snapshot():
     """Changes to the asset graph show up here, in review."""
     d = defs()
     graph = d.resolve_asset_graph()
     assets = sorted(k.to_user_string() for k in graph.get_all_asset_keys())
     checks = sorted(f"{k.asset_key.to_user_string()}:{k.name}" for k in graph.asset_check_keys)
-    assert assets == ["orchestration_schema", "projection_drift_report", "raw_events", "task_projection"]
+    assert assets == [
+        "audit_ledger_integrity",
+        "decision_execution_summary",
+        "orchestration_schema",
+        "projection_drift_report",
+        "raw_events",
+        "task_projection",
+    ]
     assert checks == [
+        "audit_ledger_integrity:audit_chain_intact",
+        "audit_ledger_integrity:audit_guard_present",
+        "decision_execution_summary:no_stale_pending_executions",
         "orchestration_schema:schema_migrations_current",
         "projection_drift_report:drift_not_persistent",
         "projection_drift_report:zero_drift_after_reconcile",
@@ -34,15 +40,23 @@ def test_asset_graph_snapshot():
         "task_projection:projection_columns_present",
         "task_projection:projection_sync_latency",
     ]
-    assert graph.get(dg.AssetKey("raw_events")).parent_keys == {dg.AssetKey("orchestration_schema")}
+    for asset in ("raw_events", "audit_ledger_integrity", "decision_execution_summary"):
+        assert graph.get(dg.AssetKey(asset)).parent_keys == {dg.AssetKey("orchestration_schema")}
     assert graph.get(dg.AssetKey("task_projection")).parent_keys == {dg.AssetKey("raw_events")}
     assert graph.get(dg.AssetKey("projection_drift_report")).parent_keys == {dg.AssetKey("task_projection")}
+    blocking = {k.name for k in graph.asset_check_keys if graph.get_check_spec(k).blocking}
+    assert blocking == {
+        "audit_chain_intact",
+        "audit_guard_present",
+        "events_accounted_for",
+        "schema_migrations_current",
+        "zero_drift_after_reconcile",
+    }
+    assert sorted(j.name for j in d.jobs) == ["audit_job", "ingest_job", "reconciliation_job"]
     assert sorted(s.name for s in d.sensors) == ["landing_zone_sensor", "projection_lag_sensor"]
     assert [(s.name, s.cron_schedule, s.execution_timezone) for s in d.schedules] == [
         ("nightly_reconciliation", "30 2 * * *", "UTC")
     ]
-    blocking = {k.name for k, spec in _check_specs(d).items() if spec.blocking}
-    assert blocking == {"events_accounted_for", "schema_migrations_current", "zero_drift_after_reconcile"}
     assert sorted(d.resources) == [
         "ingestion_settings",
         "orchestration_db",

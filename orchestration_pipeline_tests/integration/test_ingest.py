@@ -10,6 +10,7 @@ from orchestration_pipeline.lib.quarantine import list_quarantine, replay_quaran
 from orchestration_pipeline_tests.conftest import make_event, write_jsonl
 
 pytestmark = pytest.mark.db
+WHO = {"actor": "test:replayer", "request_id": "req-replay"}
 
 
 def ingest(conn, *paths, **kwargs):
@@ -153,9 +154,9 @@ def test_bad_lines_are_quarantined_with_location_and_never_lost(orch_conn, tmp_p
 def test_replay_after_a_fix(orch_conn, tmp_path):
     future = make_event(occurred_at=(datetime.now(UTC) + timedelta(days=2)).isoformat())
     ingest(orch_conn, write_jsonl(tmp_path / "f.jsonl", [future, "{still broken"]))
-    assert replay_quarantine(orch_conn).as_dict()["still_failing"] == 2  # nothing fixed yet
+    assert replay_quarantine(orch_conn, **WHO).as_dict()["still_failing"] == 2  # nothing fixed yet
     # The producer's clock was wrong; two days later the same line is valid.
-    result = replay_quarantine(orch_conn, now=datetime.now(UTC) + timedelta(days=2)).as_dict()
+    result = replay_quarantine(orch_conn, **WHO, now=datetime.now(UTC) + timedelta(days=2)).as_dict()
     assert (result["accepted"], result["still_failing"]) == (1, 1)
     assert count(orch_conn, "SELECT count(*) FROM events WHERE event_id = %s", future["event_id"]) == 1
     replayed = orch_conn.execute(
@@ -165,7 +166,7 @@ def test_replay_after_a_fix(orch_conn, tmp_path):
     pending = list_quarantine(orch_conn)
     assert [r["replay_attempts"] for r in pending] == [2]
     # Replaying again touches only what is still pending and never inserts twice.
-    again = replay_quarantine(orch_conn, now=datetime.now(UTC) + timedelta(days=2)).as_dict()
+    again = replay_quarantine(orch_conn, **WHO, now=datetime.now(UTC) + timedelta(days=2)).as_dict()
     assert (again["examined"], again["accepted"]) == (1, 0)
     assert count(orch_conn, "SELECT count(*) FROM events") == 1
 
@@ -178,7 +179,7 @@ def test_replay_writes_derived_rows_like_ingestion(orch_conn, tmp_path):
     )
     artifact = make_event("artifact_emit", occurred_at=ahead)
     ingest(orch_conn, write_jsonl(tmp_path / "late.jsonl", [metric, artifact]))
-    result = replay_quarantine(orch_conn, now=datetime.now(UTC) + timedelta(days=2)).as_dict()
+    result = replay_quarantine(orch_conn, **WHO, now=datetime.now(UTC) + timedelta(days=2)).as_dict()
     assert result["accepted"] == 2
     assert orch_conn.execute("SELECT value, tags FROM metrics WHERE name = 'late_metric'").fetchall() == [
         (7.0, {"k": "v"})

@@ -1,0 +1,173 @@
+"""Audited mutations against the same mutations without the audit, in one run.
+
+    python benchmarks/audit.py [--threads 8] [--seconds 3] [--rounds 3] [--dsn postgresql://...]
+
+The mutation is a typical critical one: flip one policy's ``enabled`` flag (UPDATE … RETURNING),
+one committed transaction each, spread over --rows policies so that writers touch different
+entities. (a) baseline: the UPDATE alone; (b) audited: the same UPDATE plus ``record_audit()`` with
+before/after in the same transaction (chain trigger, sha256, chain head advance). Rounds alternate
+a and b so both see the same machine noise; medians are reported. Finally ``verify_chain()``
+recomputes everything written. Prints one JSON line. Targets: overhead <= 30 %, audited >= 3,000
+transactions/s (the ceiling supa_audit states).
+Without --dsn an embedded PostgreSQL is started in a temporary directory.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import statistics
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+
+from psycopg import sql
+
+from orchestration_pipeline.lib.audit import record_audit, verify_chain
+from orchestration_pipeline.lib.db import connection, migrate
+from orchestration_pipeline.lib.embedded import ensure_postgres, stop_postgres, with_database
+
+FLIP = "UPDATE policies SET enabled = NOT enabled, updated_at = now() WHERE policy_id = %s RETURNING enabled"
+
+
+def _worker(
+    dsn: str, ids: list[str], audited: bool, start: threading.Barrier, stop: threading.Event, out: list[int]
+) -> None:
+    done = 0
+    with connection(dsn) as conn:
+        start.wait()
+        i = 0
+        while not stop.is_set():
+            policy_id = ids[i % len(ids)]
+            i += 1
+            enabled = conn.execute(FLIP, (policy_id,)).fetchone()[0]
+            if audited:
+                record_audit(
+                    conn,
+                    actor="bench",
+                    request_id=f"bench-{i}",
+                    operation="update",
+                    entity_type="policy",
+                    entity_id=policy_id,
+                    before={"enabled": not enabled},
+                    after={"enabled": enabled},
+                    source="benchmarks/audit.py",
+                )
+            conn.commit()
+            done += 1
+    out.append(done)
+
+
+def _wal_lsn(dsn: str) -> int:
+    with connection(dsn, autocommit=True) as conn:
+        return int(conn.execute("SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), '0/0')").fetchone()[0])
+
+
+def _round(dsn: str, ids: list[str], threads: int, seconds: float, audited: bool) -> tuple[float, float]:
+    """Transactions per second of ``threads`` writers over ``seconds``, and WAL bytes per transaction."""
+    start, stop, counts = threading.Barrier(threads + 1), threading.Event(), []
+    shares = [ids[n::threads] for n in range(threads)]  # each writer owns its entities
+    pool = [
+        threading.Thread(target=_worker, args=(dsn, shares[n], audited, start, stop, counts))
+        for n in range(threads)
+    ]
+    for t in pool:
+        t.start()
+    wal0 = _wal_lsn(dsn)
+    start.wait()
+    t0 = time.perf_counter()
+    time.sleep(seconds)
+    stop.set()
+    for t in pool:
+        t.join()
+    elapsed = time.perf_counter() - t0
+    return sum(counts) / elapsed, (_wal_lsn(dsn) - wal0) / max(sum(counts), 1)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--dsn", help="admin DSN of a PostgreSQL server (default: embedded, temporary)")
+    parser.add_argument("--threads", type=int, default=8, help="concurrent writers, one connection each")
+    parser.add_argument("--seconds", type=float, default=3.0, help="length of each measured round")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds per variant (alternating)")
+    parser.add_argument("--rows", type=int, default=1000, help="policies the mutations spread over")
+    args = parser.parse_args()
+
+    work = Path(tempfile.mkdtemp(prefix="orch-bench-"))
+    home = work / "home"
+    admin = args.dsn or ensure_postgres(home).admin_dsn
+    db_name = f"bench_{uuid.uuid4().hex[:8]}"
+    with connection(admin, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(db_name)))
+    dsn = with_database(admin, db_name)
+    try:
+        ids = [f"bench-{i:05d}" for i in range(args.rows)]
+        with connection(dsn) as conn:
+            migrate(conn, "orchestration")
+            with conn.cursor().copy("COPY policies (policy_id, name, effect) FROM STDIN") as copy:
+                for policy_id in ids:
+                    copy.write_row((policy_id, policy_id, "notify"))
+            conn.commit()
+            server = conn.execute("SHOW server_version").fetchone()[0]
+            sync_commit = conn.execute("SHOW synchronous_commit").fetchone()[0]
+            conn.rollback()
+
+        _round(dsn, ids, args.threads, 1.0, audited=True)  # warm-up: caches, prepared statements
+        runs: dict[bool, list[tuple[float, float]]] = {False: [], True: []}
+        for r in range(args.rounds):
+            for with_audit in (False, True) if r % 2 == 0 else (True, False):
+                runs[with_audit].append(_round(dsn, ids, args.threads, args.seconds, with_audit))
+        single = {a: _round(dsn, ids, 1, args.seconds, a)[0] for a in (False, True)}
+
+        with connection(dsn) as conn:
+            t0 = time.perf_counter()
+            report = verify_chain(conn)
+            verify_s = time.perf_counter() - t0
+        assert report.ok, report.as_dict()
+
+        a, b = (statistics.median(tps for tps, _ in runs[x]) for x in (False, True))
+        wal_a, wal_b = (statistics.median(wal for _, wal in runs[x]) for x in (False, True))
+        overhead = (a - b) / a * 100
+        print(
+            json.dumps(
+                {
+                    "benchmark": "audit",
+                    "server": server,
+                    "synchronous_commit": sync_commit,
+                    "threads": args.threads,
+                    "seconds_per_round": args.seconds,
+                    "rounds": args.rounds,
+                    "baseline_tx_per_s": round(a),
+                    "audited_tx_per_s": round(b),
+                    "overhead_pct": round(overhead, 1),
+                    "baseline_wal_bytes_per_tx": round(wal_a),
+                    "audited_wal_bytes_per_tx": round(wal_b),
+                    "single_writer_baseline_tx_per_s": round(single[False]),
+                    "single_writer_audited_tx_per_s": round(single[True]),
+                    "single_writer_overhead_pct": round(
+                        (single[False] - single[True]) / single[False] * 100, 1
+                    ),
+                    "ledger_rows": report.rows,
+                    "chains": report.chains,
+                    "verify_rows_per_s": round(report.rows / verify_s),
+                    "targets_met": overhead <= 30 and b >= 3000,
+                }
+            )
+        )
+    finally:
+        with connection(admin, autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(db_name)))
+        if not args.dsn:
+            stop_postgres(home)
+        shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

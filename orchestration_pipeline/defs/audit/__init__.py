@@ -1,0 +1,1 @@
+"""Audit ledger integrity and decision executions."""

@@ -1,0 +1,588 @@
+"""The audit ledger: one append-only, hash-chained entry per critical mutation.
+
+**Writing.** :func:`record_audit` inserts an entry in the caller's open transaction and never
+commits, so the entry and the mutation it describes commit or roll back together. It refuses an
+entry without an actor and a request id.
+
+**Immutability** is enforced by the database (``sql/orchestration/0004_audit_ledger.sql``): a
+row trigger refuses UPDATE and DELETE, a statement trigger refuses TRUNCATE, the table is owned
+by ``orch_audit_owner`` (nobody logs in as it), and the pipeline's role
+``orch_pipeline_writer`` may only INSERT and SELECT. :func:`guard_verdict` checks all of it.
+
+**Chaining: one chain per UTC day and writer slot, hashed in a BEFORE INSERT trigger.** An entry
+belongs to the chain ``YYYY-MM-DD/NN``, where NN is the writing backend's pid mod 32. The trigger
+updates that chain's head row in ``audit_chain_heads`` in one statement: it takes the head's
+row lock, links the entry to the head (``prev_hash``, ``chain_seq``), computes
+``row_hash = sha256(prev_hash || canonical row)`` and advances the head. Why this way:
+
+* Concurrent transactions run on different backends, so they append to different chains and
+  never wait for each other, unless two of their backends share a slot (8 busy connections
+  have on average less than one such pair). A global chain would serialise every audited transaction; a
+  chain per transaction batch needs a checkpointer and leaves the newest entries unprotected
+  until it runs.
+* Within a chain it is correct under concurrency: a second writer waits on the head row lock
+  until the first commits or rolls back, then PostgreSQL re-evaluates the UPDATE against the
+  committed head (READ COMMITTED), so it links to exactly the entry before it. A rollback undoes
+  the entry and the head advance together, leaving no gap.
+* A transaction appends to one chain only (its backend's), so it holds at most one head lock.
+  Write the audit entry as the last statement of the mutation: the head lock is then held only
+  until commit and never while waiting for another lock, so it cannot take part in a deadlock.
+* Only a transaction's first entry on its chain updates the head. Its later entries
+  (``txn_entry`` 2, 3, …) link to the previous one, found by position in the ledger, and a
+  deferred trigger moves the head to the last of them at commit: the head row gets at most two
+  new versions per transaction, so a replay of 100,000 lines costs the same per entry as one.
+* Hashing in the database chains every insert, whoever writes it; nobody can supply their own
+  hash, position or timestamp (the trigger stamps ``occurred_at = now()``). It also saves a
+  round trip: the chain head never travels to the client.
+* The head row also records the last link, so deleting the newest entries is detected.
+
+**Canonical row, version 1.** ``"v1"`` followed by these fields, each written as ``~`` for NULL or
+``<length in characters>:<text>``: audit_id, chain_id, chain_seq, txn_entry, occurred_at as
+integer microseconds since the Unix epoch, org_id, actor, endpoint, method, request_id, operation,
+entity_type, entity_id, before_data and after_data as PostgreSQL's jsonb text, reason, source.
+Hashes are stored as 32 raw bytes (and shown as hex); the hash input is the previous hash's 32
+bytes followed by the UTF-8 canonical row. The first link of a chain has 32 zero bytes as
+``prev_hash``. :func:`verify_chain` recomputes every hash here in Python, independently of the
+trigger's SQL.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
+from itertools import groupby
+from operator import itemgetter
+from pathlib import PurePath
+from typing import Any
+from uuid import UUID
+
+import psycopg
+from psycopg.rows import dict_row
+from psycopg.types.json import Jsonb
+
+from orchestration_pipeline.errors import AuditError, SchemaNotReady
+from orchestration_pipeline.lib.db import end_read
+from orchestration_pipeline.lib.verdict import Verdict
+
+OPERATIONS = frozenset(
+    {"create", "update", "delete", "complete", "grant", "revoke", "rebuild", "repair", "purge", "replay"}
+)
+AUDIT_TABLES = ("audit_ledger", "audit_chain_heads")
+OWNER_ROLE = "orch_audit_owner"
+WRITER_ROLE = "orch_pipeline_writer"
+GENESIS_HASH = "00" * 32  # hex, as reported
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _json_default(value: Any) -> Any:
+    # Values that mutations commonly carry, written the way a reader expects them.
+    if isinstance(value, datetime | date):
+        return value.isoformat()
+    if isinstance(value, UUID | PurePath | Decimal):
+        return str(value)
+    if isinstance(value, set | frozenset):
+        return sorted(value, key=str)
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+
+
+def to_jsonb(value: Mapping[str, Any] | None) -> Jsonb | None:
+    """Wrap a mapping for a jsonb column; datetimes, UUIDs, paths and decimals become strings."""
+    if value is None:
+        return None
+    return Jsonb(dict(value), dumps=lambda obj: json.dumps(obj, default=_json_default))
+
+
+def _required(name: str, value: object) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise AuditError(
+            "audit write refused: actor and request_id are required — pass actor=... and request_id=... "
+            f"({name} was {value!r})"
+        )
+    return value
+
+
+def record_audit(
+    conn: psycopg.Connection,
+    *,
+    actor: str,
+    request_id: str,
+    operation: str,
+    entity_type: str,
+    entity_id: str,
+    before: Mapping | None = None,
+    after: Mapping | None = None,
+    reason: str | None = None,
+    source: str | None = None,
+    org_id: str | None = None,
+    endpoint: str | None = None,
+    method: str | None = None,
+) -> int:
+    """Append one audit row in the caller's open transaction; returns its id."""
+    _required("actor", actor)
+    _required("request_id", request_id)
+    if operation not in OPERATIONS:
+        raise AuditError(
+            f"audit write refused: unknown operation {operation!r} — use one of {', '.join(sorted(OPERATIONS))}"
+        )
+    if not entity_type or not str(entity_id):
+        raise AuditError("audit write refused: entity_type and entity_id are required — name what changed")
+    if conn.autocommit and conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE:
+        # An autocommit insert would commit on its own, detached from the mutation it describes.
+        raise AuditError(
+            "audit write refused: no open transaction — call record_audit inside the mutation's "
+            "transaction (e.g. `with conn.transaction():`)"
+        )
+    try:
+        row = conn.execute(
+            """INSERT INTO audit_ledger (org_id, actor, endpoint, method, request_id, operation, entity_type,
+                                         entity_id, before_data, after_data, reason, source)
+               VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING audit_id""",
+            (
+                org_id,
+                actor,
+                endpoint,
+                method,
+                request_id,
+                operation,
+                entity_type,
+                str(entity_id),
+                to_jsonb(before),
+                to_jsonb(after),
+                reason,
+                source,
+            ),
+        ).fetchone()
+    except psycopg.errors.UndefinedTable:
+        raise SchemaNotReady(["audit_ledger"]) from None
+    return int(row[0])
+
+
+# --- verification -----------------------------------------------------------------------------
+
+
+def _field(value: str | None) -> str:
+    return "~" if value is None else f"{len(value)}:{value}"
+
+
+def _epoch_micros(at: datetime) -> int:
+    return (at - _EPOCH) // timedelta(microseconds=1)
+
+
+def canonical_row(row: Mapping[str, Any]) -> str:
+    """Version 1 canonical text of a ledger row (jsonb columns given as their PostgreSQL text)."""
+    parts = [
+        str(row["audit_id"]),
+        row["chain_id"],
+        str(row["chain_seq"]),
+        str(row["txn_entry"]),
+        str(_epoch_micros(row["occurred_at"])),
+        row["org_id"],
+        row["actor"],
+        row["endpoint"],
+        row["method"],
+        row["request_id"],
+        row["operation"],
+        row["entity_type"],
+        row["entity_id"],
+        row["before_data"],
+        row["after_data"],
+        row["reason"],
+        row["source"],
+    ]
+    return "v1" + "".join(_field(p) for p in parts)
+
+
+def compute_row_hash(prev_hash: str, row: Mapping[str, Any]) -> str:
+    """sha256(prev_hash bytes || UTF-8 canonical row), as hex; ``prev_hash`` is given as hex."""
+    return hashlib.sha256(bytes.fromhex(prev_hash) + canonical_row(row).encode("utf-8")).hexdigest()
+
+
+@dataclass(frozen=True)
+class BrokenLink:
+    """Where a chain stops verifying: the entry, what its hash should be, and what was found."""
+
+    chain_id: str
+    audit_id: int | None
+    chain_seq: int | None
+    kind: str  # row_hash | prev_hash | sequence | head | missing_head
+    expected: str | None
+    found: str | None
+
+    def describe(self) -> str:
+        what = {
+            "row_hash": "entry content does not match its row_hash (changed after it was written)",
+            "prev_hash": "entry does not link to the one before it (an entry was removed or reordered)",
+            "sequence": "chain sequence has a gap or repeat",
+            "head": "chain head does not match the last entry (newest entries removed or head altered)",
+            "missing_head": "chain has entries but no head row",
+        }[self.kind]
+        return (
+            f"chain {self.chain_id} broken at audit_id {self.audit_id} (seq {self.chain_seq}): {what}; "
+            f"expected {self.expected}, found {self.found}"
+        )
+
+
+@dataclass
+class ChainReport:
+    """The result of recomputing every chain."""
+
+    chains: int = 0
+    rows: int = 0
+    broken_chains: int = 0
+    broken: list[BrokenLink] = field(default_factory=list)  # first break of each chain, bounded
+
+    @property
+    def ok(self) -> bool:
+        return self.broken_chains == 0
+
+    @property
+    def first_broken(self) -> BrokenLink | None:
+        return min(self.broken, key=lambda b: (b.chain_id, b.chain_seq or 0), default=None)
+
+    def as_dict(self) -> dict[str, Any]:
+        first = self.first_broken
+        return {
+            "ok": self.ok,
+            "chains": self.chains,
+            "rows": self.rows,
+            "broken_chains": self.broken_chains,
+            "first_broken": asdict(first) if first else None,
+            "broken": [asdict(b) for b in self.broken],
+        }
+
+
+_VERIFY_SQL = """
+SELECT audit_id, chain_id, chain_seq, txn_entry, occurred_at, org_id, actor, endpoint, method, request_id, operation,
+       entity_type, entity_id, before_data::text AS before_data, after_data::text AS after_data, reason,
+       source, encode(prev_hash, 'hex') AS prev_hash, encode(row_hash, 'hex') AS row_hash
+FROM audit_ledger {where} ORDER BY chain_id, chain_seq
+"""
+
+
+def _chain_breaks(
+    rows: Iterable[dict[str, Any]], head: Mapping[str, Any] | None
+) -> tuple[int, BrokenLink | None]:
+    """Verify one chain's rows (in sequence order) against its head; returns (rows, first break)."""
+    count, broken = 0, None
+    expected_prev, expected_seq, last = GENESIS_HASH, 1, None
+    for row in rows:
+        count += 1
+        last = row
+        if broken is not None:
+            continue
+        cid, aid, seq = row["chain_id"], row["audit_id"], row["chain_seq"]
+        if row["prev_hash"] != expected_prev:
+            broken = BrokenLink(cid, aid, seq, "prev_hash", expected_prev, row["prev_hash"])
+        elif seq != expected_seq:
+            broken = BrokenLink(cid, aid, seq, "sequence", str(expected_seq), str(seq))
+        else:
+            recomputed = compute_row_hash(row["prev_hash"], row)
+            if recomputed != row["row_hash"]:
+                broken = BrokenLink(cid, aid, seq, "row_hash", recomputed, row["row_hash"])
+        expected_prev, expected_seq = row["row_hash"], seq + 1
+    if broken is None and last is not None:
+        if head is None:
+            broken = BrokenLink(
+                last["chain_id"], last["audit_id"], last["chain_seq"], "missing_head", last["row_hash"], None
+            )
+        elif head["last_seq"] != last["chain_seq"] or head["last_hash"] != last["row_hash"]:
+            broken = BrokenLink(
+                last["chain_id"],
+                head["last_id"],
+                head["last_seq"],
+                "head",
+                head["last_hash"],
+                last["row_hash"],
+            )
+    return count, broken
+
+
+def verify_chain(
+    conn: psycopg.Connection, *, chain_id: str | None = None, max_reported: int = 10
+) -> ChainReport:
+    """Recompute every chain (or one) from its first entry; report the first broken link of each.
+
+    Reads in one REPEATABLE READ snapshot, so entries committed meanwhile never look like a
+    mismatched head. Needs a connection with no open transaction.
+    """
+    if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+        raise AuditError(
+            "verify_chain needs a connection with no open transaction — commit or roll back first"
+        )
+    report = ChainReport()
+    where = "WHERE chain_id = %s" if chain_id else ""
+    params = (chain_id,) if chain_id else ()
+    with conn.transaction():
+        conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+        with conn.cursor(row_factory=dict_row) as cur:
+            heads = {
+                h["chain_id"]: h
+                for h in cur.execute(
+                    f"SELECT chain_id, last_seq, encode(last_hash, 'hex') AS last_hash, last_id FROM audit_chain_heads {where}",
+                    params,
+                ).fetchall()
+            }
+        seen: set[str] = set()
+        with conn.cursor(name="audit_verify", row_factory=dict_row) as cur:
+            cur.itersize = 5000
+            cur.execute(_VERIFY_SQL.format(where=where), params)
+            # Rows stream chain by chain; memory stays bounded whatever the ledger's size.
+            for cid, rows in groupby(cur, key=itemgetter("chain_id")):
+                seen.add(cid)
+                count, broken = _chain_breaks(rows, heads.get(cid))
+                report.chains += 1
+                report.rows += count
+                if broken is not None:
+                    report.broken_chains += 1
+                    if len(report.broken) < max_reported:
+                        report.broken.append(broken)
+    for cid in sorted(set(heads) - seen):
+        head = heads[cid]
+        if head["last_seq"] == 0:
+            continue  # created by a transaction that rolled back its first entry
+        report.chains += 1
+        report.broken_chains += 1
+        if len(report.broken) < max_reported:
+            report.broken.append(
+                BrokenLink(cid, head["last_id"], head["last_seq"], "head", head["last_hash"], None)
+            )
+    return report
+
+
+def chain_verdict(conn: psycopg.Connection) -> Verdict:
+    """``audit_chain_intact``: every chain recomputes, links and ends at its head."""
+    report = verify_chain(conn)
+    first = report.first_broken
+    metadata: dict[str, Any] = {
+        "rows": report.rows,
+        "chains": report.chains,
+        "broken_chains": report.broken_chains,
+        "first_broken": asdict(first) if first else None,
+        "broken": [asdict(b) for b in report.broken],
+    }
+    if report.ok:
+        return Verdict(True, f"{report.rows} entries in {report.chains} chains verified", metadata)
+    more = f" (+{report.broken_chains - 1} more broken chains)" if report.broken_chains > 1 else ""
+    return Verdict(
+        False,
+        f"{first.describe()}{more} — follow the forensic flow in docs/runbooks/audit.md",
+        metadata,
+    )
+
+
+# --- the guard: triggers and privileges -------------------------------------------------------
+
+_ROW, _BEFORE, _INSERT, _DELETE, _UPDATE, _TRUNCATE = 1, 2, 4, 8, 16, 32
+
+
+def guard_problems(conn: psycopg.Connection) -> list[str]:
+    """What is missing from the ledger's immutability setup (empty when all is in place)."""
+    problems: list[str] = []
+    exists = conn.execute(
+        "SELECT to_regclass('audit_ledger') IS NOT NULL, to_regclass('audit_chain_heads') IS NOT NULL"
+    ).fetchone()
+    if not all(exists):
+        end_read(conn)
+        return ["audit_ledger tables missing — run 'orchestration-pipeline db migrate'"]
+    triggers = conn.execute(
+        """SELECT t.tgname, t.tgtype, t.tgenabled, p.proname
+           FROM pg_trigger t JOIN pg_proc p ON p.oid = t.tgfoid
+           WHERE t.tgrelid = 'audit_ledger'::regclass AND NOT t.tgisinternal"""
+    ).fetchall()
+    # 'O' fires normally and 'A' always; 'D' is disabled and 'R' fires only in replica mode.
+    live = [(name, tgtype, proc) for name, tgtype, enabled, proc in triggers if enabled in ("O", "A")]
+    for name, _tgtype, enabled, _proc in triggers:
+        if enabled not in ("O", "A"):
+            problems.append(
+                f"trigger {name} is disabled (tgenabled={enabled}) — ALTER TABLE audit_ledger ENABLE TRIGGER {name}"
+            )
+
+    def covered(proc: str, bits: int, row_level: bool, before: bool) -> bool:
+        return any(
+            p == proc and bool(t & _BEFORE) == before and bool(t & _ROW) == row_level and t & bits
+            for _n, t, p in live
+        )
+
+    wanted = [
+        ("audit_ledger_refuse_change", _UPDATE, True, True, "row-level BEFORE UPDATE guard"),
+        ("audit_ledger_refuse_change", _DELETE, True, True, "row-level BEFORE DELETE guard"),
+        ("audit_ledger_refuse_change", _TRUNCATE, False, True, "statement-level BEFORE TRUNCATE guard"),
+        ("audit_ledger_chain", _INSERT, True, True, "BEFORE INSERT hash-chain trigger"),
+        ("audit_ledger_head_catch_up", _INSERT, True, False, "deferred chain-head trigger"),
+    ]
+    for proc, bits, row_level, before, label in wanted:
+        if not covered(proc, bits, row_level, before):
+            problems.append(f"{label} missing — reapply sql/orchestration/0004_audit_ledger.sql")
+    # The unique chain position is what makes a fork impossible, whatever a writer sends.
+    unique = conn.execute(
+        """SELECT count(*) FROM pg_constraint WHERE conrelid = 'audit_ledger'::regclass AND contype = 'u'
+             AND conname = 'audit_ledger_chain_position'"""
+    ).fetchone()[0]
+    if not unique:
+        problems.append(
+            "unique constraint audit_ledger_chain_position (chain_id, chain_seq) missing — reapply "
+            "sql/orchestration/0004_audit_ledger.sql"
+        )
+
+    roles = dict(
+        conn.execute(
+            "SELECT rolname, rolsuper FROM pg_roles WHERE rolname = ANY(%s)", ([OWNER_ROLE, WRITER_ROLE],)
+        ).fetchall()
+    )
+    missing_roles = [r for r in (OWNER_ROLE, WRITER_ROLE) if r not in roles]
+    for role in missing_roles:
+        problems.append(f"role {role} missing — reapply sql/orchestration/0004_audit_ledger.sql")
+    for role, superuser in roles.items():
+        if superuser:
+            problems.append(f"role {role} is a superuser — ALTER ROLE {role} NOSUPERUSER")
+    if missing_roles:
+        end_read(conn)
+        return problems  # the privilege queries below need both roles
+
+    owners = conn.execute(
+        """SELECT c.relname, pg_get_userbyid(c.relowner),
+                  (SELECT count(*) FROM aclexplode(coalesce(c.relacl, '{}'::aclitem[])) a WHERE a.grantee = 0)
+           FROM pg_class c WHERE c.oid IN ('audit_ledger'::regclass, 'audit_chain_heads'::regclass)"""
+    ).fetchall()
+    for table, owner, public_grants in owners:
+        if owner != OWNER_ROLE:
+            problems.append(f"{table} is owned by {owner} — ALTER TABLE {table} OWNER TO {OWNER_ROLE}")
+        if public_grants:
+            problems.append(f"PUBLIC has privileges on {table} — REVOKE ALL ON {table} FROM PUBLIC")
+    fn_owner = conn.execute(
+        """SELECT pg_get_userbyid(proowner), prosecdef FROM pg_proc
+           WHERE oid = to_regprocedure('audit_ledger_chain()')"""
+    ).fetchone()
+    if fn_owner is None or fn_owner[0] != OWNER_ROLE or not fn_owner[1]:
+        problems.append(
+            f"audit_ledger_chain() must be SECURITY DEFINER owned by {OWNER_ROLE} — reapply 0004_audit_ledger.sql"
+        )
+    if conn.execute("SELECT pg_has_role(%s, %s, 'MEMBER')", (WRITER_ROLE, OWNER_ROLE)).fetchone()[0]:
+        problems.append(f"{WRITER_ROLE} is a member of {OWNER_ROLE} — REVOKE {OWNER_ROLE} FROM {WRITER_ROLE}")
+    privileges = {
+        ("audit_ledger", "INSERT"): True,
+        ("audit_ledger", "SELECT"): True,
+        ("audit_ledger", "UPDATE"): False,
+        ("audit_ledger", "DELETE"): False,
+        ("audit_ledger", "TRUNCATE"): False,
+        ("audit_ledger", "TRIGGER"): False,
+        ("audit_chain_heads", "INSERT"): False,
+        ("audit_chain_heads", "UPDATE"): False,
+        ("audit_chain_heads", "DELETE"): False,
+        ("audit_chain_heads", "TRUNCATE"): False,
+    }
+    for (table, privilege), wanted_grant in privileges.items():
+        has = conn.execute(
+            "SELECT has_table_privilege(%s, %s, %s)", (WRITER_ROLE, table, privilege)
+        ).fetchone()[0]
+        if has and not wanted_grant:
+            problems.append(
+                f"{WRITER_ROLE} may {privilege} {table} — REVOKE {privilege} ON {table} FROM {WRITER_ROLE}"
+            )
+        elif wanted_grant and not has:
+            problems.append(
+                f"{WRITER_ROLE} cannot {privilege} {table} — GRANT {privilege} ON {table} TO {WRITER_ROLE}"
+            )
+    end_read(conn)
+    return problems
+
+
+def guard_verdict(conn: psycopg.Connection) -> Verdict:
+    """``audit_guard_present``: triggers enabled, owner separate, writer limited to INSERT and SELECT."""
+    problems = guard_problems(conn)
+    who = conn.execute("SELECT current_user, rolsuper FROM pg_roles WHERE rolname = current_user").fetchone()
+    end_read(conn)
+    metadata = {"problems": problems[:10], "connected_as": who[0], "connected_as_superuser": bool(who[1])}
+    if not problems:
+        return Verdict(
+            True,
+            "append-only triggers enabled; ledger owned by orch_audit_owner; writer may only INSERT and SELECT",
+            metadata,
+        )
+    return Verdict(False, f"{len(problems)} problem(s): {problems[0]}", metadata)
+
+
+# --- summary and queries ----------------------------------------------------------------------
+
+
+def ledger_summary(conn: psycopg.Connection) -> dict[str, Any]:
+    """Entries, chains, newest entry and a digest of all chain heads (an anchor to compare later)."""
+    heads = conn.execute(
+        """SELECT chain_id, last_seq, encode(last_hash, 'hex'), updated_at FROM audit_chain_heads
+           WHERE last_seq > 0 ORDER BY chain_id"""
+    ).fetchall()
+    end_read(conn)
+    digest = hashlib.sha256("".join(f"{c}:{s}:{h}\n" for c, s, h, _ in heads).encode()).hexdigest()
+    return {
+        "entries": sum(s for _, s, _, _ in heads),
+        "chains": len(heads),
+        "last_entry_at": max((u for *_, u in heads), default=None),
+        "heads_digest": digest,
+    }
+
+
+@dataclass(frozen=True)
+class AuditFilter:
+    """What an incident question narrows the ledger to; every field is optional."""
+
+    entity_type: str | None = None
+    entity_id: str | None = None
+    actor: str | None = None
+    operation: str | None = None
+    request_id: str | None = None
+    source: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+    limit: int = 100
+
+
+def query_audit(conn: psycopg.Connection, flt: AuditFilter) -> list[dict[str, Any]]:
+    """Ledger entries matching ``flt``, newest first."""
+    clauses: list[str] = []
+    params: list[Any] = []
+    for column in ("entity_type", "entity_id", "actor", "operation", "request_id", "source"):
+        value = getattr(flt, column)
+        if value is not None:
+            clauses.append(f"{column} = %s")
+            params.append(value)
+    if flt.since is not None:
+        clauses.append("occurred_at >= %s")
+        params.append(flt.since)
+    if flt.until is not None:
+        clauses.append("occurred_at < %s")
+        params.append(flt.until)
+    where = ("WHERE " + " AND ".join(clauses)) if clauses else ""
+    with conn.cursor(row_factory=dict_row) as cur:
+        rows = cur.execute(
+            f"""SELECT audit_id, occurred_at, actor, request_id, operation, entity_type, entity_id, before_data,
+                       after_data, reason, source, org_id, endpoint, method, chain_id, chain_seq,
+                       encode(row_hash, 'hex') AS row_hash
+                FROM audit_ledger {where} ORDER BY occurred_at DESC, audit_id DESC LIMIT %s""",
+            [*params, flt.limit],
+        ).fetchall()
+    end_read(conn)
+    return rows
+
+
+_RELATIVE = re.compile(r"^(\d+)\s*([smhdw])$")
+_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+
+
+def parse_since(text: str, *, now: datetime | None = None) -> datetime:
+    """``30m``, ``24h``, ``7d``, ``2w`` (ago), or an ISO date/time (UTC when no offset is given)."""
+    text = text.strip()
+    match = _RELATIVE.match(text)
+    if match:
+        return (now or datetime.now(UTC)) - timedelta(**{_UNITS[match[2]]: int(match[1])})
+    try:
+        parsed = datetime.fromisoformat(text)
+    except ValueError:
+        raise AuditError(
+            f"cannot read time {text!r} — use e.g. 30m, 24h, 7d, 2026-01-31 or 2026-01-31T12:00:00+00:00"
+        ) from None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)

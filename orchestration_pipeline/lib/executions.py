@@ -1,0 +1,735 @@
+"""Policies and idempotent decision executions.
+
+An action is (policy, effect, target, payload); its ``action_hash`` is the sha256 of the RFC 8785
+canonical JSON of those four (``lib/canonical_json.py``). :func:`execute_action` runs an action
+at most once, in this order:
+
+1. **Claim**: insert a ``pending`` row with ``INSERT … ON CONFLICT DO NOTHING`` on the partial
+   unique index over live rows (``pending`` or ``succeeded``, not dry runs). A conflicting
+   ``succeeded`` row makes the attempt a *duplicate*; a conflicting ``pending`` row means another
+   worker is on it (*in_progress*). A concurrent claimer waits for the first claim's commit and
+   then sees it, so the effect never runs twice. The same hash with different parameters raises
+   :class:`ActionHashConflict`.
+2. **Commit** the claim (with its audit entry).
+3. **Perform** the effect with no orchestration transaction open, except for *local* effects,
+   which write only the orchestration DB and are performed inside step 4's transaction.
+4. **Record** ``succeeded`` with the effect's result and an audit entry. On failure, ``failed``
+   and ``error_text`` are recorded in a transaction of their own, so they survive the effect's
+   rollback; a failed row leaves the live index, so the action can be retried (``attempt`` + 1).
+
+A claim whose worker died stays ``pending``; after its lease it is *stale*, and
+:func:`rescue_stale_claims` asks the effect whether it happened (``probe``) and records
+``succeeded`` if so, else ``failed`` (retryable). A dry run validates exactly like a live run,
+records a simulated row (``dry_run = true``, outside the live index) and performs nothing.
+
+Every state change writes its audit entry in the same transaction (``lib/audit.py``), as do
+policy changes. When the canonical form ever changes, ``canonicalizer_version`` tells old hashes
+from new ones.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from contextlib import AbstractContextManager
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+import psycopg
+from psycopg.rows import dict_row
+from psycopg.types.json import Jsonb
+
+from orchestration_pipeline.errors import ActionHashConflict, ExecutionError
+from orchestration_pipeline.lib.audit import record_audit
+from orchestration_pipeline.lib.canonical_json import CANONICALIZER_VERSION, canonical_json, canonical_sha256
+from orchestration_pipeline.lib.db import end_read
+from orchestration_pipeline.lib.effects import (
+    ActionRun,
+    Effect,
+    EffectContext,
+    EffectFailed,
+    EffectRegistry,
+    ProbeResult,
+    default_effects,
+)
+from orchestration_pipeline.lib.verdict import Verdict
+
+EXECUTION_TABLES = ("policies", "decision_executions", "alerts", "audit_ledger")
+DEFAULT_LEASE = timedelta(minutes=5)
+ENTITY = "decision_execution"
+_ERROR_TEXT_MAX = 4000
+TasksConnection = Callable[[], AbstractContextManager[psycopg.Connection]]
+
+
+@dataclass(frozen=True)
+class Policy:
+    """A rule's switchboard: which effect it may trigger, whether it is on, and whether it simulates."""
+
+    policy_id: str
+    name: str
+    effect: str
+    enabled: bool = False
+    dry_run: bool = True
+
+
+@dataclass(frozen=True)
+class Action:
+    """What a policy wants done: an effect on a target with a payload."""
+
+    policy_id: str
+    effect: str
+    target_ref: str | None
+    payload: Mapping[str, Any] = field(default_factory=dict)
+
+    def document(self) -> dict[str, Any]:
+        """The four fields the action hash covers."""
+        return {
+            "policy_id": self.policy_id,
+            "effect": self.effect,
+            "target_ref": self.target_ref,
+            "payload": dict(self.payload),
+        }
+
+    @property
+    def action_hash(self) -> str:
+        """sha256 of the canonical JSON of :meth:`document`."""
+        return canonical_sha256(self.document())
+
+
+@dataclass(frozen=True)
+class ExecutionOutcome:
+    """What happened to one attempt.
+
+    ``status``: succeeded, failed, duplicate (already succeeded; skipped), in_progress (another
+    worker holds the claim; skipped), simulated (dry run) or lease_lost (the rescuer resolved the
+    claim before this worker could record its outcome).
+    """
+
+    status: str
+    action_hash: str
+    execution_id: int | None = None
+    attempt: int | None = None
+    dry_run: bool = False
+    result: dict[str, Any] | None = None
+    error: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+# --- policies ---------------------------------------------------------------------------------
+
+
+def _policy_row(row: Mapping[str, Any] | None) -> Policy | None:
+    if row is None:
+        return None
+    return Policy(row["policy_id"], row["name"], row["effect"], row["enabled"], row["dry_run"])
+
+
+def get_policy(conn: psycopg.Connection, policy_id: str) -> Policy | None:
+    """The policy, or None."""
+    with conn.cursor(row_factory=dict_row) as cur:
+        row = cur.execute(
+            "SELECT policy_id, name, effect, enabled, dry_run FROM policies WHERE policy_id = %s",
+            (policy_id,),
+        ).fetchone()
+    end_read(conn)
+    return _policy_row(row)
+
+
+def list_policies(conn: psycopg.Connection) -> list[Policy]:
+    """All policies, by id."""
+    with conn.cursor(row_factory=dict_row) as cur:
+        rows = cur.execute(
+            "SELECT policy_id, name, effect, enabled, dry_run FROM policies ORDER BY policy_id"
+        ).fetchall()
+    end_read(conn)
+    return [_policy_row(r) for r in rows]
+
+
+def upsert_policy(
+    conn: psycopg.Connection,
+    policy: Policy,
+    *,
+    actor: str,
+    request_id: str,
+    reason: str | None = None,
+    source: str | None = None,
+    effects: EffectRegistry | None = None,
+) -> Policy:
+    """Create or change a policy, audited in the same transaction; an unchanged policy writes nothing."""
+    (effects or default_effects()).get(policy.effect)  # an unknown effect is refused here, not at run time
+    with conn.transaction(), conn.cursor(row_factory=dict_row) as cur:
+        before = _policy_row(
+            cur.execute(
+                "SELECT policy_id, name, effect, enabled, dry_run FROM policies WHERE policy_id = %s FOR UPDATE",
+                (policy.policy_id,),
+            ).fetchone()
+        )
+        if before == policy:
+            return policy
+        cur.execute(
+            """INSERT INTO policies (policy_id, name, effect, enabled, dry_run) VALUES (%s, %s, %s, %s, %s)
+               ON CONFLICT (policy_id) DO UPDATE SET name = excluded.name, effect = excluded.effect,
+                   enabled = excluded.enabled, dry_run = excluded.dry_run, updated_at = now()""",
+            (policy.policy_id, policy.name, policy.effect, policy.enabled, policy.dry_run),
+        )
+        record_audit(
+            conn,
+            actor=actor,
+            request_id=request_id,
+            operation="create" if before is None else "update",
+            entity_type="policy",
+            entity_id=policy.policy_id,
+            before=asdict(before) if before else None,
+            after=asdict(policy),
+            reason=reason,
+            source=source,
+        )
+    return policy
+
+
+# --- executing --------------------------------------------------------------------------------
+
+
+def _error_text(exc: BaseException) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    if not isinstance(exc, ExecutionError | psycopg.Error | EffectFailed):
+        text = f"{type(exc).__name__}: {text}"
+    return text[:_ERROR_TEXT_MAX]
+
+
+def _require_idle(conn: psycopg.Connection, what: str) -> None:
+    if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+        raise ExecutionError(
+            f"{what} commits between its steps, so it needs a connection with no open transaction — "
+            "commit or roll back first"
+        )
+
+
+def _validated(
+    conn: psycopg.Connection, action: Action, effects: EffectRegistry
+) -> tuple[Policy, Effect, str]:
+    """The shared validation path of live and dry runs: policy, effect, payload, canonical form."""
+    policy = get_policy(conn, action.policy_id)
+    if policy is None:
+        raise ExecutionError(
+            f"unknown policy {action.policy_id!r} — create it with 'orchestration-pipeline policy set'"
+        )
+    if not policy.enabled:
+        raise ExecutionError(
+            f"policy {policy.policy_id} is disabled — enable it with "
+            f"'orchestration-pipeline policy set {policy.policy_id} --enable'"
+        )
+    if action.effect != policy.effect:
+        raise ExecutionError(
+            f"policy {policy.policy_id} may only trigger {policy.effect!r}, not {action.effect!r} — fix the action"
+        )
+    effect = effects.get(action.effect)
+    if not isinstance(action.payload, Mapping):
+        raise ExecutionError("the action payload must be a JSON object")
+    effect.validate(action.target_ref, action.payload)
+    # Raises on values without a canonical form (NaN, huge integers, lone surrogates).
+    return policy, effect, canonical_sha256(action.document())
+
+
+def _claim(
+    conn: psycopg.Connection,
+    action: Action,
+    action_hash: str,
+    payload_json: str,
+    *,
+    actor: str,
+    request_id: str,
+    lease: timedelta,
+    source: str | None,
+) -> tuple[str, dict[str, Any]]:
+    """Steps 1–2: claim the hash and commit. Returns ('claimed' | 'succeeded' | 'pending', row)."""
+    for _ in range(5):  # a competing claim may fail between our two statements; then claim again
+        with conn.transaction(), conn.cursor(row_factory=dict_row) as cur:
+            row = cur.execute(
+                """INSERT INTO decision_executions (policy_id, effect, target_ref, payload, dry_run, state, attempt,
+                       action_hash, canonicalizer_version, lease_expires_at, actor, request_id)
+                   SELECT %(policy_id)s, %(effect)s, %(target_ref)s, %(payload)s::jsonb, false, 'pending',
+                          coalesce((SELECT max(attempt) FROM decision_executions
+                                    WHERE action_hash = %(hash)s AND NOT dry_run), 0) + 1,
+                          %(hash)s, %(version)s, now() + %(lease)s, %(actor)s, %(request_id)s
+                   ON CONFLICT (action_hash) WHERE state IN ('pending', 'succeeded') AND NOT dry_run DO NOTHING
+                   RETURNING execution_id, attempt, state""",
+                {
+                    "policy_id": action.policy_id,
+                    "effect": action.effect,
+                    "target_ref": action.target_ref,
+                    "payload": payload_json,
+                    "hash": action_hash,
+                    "version": CANONICALIZER_VERSION,
+                    "lease": lease,
+                    "actor": actor,
+                    "request_id": request_id,
+                },
+            ).fetchone()
+            if row is not None:
+                record_audit(
+                    conn,
+                    actor=actor,
+                    request_id=request_id,
+                    operation="create",
+                    entity_type=ENTITY,
+                    entity_id=str(row["execution_id"]),
+                    after={
+                        **action.document(),
+                        "state": "pending",
+                        "attempt": row["attempt"],
+                        "action_hash": action_hash,
+                    },
+                    reason="claim",
+                    source=source,
+                )
+                return "claimed", row
+            live = cur.execute(
+                """SELECT execution_id, attempt, state, result, policy_id, effect, target_ref,
+                          payload = %s::jsonb AS same_payload
+                   FROM decision_executions
+                   WHERE action_hash = %s AND state IN ('pending', 'succeeded') AND NOT dry_run FOR UPDATE""",
+                (payload_json, action_hash),
+            ).fetchone()
+            if live is None:
+                continue
+            if not (
+                live["same_payload"]
+                and live["policy_id"] == action.policy_id
+                and live["effect"] == action.effect
+                and live["target_ref"] == action.target_ref
+            ):
+                raise ActionHashConflict(
+                    f"action_hash {action_hash} already belongs to execution {live['execution_id']} with different "
+                    "parameters — the stored row was altered or the canonical form changed; investigate it with "
+                    f"'orchestration-pipeline audit query --entity {ENTITY}:{live['execution_id']}'"
+                )
+            # Counted, not audited: a skipped attempt changes nothing in the world.
+            cur.execute(
+                """UPDATE decision_executions SET duplicate_skips = duplicate_skips + 1, last_duplicate_at = now()
+                   WHERE execution_id = %s""",
+                (live["execution_id"],),
+            )
+            return live["state"], live
+    raise ExecutionError(
+        f"could not claim action {action_hash}: its claims keep changing — retry later"
+    )  # pragma: no cover - needs five lost races in a row
+
+
+def _record_success(
+    conn: psycopg.Connection,
+    run: ActionRun,
+    result: dict[str, Any],
+    *,
+    actor: str,
+    request_id: str,
+    source: str | None,
+) -> str | None:
+    """Step 4 inside the caller's transaction. Returns the state the claim had, or None when lost.
+
+    A claim the rescuer already failed is corrected to ``succeeded`` when no newer attempt holds
+    the action, so the record stays truthful about an effect that did happen.
+    """
+    row = conn.execute(
+        """UPDATE decision_executions d
+              SET state = 'succeeded', result = %s, error_text = NULL, executed_at = now()
+             FROM (SELECT execution_id, state AS old_state FROM decision_executions
+                   WHERE execution_id = %s FOR UPDATE) o
+            WHERE d.execution_id = o.execution_id
+              AND (o.old_state = 'pending'
+                   OR (o.old_state = 'failed' AND NOT EXISTS (
+                         SELECT 1 FROM decision_executions l
+                         WHERE l.action_hash = d.action_hash AND l.state IN ('pending', 'succeeded')
+                           AND NOT l.dry_run)))
+        RETURNING o.old_state""",
+        (Jsonb(result), run.execution_id),
+    ).fetchone()
+    if row is None:
+        return None
+    record_audit(
+        conn,
+        actor=actor,
+        request_id=request_id,
+        operation="complete",
+        entity_type=ENTITY,
+        entity_id=str(run.execution_id),
+        before={"state": row[0]},
+        after={"state": "succeeded", "result": result},
+        reason="effect succeeded"
+        + ("" if row[0] == "pending" else " after the rescuer had failed the claim"),
+        source=source,
+    )
+    return row[0]
+
+
+def _record_failure(
+    conn: psycopg.Connection, run: ActionRun, error: str, *, actor: str, request_id: str, source: str | None
+) -> bool:
+    """Record ``failed`` in a transaction of its own; False when the claim was no longer pending."""
+    if conn.info.transaction_status == psycopg.pq.TransactionStatus.INERROR:
+        conn.rollback()
+    with conn.transaction():
+        row = conn.execute(
+            """UPDATE decision_executions SET state = 'failed', error_text = %s, executed_at = now()
+               WHERE execution_id = %s AND state = 'pending' RETURNING execution_id""",
+            (error, run.execution_id),
+        ).fetchone()
+        if row is None:
+            return False
+        record_audit(
+            conn,
+            actor=actor,
+            request_id=request_id,
+            operation="update",
+            entity_type=ENTITY,
+            entity_id=str(run.execution_id),
+            before={"state": "pending"},
+            after={"state": "failed", "error_text": error},
+            reason="effect failed; retryable",
+            source=source,
+        )
+    return True
+
+
+def _dry_run(
+    conn: psycopg.Connection,
+    action: Action,
+    effect: Effect,
+    ctx: EffectContext,
+    action_hash: str,
+    payload_json: str,
+    *,
+    actor: str,
+    request_id: str,
+    source: str | None,
+) -> ExecutionOutcome:
+    run = ActionRun(None, action.policy_id, action.effect, action.target_ref, action.payload, action_hash, 1)
+    error, simulation = (
+        None,
+        {"simulated": False, "reason": "effect is not dry-run safe; payload validated only"},
+    )
+    if effect.dry_run_safe:
+        try:
+            simulation = {"simulated": True, **effect.simulate(ctx, run)}
+        except Exception as exc:  # a simulation that cannot run is a failed dry run, recorded
+            error = _error_text(exc)
+        end_read(conn)
+    with conn.transaction():
+        row = conn.execute(
+            """INSERT INTO decision_executions (policy_id, effect, target_ref, payload, dry_run, state, error_text,
+                   attempt, action_hash, canonicalizer_version, lease_expires_at, executed_at, result, actor, request_id)
+               VALUES (%s, %s, %s, %s::jsonb, true, %s, %s, 1, %s, %s, now(), now(), %s, %s, %s)
+               RETURNING execution_id""",
+            (
+                action.policy_id,
+                action.effect,
+                action.target_ref,
+                payload_json,
+                "failed" if error else "succeeded",
+                error,
+                action_hash,
+                CANONICALIZER_VERSION,
+                Jsonb(simulation),
+                actor,
+                request_id,
+            ),
+        ).fetchone()
+        record_audit(
+            conn,
+            actor=actor,
+            request_id=request_id,
+            operation="create",
+            entity_type=ENTITY,
+            entity_id=str(row[0]),
+            after={**action.document(), "dry_run": True, "result": simulation, "error_text": error},
+            reason="dry run: simulated, no effect performed",
+            source=source,
+        )
+    return ExecutionOutcome(
+        "failed" if error else "simulated", action_hash, row[0], 1, True, simulation, error
+    )
+
+
+def execute_action(
+    conn: psycopg.Connection,
+    action: Action,
+    *,
+    actor: str,
+    request_id: str,
+    tasks_connection: TasksConnection | None = None,
+    effects: EffectRegistry | None = None,
+    lease: timedelta = DEFAULT_LEASE,
+    dry_run: bool = False,
+    source: str | None = None,
+) -> ExecutionOutcome:
+    """Run ``action`` at most once: claim, commit, perform, record (see the module docstring).
+
+    ``dry_run=True`` simulates even under a live policy; a dry-run policy always simulates.
+    Failures of the effect are recorded and returned, not raised; a refused action raises
+    :class:`ExecutionError` before anything is written.
+    """
+    _require_idle(conn, "execute_action")
+    if not actor or not actor.strip() or not request_id or not request_id.strip():
+        raise ExecutionError(
+            "execution refused: actor and request_id are required — pass actor=... and request_id=..."
+        )
+    effects = effects or default_effects()
+    policy, effect, action_hash = _validated(conn, action, effects)
+    payload_json = canonical_json(dict(action.payload))
+    ctx = EffectContext(orch_conn=conn, tasks_connection=tasks_connection)
+    who = {"actor": actor, "request_id": request_id, "source": source}
+    if dry_run or policy.dry_run:
+        return _dry_run(conn, action, effect, ctx, action_hash, payload_json, **who)
+
+    state, claim = _claim(conn, action, action_hash, payload_json, lease=lease, **who)
+    if state != "claimed":
+        return ExecutionOutcome(
+            "duplicate" if state == "succeeded" else "in_progress",
+            action_hash,
+            claim["execution_id"],
+            claim["attempt"],
+            result=claim.get("result"),
+        )
+    run = ActionRun(
+        claim["execution_id"],
+        action.policy_id,
+        action.effect,
+        action.target_ref,
+        action.payload,
+        action_hash,
+        claim["attempt"],
+    )
+
+    try:
+        if effect.local:
+            with conn.transaction():
+                result = effect.perform(ctx, run)
+                previous = _record_success(conn, run, result, **who)
+                if previous is None:
+                    raise _ClaimLost()
+        else:
+            result = effect.perform(ctx, run)
+    except _ClaimLost:
+        return ExecutionOutcome(
+            "lease_lost",
+            action_hash,
+            run.execution_id,
+            run.attempt,
+            error="the claim's lease expired and it was resolved by the rescuer; the effect was rolled back",
+        )
+    except Exception as exc:
+        error = _error_text(exc)
+        _record_failure(conn, run, error, **who)
+        return ExecutionOutcome("failed", action_hash, run.execution_id, run.attempt, error=error)
+
+    if not effect.local:
+        # The effect is done; if recording fails now (database gone), the claim stays pending and
+        # the rescuer's probe finds the effect and records the success.
+        with conn.transaction():
+            previous = _record_success(conn, run, result, **who)
+        if previous is None:
+            return ExecutionOutcome(
+                "lease_lost",
+                action_hash,
+                run.execution_id,
+                run.attempt,
+                result=result,
+                error="the effect ran, but a newer attempt already holds the action; the rescuer had failed this claim",
+            )
+    return ExecutionOutcome("succeeded", action_hash, run.execution_id, run.attempt, result=result)
+
+
+class _ClaimLost(Exception):
+    """Raised inside a local effect's transaction to roll the effect back."""
+
+
+# --- stale claims -----------------------------------------------------------------------------
+
+
+@dataclass
+class RescueReport:
+    """What :func:`rescue_stale_claims` did."""
+
+    examined: int = 0
+    succeeded: list[int] = field(default_factory=list)
+    failed: list[int] = field(default_factory=list)
+    skipped: list[int] = field(default_factory=list)  # resolved meanwhile by their own worker
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def stale_claims(conn: psycopg.Connection, *, limit: int = 100) -> list[dict[str, Any]]:
+    """Pending live claims whose lease has expired, oldest first."""
+    with conn.cursor(row_factory=dict_row) as cur:
+        rows = cur.execute(
+            """SELECT execution_id, policy_id, effect, target_ref, payload, action_hash, attempt, claimed_at,
+                      lease_expires_at, actor, request_id
+               FROM decision_executions
+               WHERE state = 'pending' AND lease_expires_at < now()
+               ORDER BY lease_expires_at, execution_id LIMIT %s""",
+            (limit,),
+        ).fetchall()
+    end_read(conn)
+    return rows
+
+
+def rescue_stale_claims(
+    conn: psycopg.Connection,
+    *,
+    actor: str,
+    request_id: str,
+    tasks_connection: TasksConnection | None = None,
+    effects: EffectRegistry | None = None,
+    limit: int = 100,
+    source: str | None = "rescuer",
+) -> RescueReport:
+    """Resolve stale claims: ``succeeded`` when the effect says it happened, else ``failed`` (retryable)."""
+    _require_idle(conn, "rescue_stale_claims")
+    effects = effects or default_effects()
+    ctx = EffectContext(orch_conn=conn, tasks_connection=tasks_connection)
+    report = RescueReport()
+    for claim in stale_claims(conn, limit=limit):
+        report.examined += 1
+        run = ActionRun(
+            claim["execution_id"],
+            claim["policy_id"],
+            claim["effect"],
+            claim["target_ref"],
+            claim["payload"],
+            claim["action_hash"],
+            claim["attempt"],
+        )
+        # The probe may read the Tasks DB: it runs with no orchestration transaction open.
+        try:
+            probe = effects.get(run.effect).probe(ctx, run)
+        except Exception as exc:
+            probe = ProbeResult(None, {"probe_error": _error_text(exc)})
+        end_read(conn)
+        lease_end = claim["lease_expires_at"]
+        with conn.transaction():
+            if probe.done:
+                row = conn.execute(
+                    """UPDATE decision_executions SET state = 'succeeded', result = %s, executed_at = now()
+                       WHERE execution_id = %s AND state = 'pending' AND lease_expires_at < now()
+                       RETURNING execution_id""",
+                    (Jsonb({**probe.detail, "recorded_by": "rescuer"}), run.execution_id),
+                ).fetchone()
+                operation, after = "complete", {"state": "succeeded", "probe": probe.detail}
+                reason = "stale claim: the effect's probe found it done"
+            else:
+                why = (
+                    "the effect reports it did not happen"
+                    if probe.done is False
+                    else "the effect cannot tell"
+                )
+                error = (
+                    f"lease expired at {lease_end.isoformat()} without a recorded outcome; {why}; retryable"
+                )
+                row = conn.execute(
+                    """UPDATE decision_executions SET state = 'failed', error_text = %s, executed_at = now()
+                       WHERE execution_id = %s AND state = 'pending' AND lease_expires_at < now()
+                       RETURNING execution_id""",
+                    (error, run.execution_id),
+                ).fetchone()
+                operation, after = "update", {"state": "failed", "error_text": error, "probe": probe.detail}
+                reason = "stale claim marked failed and retryable"
+            if row is None:
+                report.skipped.append(run.execution_id)
+                continue
+            record_audit(
+                conn,
+                actor=actor,
+                request_id=request_id,
+                operation=operation,
+                entity_type=ENTITY,
+                entity_id=str(run.execution_id),
+                before={"state": "pending", "lease_expires_at": lease_end},
+                after=after,
+                reason=reason,
+                source=source,
+            )
+        (report.succeeded if operation == "complete" else report.failed).append(run.execution_id)
+    return report
+
+
+def stale_claims_verdict(conn: psycopg.Connection) -> Verdict:
+    """``no_stale_pending_executions`` (WARN): no live claim is pending past its lease."""
+    rows = stale_claims(conn, limit=10)
+    count = conn.execute(
+        "SELECT count(*) FROM decision_executions WHERE state = 'pending' AND lease_expires_at < now()"
+    ).fetchone()[0]
+    end_read(conn)
+    metadata = {
+        "stale": count,
+        "execution_ids": [r["execution_id"] for r in rows],
+        "oldest_claimed_at": rows[0]["claimed_at"].isoformat() if rows else None,
+    }
+    if count == 0:
+        return Verdict(True, "no pending execution is past its lease", metadata, warn_only=True)
+    return Verdict(
+        False,
+        f"{count} pending execution(s) past their lease (first: {metadata['execution_ids'][:5]}) — "
+        "run 'orchestration-pipeline decisions rescue'",
+        metadata,
+        warn_only=True,
+    )
+
+
+def execution_summary(conn: psycopg.Connection) -> dict[str, Any]:
+    """Policy switches and execution outcomes, for the decision_execution_summary asset."""
+    policies = conn.execute(
+        """SELECT count(*), count(*) FILTER (WHERE enabled), count(*) FILTER (WHERE enabled AND dry_run),
+                  count(*) FILTER (WHERE enabled AND NOT dry_run)
+           FROM policies"""
+    ).fetchone()
+    executions = conn.execute(
+        """SELECT max(executed_at),
+                  count(*) FILTER (WHERE state = 'succeeded' AND NOT dry_run),
+                  count(*) FILTER (WHERE state = 'failed' AND NOT dry_run),
+                  coalesce(sum(duplicate_skips), 0),
+                  count(*) FILTER (WHERE dry_run),
+                  count(*) FILTER (WHERE state = 'pending'),
+                  count(*) FILTER (WHERE state = 'pending' AND lease_expires_at < now())
+           FROM decision_executions"""
+    ).fetchone()
+    end_read(conn)
+    last: datetime | None = executions[0]
+    return {
+        "total": policies[0],
+        "enabled": policies[1],
+        "dry_run_on": policies[2],
+        "live_on": policies[3],
+        "last_execution_at": last.isoformat() if last else None,
+        "succeeded": executions[1],
+        "failed": executions[2],
+        "duplicate_skipped": int(executions[3]),
+        "simulated": executions[4],
+        "pending": executions[5],
+        "stale_pending": executions[6],
+    }
+
+
+def list_executions(
+    conn: psycopg.Connection, *, policy_id: str | None = None, state: str | None = None, limit: int = 50
+) -> list[dict[str, Any]]:
+    """Recent executions, newest first."""
+    clauses, params = [], []
+    if policy_id:
+        clauses.append("policy_id = %s")
+        params.append(policy_id)
+    if state:
+        clauses.append("state = %s")
+        params.append(state)
+    where = ("WHERE " + " AND ".join(clauses)) if clauses else ""
+    with conn.cursor(row_factory=dict_row) as cur:
+        rows = cur.execute(
+            f"""SELECT execution_id, policy_id, effect, target_ref, dry_run, state, attempt, error_text, action_hash,
+                       claimed_at, executed_at, duplicate_skips, result
+                FROM decision_executions {where} ORDER BY execution_id DESC LIMIT %s""",
+            [*params, limit],
+        ).fetchall()
+    end_read(conn)
+    return rows
