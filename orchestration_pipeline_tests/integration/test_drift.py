@@ -82,12 +82,14 @@ def test_compare_classifies_each_kind_and_skips_the_grace_window(orch_conn, task
 
 
 def test_awkward_task_ids_do_not_fake_drift(orch_conn, tasks_conn, tasks_dsn, tmp_path):
-    ids = ["a\tb", "a!", "a\\z", "q\"uote", "{x,y}", "a", "é", "e", "Z", "z", "a b", "日本", "a\nb"]
+    ids = ["a\tb", "a!", "a\\z", 'q"uote', "{x,y}", "a", "é", "e", "Z", "z", "a b", "日本", "a\nb"]
     add_tasks(tasks_dsn, *[(i, "t", "done", 1, "[]") for i in ids])
     set_updated(tasks_dsn, OLD, *ids)
     ingest(orch_conn, tmp_path / "w.jsonl", [e for i in ids for e in finished(i)])
     project_events(orch_conn, tasks_conn)
-    assert {task_id: row[0] for task_id, row in projection(orch_conn).items()} == dict.fromkeys(ids, "t")  # hydrated
+    assert {task_id: row[0] for task_id, row in projection(orch_conn).items()} == dict.fromkeys(
+        ids, "t"
+    )  # hydrated
     result = compare(orch_conn, tasks_conn, now=NOW)
     assert (result.drift_count, result.tasks_compared, result.projection_compared) == (0, len(ids), len(ids))
 
@@ -124,6 +126,14 @@ def test_reconcile_repairs_only_drifted_rows_and_records_everything(
         ).fetchall()
     )
     assert metrics["projection_drift_count"] == 3 and metrics["last_reconcile_ts"] > NOW.timestamp() - 60
+    audit = orch_conn.execute(
+        "SELECT operation, actor, request_id, entity_type, "
+        "jsonb_path_query_array(before_data, '$.rows[*].task_id'), "
+        "jsonb_path_query_array(after_data, '$.rows[*].task_id') FROM audit_ledger"
+    ).fetchall()
+    assert audit == [
+        ("repair", "test", "req-1", "task_projection", ["flipped", "only_proj"], ["flipped", "only_tasks"])
+    ]
     orch_conn.rollback()
     # a second reconciliation finds nothing left to do
     again = reconcile(orch_conn, tasks_conn, AUDIT, now=NOW)
@@ -160,6 +170,10 @@ def test_drift_above_the_limit_rebuilds_and_the_projector_resumes(orch_conn, tas
     assert projection(orch_conn)["ok"][1] == "running"
     report = reconcile(orch_conn, tasks_conn, AUDIT, force_rebuild=True, now=NOW)
     assert report.action == "rebuild" and len(projection(orch_conn)) == 4
+    audited = orch_conn.execute(
+        "SELECT operation, after_data->>'rows' FROM audit_ledger ORDER BY occurred_at"
+    ).fetchall()
+    assert audited == [("rebuild", "4"), ("rebuild", "4")]
 
 
 def test_readers_never_see_a_half_built_projection(orch_dsn, orch_conn, tasks_conn, tasks_dsn, tmp_path):
@@ -188,10 +202,14 @@ def test_rebuild_is_refused_when_the_tasks_db_looks_empty(orch_conn, tasks_conn,
     before = projection(orch_conn)
     with connection(tasks_dsn) as conn, conn.transaction():
         conn.execute("DELETE FROM tasks")
-    with pytest.raises(ReconcileRefused, match="Tasks DB returned 0 tasks but the projection holds 4 — check TASKS_DATABASE_URL"):
+    with pytest.raises(
+        ReconcileRefused,
+        match="Tasks DB returned 0 tasks but the projection holds 4 — check TASKS_DATABASE_URL",
+    ):
         reconcile(orch_conn, tasks_conn, AUDIT, now=NOW)
     with pytest.raises(ReconcileRefused, match="returned 0 tasks"):
         reconcile(orch_conn, tasks_conn, AUDIT, force_rebuild=True, now=NOW)
     assert projection(orch_conn) == before
     action = orch_conn.execute("SELECT action FROM drift_reports ORDER BY report_id DESC LIMIT 1").fetchone()
     assert action == ("refused",)
+    assert orch_conn.execute("SELECT count(*) FROM audit_ledger").fetchone()[0] == 0  # nothing was changed
