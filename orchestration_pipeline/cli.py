@@ -398,27 +398,30 @@ def projection_update(batch_events: int, as_json: bool) -> None:
 @click.option(
     "--rebuild", "force_rebuild", is_flag=True, help="Rebuild from events plus the Tasks DB regardless."
 )
-@click.option(
-    "--actor", default=lambda: os.environ.get("USER", "cli"), help="Who is reconciling (audit ledger)."
-)
+@_identity_options
 @click.option("--json", "as_json", is_flag=True, help="Print the report as one JSON object.")
 def projection_reconcile(
-    grace_minutes: int, repair_max_rows: int, force_rebuild: bool, actor: str, as_json: bool
+    grace_minutes: int,
+    repair_max_rows: int,
+    force_rebuild: bool,
+    actor: str | None,
+    request_id: str | None,
+    as_json: bool,
 ) -> None:
     """Catch the projection up, compare it with the Tasks DB, then repair or rebuild it.
 
     Drift classes: missing_in_projection, missing_in_tasks, status_mismatch. The report is
-    stored in drift_reports, with a decision event and the projection_drift_count metric.
+    stored in drift_reports, with a decision event and the projection_drift_count metric; a
+    repair or rebuild is recorded in the audit ledger.
     """
-    import uuid
-
     from orchestration_pipeline.lib.db import connection
     from orchestration_pipeline.lib.drift import AuditContext, ReconcileSettings, reconcile
     from orchestration_pipeline.lib.projection import project_events
 
     urls = _database_urls()
     settings = ReconcileSettings(grace_minutes=grace_minutes, repair_max_rows=repair_max_rows)
-    audit = AuditContext(actor=actor, request_id=str(uuid.uuid4()), source="orchestration-pipeline.cli")
+    actor, request_id = _who(actor, request_id)
+    audit = AuditContext(actor=actor, request_id=request_id, source="cli:projection reconcile")
     with connection(urls.orchestration) as orch, connection(urls.tasks) as tasks:
         _read_only(tasks)
         project_events(orch, tasks)

@@ -287,7 +287,7 @@ def repair(
         request_id=audit.request_id,
         operation="repair",
         entity_type="task_projection",
-        entity_id=f"{len(ids)} tasks",
+        entity_id="task_projection",
         before={"rows": before},
         after={"rows": after},
         reason=reason,

@@ -70,7 +70,9 @@ def projection_drift_report(
         repair_max_rows=projection_settings.repair_max_rows,
         min_tasks_ratio=projection_settings.min_tasks_ratio,
     )
-    audit = AuditContext(actor="dagster", request_id=context.run.run_id, source=f"dagster.{context.job_name}")
+    audit = AuditContext(
+        actor="automation:dagster", request_id=context.run.run_id, source=f"dagster.{context.job_name}"
+    )
     with orchestration_db.connection() as orch, tasks_db.connection() as tasks:
         report = reconcile(orch, tasks, audit, settings)
     body = report.as_dict()
