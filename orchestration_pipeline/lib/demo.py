@@ -299,7 +299,9 @@ def demo_tasks(paths: list[Path], *, drift: bool = True, now: datetime | None = 
             rows[i] = DemoTask(**{**rows[i].__dict__, "status": flipped})
         rows.pop()  # in the events, not in the Tasks DB
         backlog_at = (now or datetime.now(UTC)) - timedelta(hours=1)
-        rows.append(DemoTask("T-demo-backlog", "triage the backlog", "todo", 3, ["demo", "backlog"], backlog_at))
+        rows.append(
+            DemoTask("T-demo-backlog", "triage the backlog", "todo", 3, ["demo", "backlog"], backlog_at)
+        )
     return rows
 
 

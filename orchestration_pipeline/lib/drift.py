@@ -92,6 +92,23 @@ class AuditContext:
     request_id: str
     source: str = "orchestration-pipeline.reconciliation"
 
+    def record(
+        self, orch: psycopg.Connection, operation: str, *, before: dict, after: dict, reason: str
+    ) -> int:
+        """One audit entry for a mutation of the projection, in the caller's transaction."""
+        return record_audit(
+            orch,
+            actor=self.actor,
+            request_id=self.request_id,
+            operation=operation,
+            entity_type="task_projection",
+            entity_id="task_projection",
+            before=before,
+            after=after,
+            reason=reason,
+            source=self.source,
+        )
+
 
 _TASKS_SIDE = """
 COPY (
@@ -207,6 +224,7 @@ def refuse_if_tasks_look_empty(tasks_count: int, projection_count: int, min_task
             "it is complete; the projection was left as it was"
         )
 
+
 _EVENT_STATE = """
 SELECT task_id,
        max(occurred_at) AS last_event_ts,
@@ -281,18 +299,7 @@ def repair(
         params,
     ).rowcount
     after = _rows_json(orch, "task_id = ANY(%(ids)s)", params)
-    record_audit(
-        orch,
-        actor=audit.actor,
-        request_id=audit.request_id,
-        operation="repair",
-        entity_type="task_projection",
-        entity_id="task_projection",
-        before={"rows": before},
-        after={"rows": after},
-        reason=reason,
-        source=audit.source,
-    )
+    audit.record(orch, "repair", before={"rows": before}, after={"rows": after}, reason=reason)
     return removed + upserted
 
 
@@ -337,17 +344,8 @@ def rebuild(
         "WHERE projection = %s",
         (str(int(str(horizon)) - 1), _LAST_UUID, PROJECTION),
     )
-    record_audit(
-        orch,
-        actor=audit.actor,
-        request_id=audit.request_id,
-        operation="rebuild",
-        entity_type="task_projection",
-        entity_id="task_projection",
-        before=before,
-        after={"rows": staged, "horizon_xid": str(horizon)},
-        reason=reason,
-        source=audit.source,
+    audit.record(
+        orch, "rebuild", before=before, after={"rows": staged, "horizon_xid": str(horizon)}, reason=reason
     )
     return staged
 

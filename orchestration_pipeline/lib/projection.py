@@ -29,23 +29,15 @@ from typing import Any
 import psycopg
 
 from orchestration_pipeline.lib.db import end_read
+from orchestration_pipeline.lib.events import AGENT_TYPES
+from orchestration_pipeline.lib.ingest import percentile
 from orchestration_pipeline.lib.project_files import sql_dir
 from orchestration_pipeline.lib.telemetry import record_metric
 
 PROJECTION = "task_projection"
 
 #: Event types that touch a task's projection row.
-TASK_EVENT_TYPES: tuple[str, ...] = (
-    "task_start",
-    "task_end",
-    "decision",
-    "agent.started",
-    "agent.progress",
-    "agent.completed",
-    "agent.conflict_detected",
-    "agent.paused",
-    "agent.error",
-)
+TASK_EVENT_TYPES: tuple[str, ...] = ("task_start", "task_end", "decision", *AGENT_TYPES)
 
 PROJECTION_COLUMNS: tuple[str, ...] = (
     "task_id",
@@ -174,10 +166,7 @@ class LatencyStats:
 
     @property
     def p95_ms(self) -> float | None:
-        if not self.sample:
-            return None
-        ordered = sorted(self.sample)
-        return ordered[min(len(ordered) - 1, int(0.95 * len(ordered)))]
+        return percentile(self.sample, 95) if self.sample else None
 
 
 @dataclass

@@ -70,21 +70,7 @@ CREATE TABLE IF NOT EXISTS task_projection (
 ) WITH (fillfactor = 85);  -- room for HOT updates: the projector rewrites rows in place
 
 -- The rebuild fills this shadow, then swaps it in (task_projection_swap_shadow) in one transaction.
-CREATE TABLE IF NOT EXISTS task_projection_shadow (
-    task_id         text COLLATE "C" NOT NULL,
-    title           text,
-    status          text        NOT NULL DEFAULT 'pending',
-    last_status_ts  timestamptz,
-    priority        smallint,
-    tags_json       jsonb       NOT NULL DEFAULT '[]'::jsonb,
-    last_event_ts   timestamptz,
-    updated_utc     timestamptz NOT NULL DEFAULT now(),
-    version         bigint      NOT NULL DEFAULT 1,
-    CONSTRAINT task_projection_shadow_pkey PRIMARY KEY (task_id),
-    CONSTRAINT task_projection_status_check CHECK (status IN (
-        'pending', 'running', 'blocked', 'succeeded', 'failed', 'cancelled')),
-    CONSTRAINT task_projection_tags_array_check CHECK (jsonb_typeof(tags_json) = 'array')
-) WITH (fillfactor = 85);
+CREATE TABLE IF NOT EXISTS task_projection_shadow (LIKE task_projection INCLUDING ALL) WITH (fillfactor = 85);
 
 CREATE OR REPLACE FUNCTION task_projection_guard() RETURNS trigger
 LANGUAGE plpgsql AS $$
