@@ -1,14 +1,15 @@
 """Audited mutations against the same mutations without the audit, in one run.
 
-    python benchmarks/audit.py [--threads 8] [--seconds 3] [--rounds 3] [--dsn postgresql://...]
+    python benchmarks/audit.py [--writers 8] [--seconds 3] [--rounds 3] [--dsn postgresql://...]
 
 The mutation is a typical critical one: flip one policy's ``enabled`` flag (UPDATE … RETURNING),
-one committed transaction each, spread over --rows policies so that writers touch different
-entities. (a) baseline: the UPDATE alone; (b) audited: the same UPDATE plus ``record_audit()`` with
-before/after in the same transaction (chain trigger, sha256, chain head advance). Rounds alternate
-a and b so both see the same machine noise; medians are reported. Finally ``verify_chain()``
-recomputes everything written. Prints one JSON line. Targets: overhead <= 30 %, audited >= 3,000
-transactions/s (the ceiling supa_audit states).
+one committed transaction each, from --writers processes, spread over --rows policies so that
+writers touch different entities. (a) baseline: the UPDATE alone; (b) audited: the same UPDATE
+plus ``record_audit()`` with before/after in the same transaction (chain trigger, sha256, chain
+head advance). Rounds alternate a and b so both see the same machine noise; medians are
+reported (WAL bytes are cluster-wide: they mean something only when nothing else writes).
+Finally ``verify_chain()`` recomputes everything written. Prints one JSON line.
+Targets: overhead <= 30 %, audited >= 3,000 transactions/s (the ceiling supa_audit states).
 Without --dsn an embedded PostgreSQL is started in a temporary directory.
 """
 
@@ -16,11 +17,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import shutil
 import statistics
 import sys
 import tempfile
-import threading
 import time
 import uuid
 from pathlib import Path
@@ -34,9 +35,8 @@ from orchestration_pipeline.lib.embedded import ensure_postgres, stop_postgres, 
 FLIP = "UPDATE policies SET enabled = NOT enabled, updated_at = now() WHERE policy_id = %s RETURNING enabled"
 
 
-def _worker(
-    dsn: str, ids: list[str], audited: bool, start: threading.Barrier, stop: threading.Event, out: list[int]
-) -> None:
+def _worker(dsn: str, ids: list[str], audited: bool, start, stop, out) -> None:
+    """One writer process: commit one mutation per transaction until told to stop."""
     done = 0
     with connection(dsn) as conn:
         start.wait()
@@ -59,7 +59,7 @@ def _worker(
                 )
             conn.commit()
             done += 1
-    out.append(done)
+    out.put(done)
 
 
 def _wal_lsn(dsn: str) -> int:
@@ -67,24 +67,29 @@ def _wal_lsn(dsn: str) -> int:
         return int(conn.execute("SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), '0/0')").fetchone()[0])
 
 
-def _round(dsn: str, ids: list[str], threads: int, seconds: float, audited: bool) -> tuple[float, float]:
-    """Transactions per second of ``threads`` writers over ``seconds``, and WAL bytes per transaction."""
-    start, stop, counts = threading.Barrier(threads + 1), threading.Event(), []
-    shares = [ids[n::threads] for n in range(threads)]  # each writer owns its entities
+def _round(dsn: str, ids: list[str], writers: int, seconds: float, audited: bool) -> tuple[float, float]:
+    """Transactions per second of ``writers`` processes over ``seconds``, and WAL bytes per transaction.
+
+    Processes, not threads, as the pipeline's own writers are (Dagster runs steps in
+    subprocesses): one client's interpreter lock must not be what is measured.
+    """
+    ctx = multiprocessing.get_context("spawn")
+    start, stop, out = ctx.Barrier(writers + 1), ctx.Event(), ctx.Queue()
+    shares = [ids[n::writers] for n in range(writers)]  # each writer owns its entities
     pool = [
-        threading.Thread(target=_worker, args=(dsn, shares[n], audited, start, stop, counts))
-        for n in range(threads)
+        ctx.Process(target=_worker, args=(dsn, shares[n], audited, start, stop, out)) for n in range(writers)
     ]
-    for t in pool:
-        t.start()
+    for p in pool:
+        p.start()
     wal0 = _wal_lsn(dsn)
     start.wait()
     t0 = time.perf_counter()
     time.sleep(seconds)
     stop.set()
-    for t in pool:
-        t.join()
+    counts = [out.get(timeout=60) for _ in pool]
     elapsed = time.perf_counter() - t0
+    for p in pool:
+        p.join()
     return sum(counts) / elapsed, (_wal_lsn(dsn) - wal0) / max(sum(counts), 1)
 
 
@@ -93,7 +98,9 @@ def main() -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--dsn", help="admin DSN of a PostgreSQL server (default: embedded, temporary)")
-    parser.add_argument("--threads", type=int, default=8, help="concurrent writers, one connection each")
+    parser.add_argument(
+        "--writers", type=int, default=8, help="concurrent writer processes, one connection each"
+    )
     parser.add_argument("--seconds", type=float, default=3.0, help="length of each measured round")
     parser.add_argument("--rounds", type=int, default=3, help="rounds per variant (alternating)")
     parser.add_argument("--rows", type=int, default=1000, help="policies the mutations spread over")
@@ -118,11 +125,11 @@ def main() -> int:
             sync_commit = conn.execute("SHOW synchronous_commit").fetchone()[0]
             conn.rollback()
 
-        _round(dsn, ids, args.threads, 1.0, audited=True)  # warm-up: caches, prepared statements
+        _round(dsn, ids, args.writers, 1.0, audited=True)  # warm-up: caches, prepared statements
         runs: dict[bool, list[tuple[float, float]]] = {False: [], True: []}
         for r in range(args.rounds):
             for with_audit in (False, True) if r % 2 == 0 else (True, False):
-                runs[with_audit].append(_round(dsn, ids, args.threads, args.seconds, with_audit))
+                runs[with_audit].append(_round(dsn, ids, args.writers, args.seconds, with_audit))
         single = {a: _round(dsn, ids, 1, args.seconds, a)[0] for a in (False, True)}
 
         with connection(dsn) as conn:
@@ -140,7 +147,7 @@ def main() -> int:
                     "benchmark": "audit",
                     "server": server,
                     "synchronous_commit": sync_commit,
-                    "threads": args.threads,
+                    "writers": args.writers,
                     "seconds_per_round": args.seconds,
                     "rounds": args.rounds,
                     "baseline_tx_per_s": round(a),

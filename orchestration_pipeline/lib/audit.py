@@ -63,10 +63,9 @@ from uuid import UUID
 
 import psycopg
 from psycopg.rows import dict_row
-from psycopg.types.json import Jsonb
 
 from orchestration_pipeline.errors import AuditError, SchemaNotReady
-from orchestration_pipeline.lib.db import end_read
+from orchestration_pipeline.lib.db import end_read, require_schema
 from orchestration_pipeline.lib.verdict import Verdict
 
 OPERATIONS = frozenset(
@@ -77,6 +76,7 @@ OWNER_ROLE = "orch_audit_owner"
 WRITER_ROLE = "orch_pipeline_writer"
 GENESIS_HASH = "00" * 32  # hex, as reported
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_NUL_ESCAPE = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")  # an escaped NUL, not an escaped backslash + "u0000"
 
 
 def _json_default(value: Any) -> Any:
@@ -90,11 +90,19 @@ def _json_default(value: Any) -> Any:
     raise TypeError(f"{type(value).__name__} is not JSON serialisable")
 
 
-def to_jsonb(value: Mapping[str, Any] | None) -> Jsonb | None:
-    """Wrap a mapping for a jsonb column; datetimes, UUIDs, paths and decimals become strings."""
+def _json_text(name: str, value: Mapping[str, Any] | None) -> str | None:
+    """JSON text for a jsonb column, checked here so that a bad value never aborts the caller's transaction."""
     if value is None:
         return None
-    return Jsonb(dict(value), dumps=lambda obj: json.dumps(obj, default=_json_default))
+    try:
+        text = json.dumps(dict(value), default=_json_default, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise AuditError(f"audit write refused: {name} is not JSON ({exc}) — pass plain data") from None
+    if _NUL_ESCAPE.search(text):
+        raise AuditError(
+            f"audit write refused: {name} contains a NUL character, which jsonb cannot store — strip it"
+        )
+    return text
 
 
 def _required(name: str, value: object) -> str:
@@ -141,7 +149,7 @@ def record_audit(
         row = conn.execute(
             """INSERT INTO audit_ledger (org_id, actor, endpoint, method, request_id, operation, entity_type,
                                          entity_id, before_data, after_data, reason, source)
-               VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING audit_id""",
+               VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s::jsonb, %s::jsonb, %s, %s) RETURNING audit_id""",
             (
                 org_id,
                 actor,
@@ -151,8 +159,8 @@ def record_audit(
                 operation,
                 entity_type,
                 str(entity_id),
-                to_jsonb(before),
-                to_jsonb(after),
+                _json_text("before", before),
+                _json_text("after", after),
                 reason,
                 source,
             ),
@@ -314,6 +322,7 @@ def verify_chain(
         raise AuditError(
             "verify_chain needs a connection with no open transaction — commit or roll back first"
         )
+    require_schema(conn, AUDIT_TABLES, record_decision=False)
     report = ChainReport()
     where = "WHERE chain_id = %s" if chain_id else ""
     params = (chain_id,) if chain_id else ()
@@ -512,6 +521,7 @@ def guard_verdict(conn: psycopg.Connection) -> Verdict:
 
 def ledger_summary(conn: psycopg.Connection) -> dict[str, Any]:
     """Entries, chains, newest entry and a digest of all chain heads (an anchor to compare later)."""
+    require_schema(conn, AUDIT_TABLES, record_decision=False)
     heads = conn.execute(
         """SELECT chain_id, last_seq, encode(last_hash, 'hex'), updated_at FROM audit_chain_heads
            WHERE last_seq > 0 ORDER BY chain_id"""
@@ -543,6 +553,7 @@ class AuditFilter:
 
 def query_audit(conn: psycopg.Connection, flt: AuditFilter) -> list[dict[str, Any]]:
     """Ledger entries matching ``flt``, newest first."""
+    require_schema(conn, AUDIT_TABLES, record_decision=False)
     clauses: list[str] = []
     params: list[Any] = []
     for column in ("entity_type", "entity_id", "actor", "operation", "request_id", "source"):

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import psycopg
+from psycopg import sql
 from psycopg.types.json import Jsonb
 
 from orchestration_pipeline.errors import ExecutionError
@@ -122,7 +123,7 @@ def _text(payload: Mapping[str, Any], key: str, effect: str, *, required: bool =
 def _as_tasks_writer(conn: psycopg.Connection) -> None:
     """Inside the caller's Tasks DB transaction, act with orch_tasks_writer's grants only."""
     try:
-        conn.execute(f"SET LOCAL ROLE {TASKS_WRITER_ROLE}")
+        conn.execute(sql.SQL("SET LOCAL ROLE {}").format(sql.Identifier(TASKS_WRITER_ROLE)))
     except psycopg.errors.InsufficientPrivilege:
         raise EffectFailed(
             f"cannot SET ROLE {TASKS_WRITER_ROLE} — GRANT {TASKS_WRITER_ROLE} TO the pipeline's Tasks DB login"

@@ -42,7 +42,7 @@ from psycopg.types.json import Jsonb
 from orchestration_pipeline.errors import ActionHashConflict, ExecutionError
 from orchestration_pipeline.lib.audit import record_audit
 from orchestration_pipeline.lib.canonical_json import CANONICALIZER_VERSION, canonical_json, canonical_sha256
-from orchestration_pipeline.lib.db import end_read
+from orchestration_pipeline.lib.db import end_read, require_schema
 from orchestration_pipeline.lib.effects import (
     ActionRun,
     Effect,
@@ -159,6 +159,7 @@ def upsert_policy(
 ) -> Policy:
     """Create or change a policy, audited in the same transaction; an unchanged policy writes nothing."""
     (effects or default_effects()).get(policy.effect)  # an unknown effect is refused here, not at run time
+    require_schema(conn, EXECUTION_TABLES, source=source or "policies")
     with conn.transaction(), conn.cursor(row_factory=dict_row) as cur:
         before = _policy_row(
             cur.execute(
@@ -475,6 +476,7 @@ def execute_action(
         raise ExecutionError(
             "execution refused: actor and request_id are required — pass actor=... and request_id=..."
         )
+    require_schema(conn, EXECUTION_TABLES, source=source or "decision executions")
     effects = effects or default_effects()
     policy, effect, action_hash = _validated(conn, action, effects)
     payload_json = canonical_json(dict(action.payload))
@@ -588,6 +590,7 @@ def rescue_stale_claims(
 ) -> RescueReport:
     """Resolve stale claims: ``succeeded`` when the effect says it happened, else ``failed`` (retryable)."""
     _require_idle(conn, "rescue_stale_claims")
+    require_schema(conn, EXECUTION_TABLES, source=source or "rescuer")
     effects = effects or default_effects()
     ctx = EffectContext(orch_conn=conn, tasks_connection=tasks_connection)
     report = RescueReport()

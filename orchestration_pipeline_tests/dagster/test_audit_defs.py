@@ -127,7 +127,10 @@ def test_audit_chain_intact_fails_when_an_entry_is_deleted(orch_dsn):
         ("ALTER TABLE audit_ledger DISABLE TRIGGER audit_ledger_append_only", "is disabled"),
         ("DROP TRIGGER audit_ledger_chain ON audit_ledger", "hash-chain trigger missing"),
         ("DROP TRIGGER audit_ledger_head_catch_up ON audit_ledger", "deferred chain-head trigger missing"),
-        ("ALTER TABLE audit_ledger DROP CONSTRAINT audit_ledger_chain_position", "audit_ledger_chain_position"),
+        (
+            "ALTER TABLE audit_ledger DROP CONSTRAINT audit_ledger_chain_position",
+            "audit_ledger_chain_position",
+        ),
         (
             "GRANT UPDATE ON audit_ledger TO orch_pipeline_writer",
             "orch_pipeline_writer may UPDATE audit_ledger",

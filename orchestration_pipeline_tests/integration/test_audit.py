@@ -101,6 +101,24 @@ def test_an_unknown_operation_is_refused(orch_conn):
         _audit(orch_conn, operation="tweak")
 
 
+@pytest.mark.parametrize(
+    "after, message",
+    [
+        ({"ratio": float("nan")}, "after is not JSON"),
+        ({"note": "a\x00b"}, "NUL character"),
+        ({"x": object()}, "not JSON"),
+    ],
+)
+def test_data_jsonb_cannot_hold_is_refused_before_the_callers_transaction_breaks(orch_conn, after, message):
+    orch_conn.execute("INSERT INTO metrics (name, value) VALUES ('kept', 1)")
+    with pytest.raises(AuditError, match=message):
+        _audit(orch_conn, after=after)
+    _audit(orch_conn, after={"note": "C:\\u0000 is just text"})  # the transaction is still usable
+    orch_conn.commit()
+    assert _count(orch_conn, "SELECT count(*) FROM metrics WHERE name = 'kept'") == 1
+    assert _count(orch_conn) == 1
+
+
 def test_a_rollback_of_the_mutation_removes_its_audit_entry(orch_conn):
     with pytest.raises(RuntimeError), orch_conn.transaction():
         orch_conn.execute("INSERT INTO metrics (name, value) VALUES ('policy_changes', 1)")

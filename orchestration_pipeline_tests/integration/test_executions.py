@@ -8,7 +8,7 @@ import psycopg
 import pytest
 from psycopg.types.json import Jsonb
 
-from orchestration_pipeline.errors import ActionHashConflict, ExecutionError
+from orchestration_pipeline.errors import ActionHashConflict, ExecutionError, SchemaNotReady
 from orchestration_pipeline.lib.audit import AuditFilter, query_audit, verify_chain
 from orchestration_pipeline.lib.db import connection
 from orchestration_pipeline.lib.effects import (
@@ -484,3 +484,16 @@ def test_execution_summary_counts_policies_and_outcomes(env):
     }
     assert (summary["succeeded"], summary["duplicate_skipped"], summary["simulated"]) == (1, 1, 1)
     assert summary["last_execution_at"] is not None
+
+
+def test_an_unmigrated_database_is_one_error_naming_the_fix(fresh_dsn):
+    with connection(fresh_dsn) as conn:
+        for call in (
+            lambda: execute_action(conn, Action("p", "notify", None, {"message": "m"}), **WHO),
+            lambda: upsert_policy(conn, Policy("p", "p", "notify"), **WHO),
+            lambda: rescue_stale_claims(conn, **WHO),
+            lambda: verify_chain(conn),
+            lambda: query_audit(conn, AuditFilter()),
+        ):
+            with pytest.raises(SchemaNotReady, match="run 'orchestration-pipeline db migrate'"):
+                call()

@@ -36,7 +36,11 @@ def audit_ledger_integrity(orchestration_db: OrchestrationDatabase) -> dg.Materi
     group_name="audit",
     kinds={"postgres"},
     deps=[orchestration_schema],
-    description="Policies (total, enabled, dry-run, live) and decision execution outcomes.",
+    description=(
+        "Policies: total, enabled, dry_run_on (enabled, simulating) and live_on (enabled, performing "
+        "effects); decision executions: last_execution_at, succeeded, failed, duplicate-skipped, "
+        "simulated and pending."
+    ),
 )
 def decision_execution_summary(orchestration_db: OrchestrationDatabase) -> dg.MaterializeResult:
     with orchestration_db.connection() as conn:
