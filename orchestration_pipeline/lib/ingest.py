@@ -30,7 +30,7 @@ import uuid
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -40,9 +40,11 @@ from psycopg.types.json import Jsonb
 from orchestration_pipeline.lib.db import SchemaGate
 from orchestration_pipeline.lib.events import (
     MAX_LINE_BYTES,
+    CommonEvent,
     ParsedEvent,
     Rejection,
-    parse_line,
+    parse_common_line,
+    parse_line_validated,
     reject_oversized,
 )
 from orchestration_pipeline.lib.parse_worker import read_frame, write_frame
@@ -337,7 +339,9 @@ def _copy_escape(text: str | None) -> str:
     return text
 
 
-def _event_copy_line(ev: ParsedEvent, event_id: str, source_text: str, line_number: int) -> bytes:
+def _event_copy_line(
+    ev: ParsedEvent | CommonEvent, event_id: str, source_text: str, line_number: int
+) -> bytes:
     """The ``events`` COPY row of one event; only free-text fields need escaping (enums, ids and numbers don't)."""
     duration = _NULL if ev.duration_ms is None else str(ev.duration_ms)
     return (
@@ -361,24 +365,35 @@ class ParsedBatch:
 
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
 
 
 def _micros(moment: datetime) -> int:
-    delta = moment - _EPOCH
-    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+    return (moment - _EPOCH) // _MICROSECOND
 
 
 def parse_batch(
     lines: list[_Line], source_file: str, now: datetime, run_id: uuid.UUID, sha: str
 ) -> ParsedBatch:
-    """Parse, validate and redact a batch of lines into COPY-ready rows (pure: no database)."""
+    """Parse, validate and redact a batch of lines into COPY-ready rows (pure: no database).
+
+    Each line goes through :func:`parse_common_line` first and, if that declines it, through
+    :func:`parse_line_validated`: together, :func:`parse_line`.
+    """
     out = ParsedBatch(lines=len(lines))
     source_text = _copy_escape(source_file)
+    plain = out.plain
     for line in lines:
         if line.truncated_total is not None:
             parsed = reject_oversized(line.raw, line.truncated_total, line.full_sha256 or "")
+        elif (common := parse_common_line(line.raw, now)) is not None:
+            if common.event_type == "error":
+                add_event(out, common.parsed_event(), source_file, line.number, source_text)
+            else:  # no ParsedEvent (nor UUID object) for the common line
+                plain.append(_plain_row(common, common.event_id, source_text, line.number))
+            continue
         else:
-            parsed = parse_line(line.raw, now=now)
+            parsed = parse_line_validated(line.raw, now=now)
         out.redactions += parsed.redactions
         if isinstance(parsed, Rejection):
             out.quarantine_by_type[parsed.failure_type] += 1
@@ -395,18 +410,26 @@ def add_event(
     if ev.fingerprint is not None:
         batch.errors.append(stage_row(ev, source_file, line_number))
         return
-    event_id = str(ev.event_id)
-    row = _event_copy_line(ev, event_id, source_text or _copy_escape(source_file), line_number)
+    batch.plain.append(
+        _plain_row(ev, str(ev.event_id), source_text or _copy_escape(source_file), line_number)
+    )
+
+
+def _plain_row(
+    ev: ParsedEvent | CommonEvent, event_id: str, source_text: str, line_number: int
+) -> tuple[str, int, bytes, str | None, bytes | None]:
+    """A non-error event as an item of :attr:`ParsedBatch.plain`."""
+    row = _event_copy_line(ev, event_id, source_text, line_number)
     if ev.event_type == "metric":
         kind, extra = "metric", _metric_copy_line(ev)
     elif ev.event_type == "artifact_emit":
         kind, extra = "artifact", _artifact_copy_line(ev)
     else:
         kind = extra = None
-    batch.plain.append((event_id, _micros(ev.occurred_at), row, kind, extra))
+    return (event_id, _micros(ev.occurred_at), row, kind, extra)
 
 
-def _metric_copy_line(ev: ParsedEvent) -> bytes:
+def _metric_copy_line(ev: ParsedEvent | CommonEvent) -> bytes:
     p = ev.payload
     tags = p.get("tags")
     return copy_text_line((
@@ -416,7 +439,7 @@ def _metric_copy_line(ev: ParsedEvent) -> bytes:
     ))  # fmt: skip
 
 
-def _artifact_copy_line(ev: ParsedEvent) -> bytes:
+def _artifact_copy_line(ev: ParsedEvent | CommonEvent) -> bytes:
     p = ev.payload
     return copy_text_line((
         ev.event_id, ev.occurred_at, ev.session_id, ev.task_id, p["path"], p["size_bytes"],
