@@ -14,14 +14,17 @@ How exactly-once holds:
 Every non-blank line ends up in exactly one bucket, so ``lines == accepted + quarantined +
 duplicates + collapsed`` for each file and for the run.
 
-For large files, parsing (CPU-bound Python) runs in a worker process that hands back COPY-ready
+For large files, parsing (CPU-bound Python) runs in worker processes that hand back COPY-ready
 text, while this process writes the previous batch; a thread would fight the parser for the GIL.
-At most a few batches are in flight, so memory is bounded by the batch size, whatever the file size.
+This process reads the file in blocks of whole lines and sends each block as it is, so it does no
+per-line work of its own. At most a few batches are in flight, so memory is bounded by the batch
+size, whatever the file size.
 """
 
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import pickle
@@ -63,7 +66,6 @@ INGEST_TABLES = (
 )
 EVENT_FILE_SUFFIXES = (".jsonl", ".ndjson")
 DEFAULT_BATCH_ROWS = 10_000
-_BATCH_BYTES = 32 * 1024 * 1024
 _FILE_ATTEMPTS = 3
 _STORED_RAW_LIMIT = MAX_LINE_BYTES  # an over-long line keeps its first MiB plus its hash and offset
 
@@ -280,42 +282,119 @@ class _Line:
     full_sha256: str | None = None  # and the hash of the whole line
 
 
-def iter_lines(handle: BinaryIO) -> Iterator[_Line]:
+def _read_line(handle: BinaryIO) -> tuple[bytes, int, int | None, str | None] | None:
+    """The next line without its newline, the bytes it took, and for an over-long line its full
+    size and sha256 (only its first part is kept); None at the end of the file."""
+    chunk = handle.readline(MAX_LINE_BYTES + 2)
+    if not chunk:
+        return None
+    taken = len(chunk)
+    total = digest = None
+    if not chunk.endswith(b"\n") and len(chunk) > MAX_LINE_BYTES:
+        # drain the rest of the over-long line, measuring and hashing it without holding it
+        digest = hashlib.sha256(chunk)
+        total = len(chunk)
+        while True:
+            more = handle.readline(1 << 20)
+            if not more:
+                break
+            taken += len(more)
+            if more.endswith(b"\n"):
+                more = more.rstrip(b"\r\n")
+                total += len(more)
+                digest.update(more)
+                break
+            total += len(more)
+            digest.update(more)
+    return chunk.rstrip(b"\r\n"), taken, total, digest.hexdigest() if digest else None
+
+
+def iter_lines(handle: BinaryIO, number: int = 0, offset: int = 0) -> Iterator[_Line]:
     """Non-blank lines with their 1-based numbers and byte offsets, in bounded memory.
 
     A line longer than the read limit yields its first part (enough to quarantine it as too
-    large) and the rest is skipped without being held in memory.
+    large) and the rest is skipped without being held in memory. ``number`` and ``offset`` are
+    the lines and bytes of the file before ``handle``'s position.
     """
-    number = 0
-    offset = 0
-    while True:
-        chunk = handle.readline(MAX_LINE_BYTES + 2)
-        if not chunk:
-            return
+    while (line := _read_line(handle)) is not None:
+        raw, taken, total, full_sha256 = line
         number += 1
-        start = offset
-        offset += len(chunk)
-        total = digest = None
-        if not chunk.endswith(b"\n") and len(chunk) > MAX_LINE_BYTES:
-            # drain the rest of the over-long line, measuring and hashing it without holding it
-            digest = hashlib.sha256(chunk)
-            total = len(chunk)
-            while True:
-                more = handle.readline(1 << 20)
-                if not more:
-                    break
-                offset += len(more)
-                if more.endswith(b"\n"):
-                    more = more.rstrip(b"\r\n")
-                    total += len(more)
-                    digest.update(more)
-                    break
-                total += len(more)
-                digest.update(more)
-        raw = chunk.rstrip(b"\r\n")
-        if not raw.strip():
-            continue
-        yield _Line(number, start, raw, total, digest.hexdigest() if digest else None)
+        if raw.strip():
+            yield _Line(number, offset, raw, total, full_sha256)
+        offset += taken
+
+
+@dataclass(slots=True)
+class LineBlock:
+    """Consecutive whole lines of a file as one bytes object: what a parse worker is sent.
+
+    Splitting it into lines is left to the worker, so the ingesting process handles no line
+    one at a time. ``lines()`` gives exactly what :func:`iter_lines` gives for the same bytes.
+    """
+
+    data: bytes
+    number: int  # lines of the file before this block
+    offset: int  # bytes of the file before this block
+
+    def lines(self) -> list[_Line]:
+        pieces = self.data.split(b"\n")
+        last = pieces.pop()  # after the last newline: nothing, or a last line without one
+        # lines iter_lines would cut (its read limit counts the newline): let it do so
+        if max(map(len, pieces), default=0) > MAX_LINE_BYTES + 1 or len(last) > MAX_LINE_BYTES:
+            return list(iter_lines(io.BytesIO(self.data), self.number, self.offset))
+        if last:
+            pieces.append(last)
+        out = []
+        number, offset = self.number, self.offset
+        for piece in pieces:
+            number += 1
+            raw = piece.rstrip(b"\r")
+            if raw.strip():
+                out.append(_Line(number, offset, raw))
+            offset += len(piece) + 1
+        return out
+
+
+_BLOCK_BYTES = 8 * 1024 * 1024  # read size and largest block; must exceed MAX_LINE_BYTES + 2
+
+
+def iter_blocks(handle: BinaryIO, max_lines: int) -> Iterator[LineBlock | list[_Line]]:
+    """The file in order as blocks of at most ``max_lines`` whole lines and ``_BLOCK_BYTES`` bytes.
+
+    A line too long to fit a block comes alone, already cut as :func:`iter_lines` cuts it (a list
+    of that one line, or an empty list if it is blank), so memory stays bounded whatever the line
+    and file sizes. ``handle`` must be seekable.
+    """
+    number = offset = 0
+    carry = b""  # the start of a line not yet complete
+    while True:
+        data = handle.read(_BLOCK_BYTES - len(carry))
+        if carry:
+            data, carry = carry + data, b""
+        if not data:
+            return
+        if len(data) < _BLOCK_BYTES:  # the end of the file: the last line needs no newline
+            cut = len(data)
+        else:
+            cut = data.rfind(b"\n") + 1
+            if not cut:  # one line fills the whole block: read it again as iter_lines does
+                handle.seek(offset)
+                raw, taken, total, full_sha256 = _read_line(handle)  # type: ignore[misc]
+                number += 1
+                if raw.strip():
+                    yield [_Line(number, offset, raw, total, full_sha256)]
+                offset += taken
+                continue
+        lines = data.count(b"\n", 0, cut) + (data[cut - 1] != 0x0A)
+        if lines > max_lines:  # end the block after its max_lines-th newline
+            end = -1
+            for _ in range(max_lines):
+                end = data.index(b"\n", end + 1)
+            cut, lines = end + 1, max_lines
+        block, carry = (data, b"") if cut == len(data) else (data[:cut], data[cut:])
+        yield LineBlock(block, number, offset)
+        number += lines
+        offset += cut
 
 
 # --- parsing a batch (in-process, or in a worker process for large files) ------------------
@@ -373,13 +452,15 @@ def _micros(moment: datetime) -> int:
 
 
 def parse_batch(
-    lines: list[_Line], source_file: str, now: datetime, run_id: uuid.UUID, sha: str
+    lines: list[_Line] | LineBlock, source_file: str, now: datetime, run_id: uuid.UUID, sha: str
 ) -> ParsedBatch:
     """Parse, validate and redact a batch of lines into COPY-ready rows (pure: no database).
 
     Each line goes through :func:`parse_common_line` first and, if that declines it, through
     :func:`parse_line_validated`: together, :func:`parse_line`.
     """
+    if isinstance(lines, LineBlock):
+        lines = lines.lines()
     out = ParsedBatch(lines=len(lines))
     source_text = _copy_escape(source_file)
     plain = out.plain
@@ -761,20 +842,11 @@ class Ingestor:
             (name, value, unit, Jsonb({"run_id": str(self.run_id), **tags})),
         )
 
-    def _batches(self, handle: BinaryIO) -> Iterator[list[_Line]]:
-        batch: list[_Line] = []
-        size = 0
-        for line in iter_lines(handle):
-            batch.append(line)
-            size += len(line.raw)
-            if len(batch) >= self.batch_rows or size >= _BATCH_BYTES:
-                yield batch
-                batch, size = [], 0
-        if batch:
-            yield batch
-
     def _parsed(self, handle: BinaryIO, result: FileResult, now: datetime) -> Iterator[ParsedBatch]:
-        jobs = ((batch, result.path, now, self.run_id, result.sha256) for batch in self._batches(handle))
+        jobs = (
+            (batch, result.path, now, self.run_id, result.sha256)
+            for batch in iter_blocks(handle, self.batch_rows)
+        )
         if self.parse_workers > 0 and result.size_bytes >= self.parallel_min_bytes:
             if self._pool is not None and self._pool.broken:
                 self.close()
