@@ -583,20 +583,26 @@ class _ParsePool:
         )
 
     def map(self, jobs: Iterable[tuple]) -> Iterator[ParsedBatch]:
+        """Results in job order. A worker gets its next job before its result is handed on, so
+        every worker parses while the caller writes (one worker is enough to overlap the two)."""
+        jobs = iter(jobs)
         in_flight: deque = deque()  # workers with a job, in submission order
-        idle = deque(self._procs)
         completed = False
         try:
-            for job in jobs:
-                if not idle:
-                    proc = in_flight.popleft()
-                    yield self._receive(proc)
-                    idle.append(proc)
-                proc = idle.popleft()
+            for proc in self._procs:
+                job = next(jobs, None)
+                if job is None:
+                    break
                 self._send(proc, job)
                 in_flight.append(proc)
             while in_flight:
-                yield self._receive(in_flight.popleft())
+                proc = in_flight.popleft()
+                result = self._receive(proc)
+                job = next(jobs, None)
+                if job is not None:
+                    self._send(proc, job)
+                    in_flight.append(proc)
+                yield result
             completed = True
         finally:
             if not completed:  # results still in flight would be read by the next file: start afresh
