@@ -223,6 +223,7 @@ class ParsedEvent:
     fingerprint: str | None  # error events only
     message_template: str | None
     redactions: int
+    occurred_at_text: str  # occurred_at as COPY text (see timestamp_text)
 
 
 @dataclass(frozen=True, slots=True)
@@ -342,6 +343,17 @@ def reject_oversized(prefix: bytes, total_bytes: int, full_sha256: str) -> Rejec
     )
 
 
+# RFC 3339 as both Python and PostgreSQL read it the same way: at most microseconds (Python would
+# cut more digits, PostgreSQL round them) and offsets PostgreSQL accepts (up to 15:59).
+_PLAIN_TIMESTAMP = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d{1,6})?(?:Z|[+-](?:0\d|1[0-5]):[0-5]\d)")
+
+
+def timestamp_text(text: str, moment: datetime) -> str:
+    """``occurred_at`` as COPY text: the producer's own text when it is plain RFC 3339 (the same
+    instant to PostgreSQL as ``moment``, and free to write), else ``str(moment)``."""
+    return text if _PLAIN_TIMESTAMP.fullmatch(text) else str(moment)
+
+
 def parse_line(raw: bytes, *, now: datetime | None = None) -> ParsedEvent | Rejection:
     """Validate and redact one line (without its newline). Never raises on bad input."""
     now = now or datetime.now(UTC)
@@ -457,6 +469,7 @@ def parse_line_validated(raw: bytes, *, now: datetime | None = None) -> ParsedEv
         fingerprint=fingerprint,
         message_template=template,
         redactions=redactions,
+        occurred_at_text=timestamp_text(model.occurred_at, occurred),
     )
 
 
@@ -585,17 +598,17 @@ _FAST_SPECS = {cls: (t, _FAST_PAYLOADS[t]) for t, cls in _FAST_TYPES.items()}
 _FAST_DECODER = msgspec.json.Decoder(Union[tuple(_FAST_TYPES.values())])  # noqa: UP007 (a runtime tuple)
 
 
-@dataclass(slots=True)
-class CommonEvent:
+class CommonEvent(msgspec.Struct, gc=False):
     """A line accepted by :func:`parse_common_line`: valid, nothing to redact, ``event_id`` given.
 
     ``event_id`` is the canonical text of the id (what ``str(uuid.UUID(...))`` gives), so the
-    writer need not build a UUID object per line.
+    writer need not build a UUID object per line. (A Struct: cheaper to build than a dataclass.)
     """
 
     event_id: str
     event_type: str
     occurred_at: datetime
+    occurred_at_text: str
     session_id: str | None
     task_id: str | None
     source: str | None
@@ -627,6 +640,7 @@ class CommonEvent:
             fingerprint=fingerprint,
             message_template=template,
             redactions=0,
+            occurred_at_text=self.occurred_at_text,
         )
 
 
@@ -657,19 +671,23 @@ def parse_common_line(raw: bytes, now: datetime) -> CommonEvent | None:
     elif event_type == "metric":
         if type(checked.value) is int and not -_FAST_INT_FLOAT_MAX <= checked.value <= _FAST_INT_FLOAT_MAX:
             return None
+    text = envelope.occurred_at
     try:
-        occurred = datetime.fromisoformat(envelope.occurred_at)
+        occurred = datetime.fromisoformat(text)
     except ValueError:
         return None
     if occurred.tzinfo is None or occurred > now + FUTURE_TOLERANCE:
         return None
-    duration = envelope.duration_ms if envelope.duration_ms is not None else payload.get("duration_ms")
-    if not (isinstance(duration, int) and not isinstance(duration, bool) and duration >= 0):
-        duration = None
+    duration = envelope.duration_ms
+    if duration is None:
+        duration = payload.get("duration_ms")
+        if not (isinstance(duration, int) and not isinstance(duration, bool) and duration >= 0):
+            duration = None
     return CommonEvent(
         envelope.event_id,
         event_type,
         occurred,
+        text if _PLAIN_TIMESTAMP.fullmatch(text) else str(occurred),
         envelope.session_id,
         envelope.task_id,
         envelope.source,

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import json
 import os
 import pickle
 import time
@@ -46,6 +45,7 @@ from orchestration_pipeline.lib.events import (
     CommonEvent,
     ParsedEvent,
     Rejection,
+    encode_payload,
     parse_common_line,
     parse_line_validated,
     reject_oversized,
@@ -422,11 +422,19 @@ def _event_copy_line(
     ev: ParsedEvent | CommonEvent, event_id: str, source_text: str, line_number: int
 ) -> bytes:
     """The ``events`` COPY row of one event; only free-text fields need escaping (enums, ids and numbers don't)."""
-    duration = _NULL if ev.duration_ms is None else str(ev.duration_ms)
+    session, task, source, stage, payload = ev.session_id, ev.task_id, ev.source, ev.stage, ev.payload_json
+    free = f"{session}{task}{source}{stage}{payload}"  # one check for all five, as most need no escape
+    if "\\" in free or "\t" in free or "\n" in free or "\r" in free:
+        session, task, source, stage, payload = map(_copy_escape, (session, task, source, stage, payload))
+    else:
+        session = _NULL if session is None else session
+        task = _NULL if task is None else task
+        source = _NULL if source is None else source
+        stage = _NULL if stage is None else stage
+    duration = _NULL if ev.duration_ms is None else ev.duration_ms
     return (
-        f"{event_id}\t{ev.event_type}\t{ev.occurred_at}\t{_copy_escape(ev.session_id)}\t{_copy_escape(ev.task_id)}\t"
-        f"{_copy_escape(ev.source)}\t{_copy_escape(ev.stage)}\t{ev.severity or _NULL}\t{ev.status or _NULL}\t"
-        f"{duration}\t{_copy_escape(ev.payload_json)}\t{source_text}\t{line_number}\n"
+        f"{event_id}\t{ev.event_type}\t{ev.occurred_at_text}\t{session}\t{task}\t{source}\t{stage}\t"
+        f"{ev.severity or _NULL}\t{ev.status or _NULL}\t{duration}\t{payload}\t{source_text}\t{line_number}\n"
     ).encode()
 
 
@@ -502,28 +510,29 @@ def _plain_row(
     """A non-error event as an item of :attr:`ParsedBatch.plain`."""
     row = _event_copy_line(ev, event_id, source_text, line_number)
     if ev.event_type == "metric":
-        kind, extra = "metric", _metric_copy_line(ev)
+        kind, extra = "metric", _metric_copy_line(ev, event_id)
     elif ev.event_type == "artifact_emit":
-        kind, extra = "artifact", _artifact_copy_line(ev)
+        kind, extra = "artifact", _artifact_copy_line(ev, event_id)
     else:
         kind = extra = None
     return (event_id, _micros(ev.occurred_at), row, kind, extra)
 
 
-def _metric_copy_line(ev: ParsedEvent | CommonEvent) -> bytes:
+def _metric_copy_line(ev: ParsedEvent | CommonEvent, event_id: str) -> bytes:
     p = ev.payload
     tags = p.get("tags")
-    return copy_text_line((
-        p["name"], repr(float(p["value"])), p.get("unit"),
-        json.dumps(tags if isinstance(tags, dict) else {}, ensure_ascii=False),
-        ev.session_id, ev.task_id, ev.event_id, ev.occurred_at,
-    ))  # fmt: skip
+    tags_json = encode_payload(tags if isinstance(tags, dict) else {})  # jsonb, as the payload
+    return (
+        f"{_copy_escape(p['name'])}\t{float(p['value'])!r}\t{_copy_escape(p.get('unit'))}\t"
+        f"{_copy_escape(tags_json)}\t{_copy_escape(ev.session_id)}\t{_copy_escape(ev.task_id)}\t"
+        f"{event_id}\t{ev.occurred_at_text}\n"
+    ).encode()
 
 
-def _artifact_copy_line(ev: ParsedEvent | CommonEvent) -> bytes:
+def _artifact_copy_line(ev: ParsedEvent | CommonEvent, event_id: str) -> bytes:
     p = ev.payload
     return copy_text_line((
-        ev.event_id, ev.occurred_at, ev.session_id, ev.task_id, p["path"], p["size_bytes"],
+        event_id, ev.occurred_at_text, ev.session_id, ev.task_id, p["path"], p["size_bytes"],
         p.get("sha256"), p.get("hash_skipped_reason"),
     ))  # fmt: skip
 

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import json
 import uuid
-from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
+import msgspec
 import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
@@ -332,5 +332,8 @@ def test_common_event_keeps_what_parse_line_would():
     ).encode()  # fmt: skip
     common = parse_common_line(raw, NOW)
     assert common is not None and common.event_id == str(uuid.UUID(int=5)) and common.duration_ms == 7
-    assert replace(common, payload_json="").parsed_event().payload == {"success": False, "duration_ms": 7}
+    assert msgspec.structs.replace(common, payload_json="").parsed_event().payload == {
+        "success": False,
+        "duration_ms": 7,
+    }
     assert NOW - common.occurred_at == timedelta(hours=1)
