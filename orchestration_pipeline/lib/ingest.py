@@ -52,6 +52,7 @@ from orchestration_pipeline.lib.events import (
 )
 from orchestration_pipeline.lib.parse_worker import read_frame, write_frame
 from orchestration_pipeline.lib.project_files import sql_dir
+from orchestration_pipeline.lib.redaction import lines_with_markers
 
 INGEST_TABLES = (
     "events",
@@ -468,14 +469,22 @@ def parse_batch(
     :func:`parse_line_validated`: together, :func:`parse_line`.
     """
     if isinstance(lines, LineBlock):
-        lines = lines.lines()
+        block, lines = lines, lines.lines()
+        base = block.offset
+        marked = lines_with_markers(
+            block.data, [(x.offset - base, x.offset - base + len(x.raw)) for x in lines]
+        )
+    else:
+        marked = None
     out = ParsedBatch(lines=len(lines))
     source_text = _copy_escape(source_file)
     plain = out.plain
-    for line in lines:
+    for i, line in enumerate(lines):
         if line.truncated_total is not None:
             parsed = reject_oversized(line.raw, line.truncated_total, line.full_sha256 or "")
-        elif (common := parse_common_line(line.raw, now)) is not None:
+        elif marked is not None and i in marked:  # may hold a secret: the full validator redacts
+            parsed = parse_line_validated(line.raw, now=now)
+        elif (common := parse_common_line(line.raw, now, unmarked=marked is not None)) is not None:
             if common.event_type == "error":
                 add_event(out, common.parsed_event(), source_file, line.number, source_text)
             else:  # no ParsedEvent (nor UUID object) for the common line

@@ -28,7 +28,7 @@ from orchestration_pipeline.lib.events import (
     parse_line,
     parse_line_validated,
 )
-from orchestration_pipeline.lib.ingest import _Line, parse_batch
+from orchestration_pipeline.lib.ingest import LineBlock, parse_batch
 
 NOW = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
 RUN_ID = uuid.UUID(int=7)
@@ -290,21 +290,40 @@ def test_lines_needing_more_than_validation_are_declined(change):
     assert parse_common_line(raw, NOW) is None
 
 
-def test_a_batch_is_the_same_whichever_path_its_lines_take(monkeypatch):
+def _batch_lines() -> list[bytes]:
     objs = [
         {"event_type": t, "event_id": str(uuid.UUID(int=i + 1)), "occurred_at": "2026-06-01T11:00:00Z",
          "session_id": "s\t1", "payload": _good_payload(t), **({"stage": "db"} if t == "error" else {})}
         for i, t in enumerate(EVENT_TYPES)
     ]  # fmt: skip
-    raws = [json.dumps(o).encode() for o in objs] + [b"{bad", b'{"event_type": "decision"}']
-    batch = [_Line(i + 1, i * 100, raw) for i, raw in enumerate(raws)]
-    fast = parse_batch(batch, "/in/a\tb.jsonl", NOW, RUN_ID, "0" * 64)
-    monkeypatch.setattr(ingest_mod, "parse_common_line", lambda raw, now: None)
-    slow = parse_batch(batch, "/in/a\tb.jsonl", NOW, RUN_ID, "0" * 64)
-    assert len(fast.plain) == len(EVENT_TYPES) - 1 and len(fast.errors) == 1 and len(fast.quarantine) == 2
-    assert (fast.plain, fast.errors, fast.quarantine, fast.quarantine_by_type, fast.redactions) == (
-        slow.plain, slow.errors, slow.quarantine, slow.quarantine_by_type, slow.redactions
+    secret = {**objs[4], "event_id": str(uuid.UUID(int=99)), "payload": {"rationale": "r", "token": "t0p"}}
+    escaped = {**objs[4], "event_id": str(uuid.UUID(int=98)), "payload": {"rationale": "caf\u00e9"}}
+    return [json.dumps(o).encode() for o in (*objs, secret, escaped)] + [
+        b"{bad",
+        b'{"event_type": "decision"}',
+    ]
+
+
+def _same_batch(a, b) -> None:
+    assert (a.lines, a.plain, a.errors, a.quarantine, a.quarantine_by_type, a.redactions) == (
+        b.lines, b.plain, b.errors, b.quarantine, b.quarantine_by_type, b.redactions
     )  # fmt: skip
+
+
+def test_a_batch_is_the_same_whichever_path_its_lines_take(monkeypatch):
+    raws = _batch_lines()
+    data = b"\n\n".join(raws) + b"\r\n"  # blank lines and a CR too
+    block = LineBlock(data, 10, 1000)
+    lines = block.lines()
+    assert [x.raw for x in lines] == raws
+    as_block = parse_batch(block, "/in/a\tb.jsonl", NOW, RUN_ID, "0" * 64)
+    as_list = parse_batch(lines, "/in/a\tb.jsonl", NOW, RUN_ID, "0" * 64)
+    monkeypatch.setattr(ingest_mod, "parse_common_line", lambda raw, now, unmarked=False: None)
+    slow = parse_batch(lines, "/in/a\tb.jsonl", NOW, RUN_ID, "0" * 64)
+    assert len(slow.plain) == len(EVENT_TYPES) + 1 and len(slow.errors) == 1 and len(slow.quarantine) == 2
+    assert slow.redactions == 1
+    _same_batch(as_block, slow)
+    _same_batch(as_list, slow)
 
 
 def _stored_decimal(text: str) -> tuple[Decimal, int]:
