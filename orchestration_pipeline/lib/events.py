@@ -6,6 +6,12 @@ Envelope fields are top level; fields particular to one event type live in ``pay
 
 :func:`parse_line` turns one raw line into either a :class:`ParsedEvent` or a
 :class:`Rejection` (to be quarantined). It never raises on bad input.
+
+Two validators share that contract. :func:`parse_common_line` (msgspec Structs) takes only the
+common well-formed line, one it can prove the full validator would accept unchanged, and answers
+None for anything else; :func:`parse_line_validated` (pydantic) handles every line and is the one
+that words every rejection. :func:`parse_line` tries the first and falls back to the second, so
+what is accepted, rejected, redacted and derived is the same whichever path a line takes.
 """
 
 from __future__ import annotations
@@ -18,8 +24,9 @@ import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Union
 
+import msgspec
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -182,8 +189,6 @@ _ADAPTERS = {t: TypeAdapter(m) for t, m in EVENT_MODELS.items()}
 @lru_cache(maxsize=1)
 def envelope_json_schema() -> dict[str, Any]:
     """The JSON Schema of the envelope: one ``oneOf`` branch per event type."""
-    from typing import Union
-
     adapter = TypeAdapter(Annotated[Union[tuple(EVENT_MODELS.values())], Field(discriminator="event_type")])  # noqa: UP007
     schema = adapter.json_schema(ref_template="#/$defs/{model}")
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
@@ -218,6 +223,7 @@ class ParsedEvent:
     fingerprint: str | None  # error events only
     message_template: str | None
     redactions: int
+    occurred_at_text: str  # occurred_at as COPY text (see timestamp_text)
 
 
 @dataclass(frozen=True, slots=True)
@@ -337,8 +343,28 @@ def reject_oversized(prefix: bytes, total_bytes: int, full_sha256: str) -> Rejec
     )
 
 
+# RFC 3339 as both Python and PostgreSQL read it the same way: at most microseconds (Python would
+# cut more digits, PostgreSQL round them) and offsets PostgreSQL accepts (up to 15:59).
+_PLAIN_TIMESTAMP = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d{1,6})?(?:Z|[+-](?:0\d|1[0-5]):[0-5]\d)")
+
+
+def timestamp_text(text: str, moment: datetime) -> str:
+    """``occurred_at`` as COPY text: the producer's own text when it is plain RFC 3339 (the same
+    instant to PostgreSQL as ``moment``, and free to write), else ``str(moment)``."""
+    return text if _PLAIN_TIMESTAMP.fullmatch(text) else str(moment)
+
+
 def parse_line(raw: bytes, *, now: datetime | None = None) -> ParsedEvent | Rejection:
     """Validate and redact one line (without its newline). Never raises on bad input."""
+    now = now or datetime.now(UTC)
+    common = parse_common_line(raw, now)
+    if common is not None:
+        return common.parsed_event()
+    return parse_line_validated(raw, now=now)
+
+
+def parse_line_validated(raw: bytes, *, now: datetime | None = None) -> ParsedEvent | Rejection:
+    """The full validator (pydantic): any line, with the detail and JSON pointer of every rejection."""
     if len(raw) > MAX_LINE_BYTES:
         return _reject("payload_too_large", _too_large_detail(len(raw)), "/payload", raw)
     try:
@@ -438,9 +464,238 @@ def parse_line(raw: bytes, *, now: datetime | None = None) -> ParsedEvent | Reje
         severity=model.severity,
         status=model.status,
         duration_ms=duration,
-        payload_json=json.dumps(payload),  # the cached default encoder is fastest; jsonb normalises anyway
+        payload_json=encode_payload(payload),
         payload=payload,
         fingerprint=fingerprint,
         message_template=template,
         redactions=redactions,
+        occurred_at_text=timestamp_text(model.occurred_at, occurred),
+    )
+
+
+# --- the common path ------------------------------------------------------------------------
+#
+# msgspec decodes and validates a line straight into a Struct of the envelope fields, with the
+# payload fields its type requires checked by converting the payload to a second Struct. It
+# mirrors the pydantic models above and is narrower than them: whatever it cannot vouch for goes
+# to parse_line_validated, which then accepts or words the rejection exactly as before. Sent on:
+# a line that may hold a secret or any escape sequence (redaction, NUL and surrogate checks,
+# escaped keys), a field outside the envelope, deep nesting, no event_id or one not in canonical
+# form (the id is then derived or normalised), a timestamp without a zone or in the future, and
+# every invalid line.
+
+_PAYLOAD_ENCODER = msgspec.json.Encoder()
+
+
+def encode_payload(payload: dict[str, Any]) -> str:
+    """The payload as JSON text for the ``jsonb`` column.
+
+    The text differs from ``json.dumps`` (no spaces, UTF-8 rather than ``\\u`` escapes, ``1e16``
+    rather than ``1e+16``) but holds the same values with the same digits, so the stored jsonb is
+    identical; msgspec writes it several times faster.
+    """
+    return _PAYLOAD_ENCODER.encode(payload).decode()
+
+
+_FAST_MAX_BRACKETS = 64  # an upper bound of the nesting depth, far below any recursion limit
+_UUID_TEXT = r"\A[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\Z"  # str(uuid.UUID(x)) == x
+_FastNonNegInt = Annotated[int, msgspec.Meta(ge=0, le=BIGINT_MAX)]
+_FastNonEmpty = Annotated[str, msgspec.Meta(min_length=1)]
+# Python's re: "$" would also match before a trailing newline, pydantic's pattern does not; \Z does not.
+_FastSha256 = Annotated[str, msgspec.Meta(pattern=r"\A[0-9a-f]{64}\Z")]
+_FAST_INT_FLOAT_MAX = int(FLOAT8_MAX)  # msgspec bounds must fit an int64: metric values are checked by hand
+
+
+class _FastEnvelope(msgspec.Struct, tag_field="event_type", forbid_unknown_fields=True, kw_only=True):
+    event_id: Annotated[str, msgspec.Meta(pattern=_UUID_TEXT)]
+    occurred_at: str
+    session_id: str | None = None
+    task_id: str | None = None
+    source: str | None = None
+    stage: str | None = None
+    severity: Literal[SEVERITIES] | None = None  # type: ignore[valid-type]
+    status: Literal[STATUSES] | None = None  # type: ignore[valid-type]
+    duration_ms: _FastNonNegInt | None = None
+    payload: dict[str, Any] = {}
+
+
+class _FastTaskEnd(msgspec.Struct):
+    success: bool
+    duration_ms: _FastNonNegInt
+
+
+class _FastCommandEnd(msgspec.Struct):
+    exit_code: int
+    duration_ms: _FastNonNegInt
+
+
+class _FastDecision(msgspec.Struct):
+    rationale: _FastNonEmpty
+
+
+class _FastArtifact(msgspec.Struct):
+    path: _FastNonEmpty
+    size_bytes: _FastNonNegInt
+    sha256: _FastSha256 | None = None
+    hash_skipped_reason: str | None = None
+
+
+class _FastError(msgspec.Struct):
+    message: _FastNonEmpty
+
+
+class _FastMetric(msgspec.Struct):
+    name: _FastNonEmpty
+    value: int | float
+    unit: str | None = None
+    tags: dict[str, Any] | None = None
+
+
+class _FastPolicyViolation(msgspec.Struct):
+    host: str | None = None
+    file: str | None = None
+    policy: str | None = None
+    rule: str | None = None
+
+
+class _FastAgent(msgspec.Struct):
+    agent_type: _FastNonEmpty
+    agent_name: _FastNonEmpty
+    task_description: str
+    project_id: str | None = None
+
+
+_FAST_PAYLOADS: dict[str, type[msgspec.Struct] | None] = {
+    "task_start": None,
+    "task_end": _FastTaskEnd,
+    "command_start": None,
+    "command_end": _FastCommandEnd,
+    "decision": _FastDecision,
+    "artifact_emit": _FastArtifact,
+    "error": _FastError,
+    "metric": _FastMetric,
+    "policy_violation": _FastPolicyViolation,
+    **dict.fromkeys(AGENT_TYPES, _FastAgent),
+}
+
+
+def _fast_type(event_type: str, payload_struct: type[msgspec.Struct] | None) -> type[_FastEnvelope]:
+    fields: list[tuple[str, Any] | tuple[str, Any, Any]] = []
+    if payload_struct is not None:
+        fields.append(("payload", dict[str, Any]))  # required, as in the pydantic model
+    if event_type == "error":
+        fields.append(("stage", _FastNonEmpty))
+    if event_type in AGENT_TYPES:
+        fields.append(("severity", Literal[AGENT_SEVERITIES] | None, None))  # type: ignore[valid-type]
+        fields.append(("status", Literal[AGENT_STATUSES] | None, None))  # type: ignore[valid-type]
+    name = "Fast" + "".join(part.capitalize() for part in re.split(r"[._]", event_type))
+    return msgspec.defstruct(name, fields, bases=(_FastEnvelope,), tag=event_type, kw_only=True)
+
+
+_FAST_TYPES = {t: _fast_type(t, _FAST_PAYLOADS[t]) for t in EVENT_TYPES}
+# (event_type, payload Struct) by envelope Struct, so the tag needs no attribute of its own
+_FAST_SPECS = {cls: (t, _FAST_PAYLOADS[t]) for t, cls in _FAST_TYPES.items()}
+_FAST_DECODER = msgspec.json.Decoder(Union[tuple(_FAST_TYPES.values())])  # noqa: UP007 (a runtime tuple)
+
+
+class CommonEvent(msgspec.Struct, gc=False):
+    """A line accepted by :func:`parse_common_line`: valid, nothing to redact, ``event_id`` given.
+
+    ``event_id`` is the canonical text of the id (what ``str(uuid.UUID(...))`` gives), so the
+    writer need not build a UUID object per line. (A Struct: cheaper to build than a dataclass.)
+    """
+
+    event_id: str
+    event_type: str
+    occurred_at: datetime
+    occurred_at_text: str
+    session_id: str | None
+    task_id: str | None
+    source: str | None
+    stage: str | None
+    severity: str | None
+    status: str | None
+    duration_ms: int | None
+    payload_json: str
+    payload: dict[str, Any]
+
+    def parsed_event(self) -> ParsedEvent:
+        """The same event as :func:`parse_line_validated` returns it."""
+        fingerprint = template = None
+        if self.event_type == "error":
+            fingerprint, template = error_fingerprint(self.stage or "", self.payload.get("message", ""))
+        return ParsedEvent(
+            event_id=uuid.UUID(self.event_id),
+            event_type=self.event_type,
+            occurred_at=self.occurred_at,
+            session_id=self.session_id,
+            task_id=self.task_id,
+            source=self.source,
+            stage=self.stage,
+            severity=self.severity,
+            status=self.status,
+            duration_ms=self.duration_ms,
+            payload_json=self.payload_json,
+            payload=self.payload,
+            fingerprint=fingerprint,
+            message_template=template,
+            redactions=0,
+            occurred_at_text=self.occurred_at_text,
+        )
+
+
+def parse_common_line(raw: bytes, now: datetime, *, unmarked: bool = False) -> CommonEvent | None:
+    """The common well-formed line, validated by msgspec; None means "ask parse_line_validated".
+
+    Never raises on bad input. Whenever it returns an event, :func:`parse_line_validated` would
+    return the same event with nothing redacted (the property tests hold the two together).
+    ``unmarked=True`` tells it that ``may_contain_secret(raw)`` is already known to be false.
+    """
+    if (
+        len(raw) > MAX_LINE_BYTES
+        or (not unmarked and may_contain_secret(raw))  # also every line with a \u or \/ escape
+        or raw.count(b"{") + raw.count(b"[") > _FAST_MAX_BRACKETS
+    ):
+        return None
+    try:
+        # decoding first rejects invalid UTF-8 anywhere, also in what msgspec would only skip over
+        envelope = _FAST_DECODER.decode(raw.decode("utf-8"))
+        event_type, payload_struct = _FAST_SPECS[type(envelope)]
+        payload = envelope.payload
+        if payload_struct is not None:
+            checked = msgspec.convert(payload, payload_struct)
+    except (UnicodeDecodeError, msgspec.DecodeError, msgspec.ValidationError, RecursionError):
+        return None
+    if event_type == "artifact_emit":
+        if checked.sha256 is None and not checked.hash_skipped_reason:
+            return None
+    elif event_type == "metric":
+        if type(checked.value) is int and not -_FAST_INT_FLOAT_MAX <= checked.value <= _FAST_INT_FLOAT_MAX:
+            return None
+    text = envelope.occurred_at
+    try:
+        occurred = datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    if occurred.tzinfo is None or occurred > now + FUTURE_TOLERANCE:
+        return None
+    duration = envelope.duration_ms
+    if duration is None:
+        duration = payload.get("duration_ms")
+        if not (isinstance(duration, int) and not isinstance(duration, bool) and duration >= 0):
+            duration = None
+    return CommonEvent(
+        envelope.event_id,
+        event_type,
+        occurred,
+        text if _PLAIN_TIMESTAMP.fullmatch(text) else str(occurred),
+        envelope.session_id,
+        envelope.task_id,
+        envelope.source,
+        envelope.stage,
+        envelope.severity,
+        envelope.status,
+        duration,
+        encode_payload(payload),
+        payload,
     )

@@ -14,15 +14,17 @@ How exactly-once holds:
 Every non-blank line ends up in exactly one bucket, so ``lines == accepted + quarantined +
 duplicates + collapsed`` for each file and for the run.
 
-For large files, parsing (CPU-bound Python) runs in a worker process that hands back COPY-ready
+For large files, parsing (CPU-bound Python) runs in worker processes that hand back COPY-ready
 text, while this process writes the previous batch; a thread would fight the parser for the GIL.
-At most a few batches are in flight, so memory is bounded by the batch size, whatever the file size.
+This process reads the file in blocks of whole lines and sends each block as it is, so it does no
+per-line work of its own. At most a few batches are in flight, so memory is bounded by the batch
+size, whatever the file size.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
+import io
 import os
 import pickle
 import time
@@ -30,7 +32,7 @@ import uuid
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -40,13 +42,17 @@ from psycopg.types.json import Jsonb
 from orchestration_pipeline.lib.db import SchemaGate
 from orchestration_pipeline.lib.events import (
     MAX_LINE_BYTES,
+    CommonEvent,
     ParsedEvent,
     Rejection,
-    parse_line,
+    encode_payload,
+    parse_common_line,
+    parse_line_validated,
     reject_oversized,
 )
 from orchestration_pipeline.lib.parse_worker import read_frame, write_frame
 from orchestration_pipeline.lib.project_files import sql_dir
+from orchestration_pipeline.lib.redaction import lines_with_markers
 
 INGEST_TABLES = (
     "events",
@@ -61,7 +67,6 @@ INGEST_TABLES = (
 )
 EVENT_FILE_SUFFIXES = (".jsonl", ".ndjson")
 DEFAULT_BATCH_ROWS = 10_000
-_BATCH_BYTES = 32 * 1024 * 1024
 _FILE_ATTEMPTS = 3
 _STORED_RAW_LIMIT = MAX_LINE_BYTES  # an over-long line keeps its first MiB plus its hash and offset
 
@@ -278,42 +283,119 @@ class _Line:
     full_sha256: str | None = None  # and the hash of the whole line
 
 
-def iter_lines(handle: BinaryIO) -> Iterator[_Line]:
+def _read_line(handle: BinaryIO) -> tuple[bytes, int, int | None, str | None] | None:
+    """The next line without its newline, the bytes it took, and for an over-long line its full
+    size and sha256 (only its first part is kept); None at the end of the file."""
+    chunk = handle.readline(MAX_LINE_BYTES + 2)
+    if not chunk:
+        return None
+    taken = len(chunk)
+    total = digest = None
+    if not chunk.endswith(b"\n") and len(chunk) > MAX_LINE_BYTES:
+        # drain the rest of the over-long line, measuring and hashing it without holding it
+        digest = hashlib.sha256(chunk)
+        total = len(chunk)
+        while True:
+            more = handle.readline(1 << 20)
+            if not more:
+                break
+            taken += len(more)
+            if more.endswith(b"\n"):
+                more = more.rstrip(b"\r\n")
+                total += len(more)
+                digest.update(more)
+                break
+            total += len(more)
+            digest.update(more)
+    return chunk.rstrip(b"\r\n"), taken, total, digest.hexdigest() if digest else None
+
+
+def iter_lines(handle: BinaryIO, number: int = 0, offset: int = 0) -> Iterator[_Line]:
     """Non-blank lines with their 1-based numbers and byte offsets, in bounded memory.
 
     A line longer than the read limit yields its first part (enough to quarantine it as too
-    large) and the rest is skipped without being held in memory.
+    large) and the rest is skipped without being held in memory. ``number`` and ``offset`` are
+    the lines and bytes of the file before ``handle``'s position.
     """
-    number = 0
-    offset = 0
-    while True:
-        chunk = handle.readline(MAX_LINE_BYTES + 2)
-        if not chunk:
-            return
+    while (line := _read_line(handle)) is not None:
+        raw, taken, total, full_sha256 = line
         number += 1
-        start = offset
-        offset += len(chunk)
-        total = digest = None
-        if not chunk.endswith(b"\n") and len(chunk) > MAX_LINE_BYTES:
-            # drain the rest of the over-long line, measuring and hashing it without holding it
-            digest = hashlib.sha256(chunk)
-            total = len(chunk)
-            while True:
-                more = handle.readline(1 << 20)
-                if not more:
-                    break
-                offset += len(more)
-                if more.endswith(b"\n"):
-                    more = more.rstrip(b"\r\n")
-                    total += len(more)
-                    digest.update(more)
-                    break
-                total += len(more)
-                digest.update(more)
-        raw = chunk.rstrip(b"\r\n")
-        if not raw.strip():
-            continue
-        yield _Line(number, start, raw, total, digest.hexdigest() if digest else None)
+        if raw.strip():
+            yield _Line(number, offset, raw, total, full_sha256)
+        offset += taken
+
+
+@dataclass(slots=True)
+class LineBlock:
+    """Consecutive whole lines of a file as one bytes object: what a parse worker is sent.
+
+    Splitting it into lines is left to the worker, so the ingesting process handles no line
+    one at a time. ``lines()`` gives exactly what :func:`iter_lines` gives for the same bytes.
+    """
+
+    data: bytes
+    number: int  # lines of the file before this block
+    offset: int  # bytes of the file before this block
+
+    def lines(self) -> list[_Line]:
+        pieces = self.data.split(b"\n")
+        last = pieces.pop()  # after the last newline: nothing, or a last line without one
+        # lines iter_lines would cut (its read limit counts the newline): let it do so
+        if max(map(len, pieces), default=0) > MAX_LINE_BYTES + 1 or len(last) > MAX_LINE_BYTES:
+            return list(iter_lines(io.BytesIO(self.data), self.number, self.offset))
+        if last:
+            pieces.append(last)
+        out = []
+        number, offset = self.number, self.offset
+        for piece in pieces:
+            number += 1
+            raw = piece.rstrip(b"\r")
+            if raw.strip():
+                out.append(_Line(number, offset, raw))
+            offset += len(piece) + 1
+        return out
+
+
+_BLOCK_BYTES = 8 * 1024 * 1024  # read size and largest block; must exceed MAX_LINE_BYTES + 2
+
+
+def iter_blocks(handle: BinaryIO, max_lines: int) -> Iterator[LineBlock | list[_Line]]:
+    """The file in order as blocks of at most ``max_lines`` whole lines and ``_BLOCK_BYTES`` bytes.
+
+    A line too long to fit a block comes alone, already cut as :func:`iter_lines` cuts it (a list
+    of that one line, or an empty list if it is blank), so memory stays bounded whatever the line
+    and file sizes. ``handle`` must be seekable.
+    """
+    number = offset = 0
+    carry = b""  # the start of a line not yet complete
+    while True:
+        data = handle.read(_BLOCK_BYTES - len(carry))
+        if carry:
+            data, carry = carry + data, b""
+        if not data:
+            return
+        if len(data) < _BLOCK_BYTES:  # the end of the file: the last line needs no newline
+            cut = len(data)
+        else:
+            cut = data.rfind(b"\n") + 1
+            if not cut:  # one line fills the whole block: read it again as iter_lines does
+                handle.seek(offset)
+                raw, taken, total, full_sha256 = _read_line(handle)  # type: ignore[misc]
+                number += 1
+                if raw.strip():
+                    yield [_Line(number, offset, raw, total, full_sha256)]
+                offset += taken
+                continue
+        lines = data.count(b"\n", 0, cut) + (data[cut - 1] != 0x0A)
+        if lines > max_lines:  # end the block after its max_lines-th newline
+            end = -1
+            for _ in range(max_lines):
+                end = data.index(b"\n", end + 1)
+            cut, lines = end + 1, max_lines
+        block, carry = (data, b"") if cut == len(data) else (data[:cut], data[cut:])
+        yield LineBlock(block, number, offset)
+        number += lines
+        offset += cut
 
 
 # --- parsing a batch (in-process, or in a worker process for large files) ------------------
@@ -337,13 +419,23 @@ def _copy_escape(text: str | None) -> str:
     return text
 
 
-def _event_copy_line(ev: ParsedEvent, event_id: str, source_text: str, line_number: int) -> bytes:
+def _event_copy_line(
+    ev: ParsedEvent | CommonEvent, event_id: str, source_text: str, line_number: int
+) -> bytes:
     """The ``events`` COPY row of one event; only free-text fields need escaping (enums, ids and numbers don't)."""
-    duration = _NULL if ev.duration_ms is None else str(ev.duration_ms)
+    session, task, source, stage, payload = ev.session_id, ev.task_id, ev.source, ev.stage, ev.payload_json
+    free = f"{session}{task}{source}{stage}{payload}"  # one check for all five, as most need no escape
+    if "\\" in free or "\t" in free or "\n" in free or "\r" in free:
+        session, task, source, stage, payload = map(_copy_escape, (session, task, source, stage, payload))
+    else:
+        session = _NULL if session is None else session
+        task = _NULL if task is None else task
+        source = _NULL if source is None else source
+        stage = _NULL if stage is None else stage
+    duration = _NULL if ev.duration_ms is None else ev.duration_ms
     return (
-        f"{event_id}\t{ev.event_type}\t{ev.occurred_at}\t{_copy_escape(ev.session_id)}\t{_copy_escape(ev.task_id)}\t"
-        f"{_copy_escape(ev.source)}\t{_copy_escape(ev.stage)}\t{ev.severity or _NULL}\t{ev.status or _NULL}\t"
-        f"{duration}\t{_copy_escape(ev.payload_json)}\t{source_text}\t{line_number}\n"
+        f"{event_id}\t{ev.event_type}\t{ev.occurred_at_text}\t{session}\t{task}\t{source}\t{stage}\t"
+        f"{ev.severity or _NULL}\t{ev.status or _NULL}\t{duration}\t{payload}\t{source_text}\t{line_number}\n"
     ).encode()
 
 
@@ -361,24 +453,45 @@ class ParsedBatch:
 
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
 
 
 def _micros(moment: datetime) -> int:
-    delta = moment - _EPOCH
-    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+    return (moment - _EPOCH) // _MICROSECOND
 
 
 def parse_batch(
-    lines: list[_Line], source_file: str, now: datetime, run_id: uuid.UUID, sha: str
+    lines: list[_Line] | LineBlock, source_file: str, now: datetime, run_id: uuid.UUID, sha: str
 ) -> ParsedBatch:
-    """Parse, validate and redact a batch of lines into COPY-ready rows (pure: no database)."""
+    """Parse, validate and redact a batch of lines into COPY-ready rows (pure: no database).
+
+    Each line goes through :func:`parse_common_line` first and, if that declines it, through
+    :func:`parse_line_validated`: together, :func:`parse_line`.
+    """
+    if isinstance(lines, LineBlock):
+        block, lines = lines, lines.lines()
+        base = block.offset
+        marked = lines_with_markers(
+            block.data, [(x.offset - base, x.offset - base + len(x.raw)) for x in lines]
+        )
+    else:
+        marked = None
     out = ParsedBatch(lines=len(lines))
     source_text = _copy_escape(source_file)
-    for line in lines:
+    plain = out.plain
+    for i, line in enumerate(lines):
         if line.truncated_total is not None:
             parsed = reject_oversized(line.raw, line.truncated_total, line.full_sha256 or "")
+        elif marked is not None and i in marked:  # may hold a secret: the full validator redacts
+            parsed = parse_line_validated(line.raw, now=now)
+        elif (common := parse_common_line(line.raw, now, unmarked=marked is not None)) is not None:
+            if common.event_type == "error":
+                add_event(out, common.parsed_event(), source_file, line.number, source_text)
+            else:  # no ParsedEvent (nor UUID object) for the common line
+                plain.append(_plain_row(common, common.event_id, source_text, line.number))
+            continue
         else:
-            parsed = parse_line(line.raw, now=now)
+            parsed = parse_line_validated(line.raw, now=now)
         out.redactions += parsed.redactions
         if isinstance(parsed, Rejection):
             out.quarantine_by_type[parsed.failure_type] += 1
@@ -395,31 +508,40 @@ def add_event(
     if ev.fingerprint is not None:
         batch.errors.append(stage_row(ev, source_file, line_number))
         return
-    event_id = str(ev.event_id)
-    row = _event_copy_line(ev, event_id, source_text or _copy_escape(source_file), line_number)
+    batch.plain.append(
+        _plain_row(ev, str(ev.event_id), source_text or _copy_escape(source_file), line_number)
+    )
+
+
+def _plain_row(
+    ev: ParsedEvent | CommonEvent, event_id: str, source_text: str, line_number: int
+) -> tuple[str, int, bytes, str | None, bytes | None]:
+    """A non-error event as an item of :attr:`ParsedBatch.plain`."""
+    row = _event_copy_line(ev, event_id, source_text, line_number)
     if ev.event_type == "metric":
-        kind, extra = "metric", _metric_copy_line(ev)
+        kind, extra = "metric", _metric_copy_line(ev, event_id)
     elif ev.event_type == "artifact_emit":
-        kind, extra = "artifact", _artifact_copy_line(ev)
+        kind, extra = "artifact", _artifact_copy_line(ev, event_id)
     else:
         kind = extra = None
-    batch.plain.append((event_id, _micros(ev.occurred_at), row, kind, extra))
+    return (event_id, _micros(ev.occurred_at), row, kind, extra)
 
 
-def _metric_copy_line(ev: ParsedEvent) -> bytes:
+def _metric_copy_line(ev: ParsedEvent | CommonEvent, event_id: str) -> bytes:
     p = ev.payload
     tags = p.get("tags")
-    return copy_text_line((
-        p["name"], repr(float(p["value"])), p.get("unit"),
-        json.dumps(tags if isinstance(tags, dict) else {}, ensure_ascii=False),
-        ev.session_id, ev.task_id, ev.event_id, ev.occurred_at,
-    ))  # fmt: skip
+    tags_json = encode_payload(tags if isinstance(tags, dict) else {})  # jsonb, as the payload
+    return (
+        f"{_copy_escape(p['name'])}\t{float(p['value'])!r}\t{_copy_escape(p.get('unit'))}\t"
+        f"{_copy_escape(tags_json)}\t{_copy_escape(ev.session_id)}\t{_copy_escape(ev.task_id)}\t"
+        f"{event_id}\t{ev.occurred_at_text}\n"
+    ).encode()
 
 
-def _artifact_copy_line(ev: ParsedEvent) -> bytes:
+def _artifact_copy_line(ev: ParsedEvent | CommonEvent, event_id: str) -> bytes:
     p = ev.payload
     return copy_text_line((
-        ev.event_id, ev.occurred_at, ev.session_id, ev.task_id, p["path"], p["size_bytes"],
+        event_id, ev.occurred_at_text, ev.session_id, ev.task_id, p["path"], p["size_bytes"],
         p.get("sha256"), p.get("hash_skipped_reason"),
     ))  # fmt: skip
 
@@ -479,20 +601,26 @@ class _ParsePool:
         )
 
     def map(self, jobs: Iterable[tuple]) -> Iterator[ParsedBatch]:
+        """Results in job order. A worker gets its next job before its result is handed on, so
+        every worker parses while the caller writes (one worker is enough to overlap the two)."""
+        jobs = iter(jobs)
         in_flight: deque = deque()  # workers with a job, in submission order
-        idle = deque(self._procs)
         completed = False
         try:
-            for job in jobs:
-                if not idle:
-                    proc = in_flight.popleft()
-                    yield self._receive(proc)
-                    idle.append(proc)
-                proc = idle.popleft()
+            for proc in self._procs:
+                job = next(jobs, None)
+                if job is None:
+                    break
                 self._send(proc, job)
                 in_flight.append(proc)
             while in_flight:
-                yield self._receive(in_flight.popleft())
+                proc = in_flight.popleft()
+                result = self._receive(proc)
+                job = next(jobs, None)
+                if job is not None:
+                    self._send(proc, job)
+                    in_flight.append(proc)
+                yield result
             completed = True
         finally:
             if not completed:  # results still in flight would be read by the next file: start afresh
@@ -627,7 +755,9 @@ class Ingestor:
     ...     summary = Ingestor(conn).ingest_paths(["landing/"])
 
     Files of at least ``parallel_min_bytes`` are parsed by ``parse_workers`` worker processes
-    (default: one per core, at most 4) while this process writes (0: always parse in-process).
+    while this process writes (0: always parse in-process). The default is one fewer than the
+    cores (at least 1, at most 4): one worker parses faster than PostgreSQL writes, and a local
+    server needs a core of its own.
     """
 
     def __init__(
@@ -649,8 +779,11 @@ class Ingestor:
         self.progress = progress
         self.progress_every_s = progress_every_s
         self.now = now or (lambda: datetime.now(UTC))
-        # PostgreSQL usually runs elsewhere; here it shares the cores, and 2 workers still measured faster than 1.
-        self.parse_workers = min(os.cpu_count() or 1, 4) if parse_workers is None else parse_workers
+        # On 2 cores with the server local, 1 worker measured 20-30% faster than 2: two workers
+        # parsing at once take the server's core.
+        self.parse_workers = (
+            max(1, min((os.cpu_count() or 1) - 1, 4)) if parse_workers is None else parse_workers
+        )
         self.parallel_min_bytes = parallel_min_bytes
         self.gate = SchemaGate(INGEST_TABLES, source=source)
         self.summary = IngestSummary(run_id=self.run_id, started_at=self.now())
@@ -738,20 +871,11 @@ class Ingestor:
             (name, value, unit, Jsonb({"run_id": str(self.run_id), **tags})),
         )
 
-    def _batches(self, handle: BinaryIO) -> Iterator[list[_Line]]:
-        batch: list[_Line] = []
-        size = 0
-        for line in iter_lines(handle):
-            batch.append(line)
-            size += len(line.raw)
-            if len(batch) >= self.batch_rows or size >= _BATCH_BYTES:
-                yield batch
-                batch, size = [], 0
-        if batch:
-            yield batch
-
     def _parsed(self, handle: BinaryIO, result: FileResult, now: datetime) -> Iterator[ParsedBatch]:
-        jobs = ((batch, result.path, now, self.run_id, result.sha256) for batch in self._batches(handle))
+        jobs = (
+            (batch, result.path, now, self.run_id, result.sha256)
+            for batch in iter_blocks(handle, self.batch_rows)
+        )
         if self.parse_workers > 0 and result.size_bytes >= self.parallel_min_bytes:
             if self._pool is not None and self._pool.broken:
                 self.close()

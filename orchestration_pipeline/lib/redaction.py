@@ -11,6 +11,8 @@ Three kinds of secret are replaced with ``"[REDACTED]"``:
 from __future__ import annotations
 
 import re
+from bisect import bisect_right
+from collections.abc import Sequence
 from typing import Any
 
 REDACTED = "[REDACTED]"
@@ -100,6 +102,23 @@ def redact_value(value: Any) -> tuple[Any, int]:
     return value, 0
 
 
+# What may_contain_secret looks for, in its (lowercased) bytes; the tests hold the two equal.
+SECRET_MARKERS = (
+    b"\\u",
+    b"\\/",
+    b"pass",
+    b"pwd",
+    b"secret",
+    b"token",
+    b"key",
+    b"auth",
+    b"bearer",
+    b"credential",
+    b"cookie",
+    b"://",
+)
+
+
 def may_contain_secret(raw: bytes) -> bool:
     """Fast pre-check on the raw bytes of a line."""
     # Chained `in` tests use C substring search: several times faster than a regex alternation
@@ -119,3 +138,25 @@ def may_contain_secret(raw: bytes) -> bool:
         or b"cookie" in low
         or b"://" in low
     )
+
+
+def lines_with_markers(data: bytes, spans: Sequence[tuple[int, int]]) -> set[int]:
+    """The indexes of the lines for which :func:`may_contain_secret` is true.
+
+    ``spans`` are the lines' (start, end) in ``data``, in order and not overlapping. The same
+    answer as calling may_contain_secret on each ``data[start:end]``, found with one C search
+    per marker over the whole of ``data`` instead of twelve per line: about half the cost.
+    """
+    low = data.lower()
+    starts = [start for start, _ in spans]
+    marked: set[int] = set()
+    for marker in SECRET_MARKERS:
+        at = low.find(marker)
+        while at != -1:
+            i = bisect_right(starts, at) - 1
+            if i >= 0 and at + len(marker) <= spans[i][1]:
+                marked.add(i)
+            if i + 1 == len(starts):
+                break
+            at = low.find(marker, starts[i + 1])  # the rest of line i needs no second look
+    return marked

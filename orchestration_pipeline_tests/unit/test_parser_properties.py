@@ -2,13 +2,16 @@
 
 import io
 import json
+from dataclasses import astuple
 from datetime import UTC, datetime
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from orchestration_pipeline.lib import ingest
 from orchestration_pipeline.lib.events import EVENT_TYPES, FAILURE_TYPES, ParsedEvent, Rejection, parse_line
-from orchestration_pipeline.lib.ingest import iter_lines
+from orchestration_pipeline.lib.ingest import LineBlock, iter_blocks, iter_lines
 
 NOW = datetime(2026, 6, 1, tzinfo=UTC)
 json_values = st.recursive(
@@ -87,3 +90,36 @@ def test_accounting_partition(text, event_type):
     ).encode()
     result = parse_line(raw, now=NOW)
     assert isinstance(result, ParsedEvent) != isinstance(result, Rejection)
+
+
+@settings(max_examples=400, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.lists(
+        st.tuples(
+            st.binary(max_size=90).map(lambda b: b.replace(b"\n", b"")),
+            st.sampled_from([b"\n", b"\r\n", b"\n\n", b"\r\r\n", b" \n"]),
+        ),
+        max_size=14,
+    ),
+    st.booleans(),
+    st.sampled_from([1, 2, 3, 1000]),
+)
+def test_blocks_hold_exactly_the_lines_iter_lines_reads(parts, trailing, max_lines):
+    """Read in blocks (as for parse workers), a file gives the same lines, numbers, offsets and
+    over-long-line cuts as read line by line; limits are shrunk so every path is taken."""
+    data = b"".join(line + sep for line, sep in parts)
+    if not trailing:
+        data = data.rstrip(b"\n")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(ingest, "MAX_LINE_BYTES", 20)
+        mp.setattr(ingest, "_BLOCK_BYTES", 64)
+        expected = [astuple(line) for line in iter_lines(io.BytesIO(data))]
+        got = []
+        for block in iter_blocks(io.BytesIO(data), max_lines):
+            if isinstance(block, LineBlock):
+                assert len(block.data) <= 64
+                assert block.data.count(b"\n") + (not block.data.endswith(b"\n")) <= max_lines
+                got.extend(astuple(line) for line in block.lines())
+            else:
+                got.extend(astuple(line) for line in block)
+    assert got == expected

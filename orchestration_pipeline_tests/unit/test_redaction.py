@@ -1,11 +1,16 @@
 import json
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from orchestration_pipeline.lib.events import ParsedEvent, parse_line
 from orchestration_pipeline.lib.redaction import (
     REDACTED,
+    SECRET_MARKERS,
     is_secret_key,
+    lines_with_markers,
+    may_contain_secret,
     redact_raw_line,
     redact_text,
     redact_value,
@@ -87,3 +92,31 @@ def test_parser_redacts_before_anything_is_stored():
 def test_plain_text_bearer_and_kv():
     text, n = redact_text("Authorization: bearer eyJhbGciOiJIUzI1NiJ9.x.y; PWD=abc123;")
     assert "eyJhbGci" not in text and "abc123" not in text and n == 2
+
+
+markerish = st.lists(
+    st.sampled_from(
+        [b"pass", b"PWD", b"Secret", b"toKen", b"key", b"AUTH", b"bearer", b"\\u", b"\\/", b"://"]
+    )
+    | st.binary(max_size=8),
+    max_size=6,
+).map(b"".join)
+
+
+@settings(max_examples=300)
+@given(markerish)
+def test_secret_markers_are_what_the_pre_check_looks_for(raw):
+    assert may_contain_secret(raw) == any(marker in raw.lower() for marker in SECRET_MARKERS)
+
+
+@settings(max_examples=300)
+@given(
+    st.lists(markerish.map(lambda b: b.replace(b"\n", b"")), max_size=12), st.sampled_from([b"\n", b"\r\n"])
+)
+def test_markers_found_per_block_are_those_found_per_line(lines, newline):
+    data = newline.join(lines) + newline
+    spans, at = [], 0
+    for line in lines:
+        spans.append((at, at + len(line)))
+        at += len(line) + len(newline)
+    assert lines_with_markers(data, spans) == {i for i, line in enumerate(lines) if may_contain_secret(line)}
