@@ -8,7 +8,9 @@ a third with another status). Then, in the same run:
 
 (1) read both sides: plain COPY TO of ``tasks`` and of ``task_projection``, row by row;
 (2) reconcile: the full ``reconcile()`` (stream, merge, report, repair, audit, metrics);
-(3) project ``--events`` task events (start/end pairs) from ``events`` into the projection.
+(3) project ``--events`` task events from ``events`` into the projection: ``--events-per-task``
+    of them per task (start, agent activity, a decision, end), committed 5,000 at a time as
+    ingestion commits a file at a time, so a batch of 50,000 touches about 50,000 / N tasks.
 
 Prints one JSON line. Targets: reconcile / read <= 3, projector >= 50,000 events/s.
 Without --dsn an embedded PostgreSQL is started in a temporary directory.
@@ -71,7 +73,9 @@ def build_world(orch_dsn: str, tasks_dsn: str, n: int, drift: float, seed: int =
         task_rows.append(f"{task_id}\ttask {i}\t{tasks_status}\t3\t[]\t{old}\n")
         projection_rows.append(f"{task_id}\ttask {i}\t{projected}\t{old}\t3\t[]\t{old}\n")
     with connection(tasks_dsn) as conn:
-        _copy_in(conn, "COPY tasks (task_id, title, status, priority, tags, updated_at) FROM STDIN", task_rows)
+        _copy_in(
+            conn, "COPY tasks (task_id, title, status, priority, tags, updated_at) FROM STDIN", task_rows
+        )
         conn.commit()
     with connection(orch_dsn) as conn:
         with conn.transaction():
@@ -100,29 +104,52 @@ def read_both_sides(orch_dsn: str, tasks_dsn: str) -> tuple[float, int]:
     return time.perf_counter() - t0, rows
 
 
-def insert_task_events(orch_dsn: str, n_events: int, n_tasks: int) -> None:
-    """``n_events`` task_start/task_end events for existing tasks, straight into ``events``."""
+# One task's life in events: start, agent activity and a decision, end.
+TASK_LIFE = (
+    ("task_start", "{}"),
+    ("agent.started", '{"agent_type": "coder", "agent_name": "a", "task_description": "t"}'),
+    ("decision", '{"rationale": "retry with a larger runner"}'),
+    ("agent.completed", '{"agent_type": "coder", "agent_name": "a", "task_description": "t"}'),
+    ("task_end", '{"success": true, "duration_ms": 1}'),
+)
+
+
+def insert_task_events(orch_dsn: str, n_events: int, n_tasks: int, events_per_task: int) -> None:
+    """``n_events`` task events for existing tasks, ``events_per_task`` per task, into ``events``."""
+    life = [TASK_LIFE[0], *TASK_LIFE[1 : 1 + max(0, events_per_task - 2)], TASK_LIFE[-1]][:events_per_task]
     start = datetime.now(UTC) - timedelta(hours=2)
     lines = []
     for i in range(n_events):
-        task_id = f"T-{(i // 2) % n_tasks:09d}"
+        task_id = f"T-{(i // len(life)) % n_tasks:09d}"
         at = (start + timedelta(milliseconds=i)).isoformat()
-        if i % 2 == 0:
-            lines.append(f"{uuid.uuid4()}\ttask_start\t{at}\ts-{i // 20}\t{task_id}\t{{}}\n")
-        else:
-            lines.append(f'{uuid.uuid4()}\ttask_end\t{at}\ts-{i // 20}\t{task_id}\t{{"success": true}}\n')
+        event_type, payload = life[i % len(life)]
+        lines.append(f"{uuid.uuid4()}\t{event_type}\t{at}\ts-{i // 20}\t{task_id}\t{payload}\n")
     with connection(orch_dsn) as conn:
-        _copy_in(conn, "COPY events (event_id, event_type, occurred_at, session_id, task_id, payload) FROM STDIN", lines)
-        conn.commit()
+        # one transaction per 5,000 events, as ingestion commits one file (a few sessions) at a time
+        for first in range(0, len(lines), 5_000):
+            _copy_in(
+                conn,
+                "COPY events (event_id, event_type, occurred_at, session_id, task_id, payload) FROM STDIN",
+                lines[first : first + 5_000],
+            )
+            conn.commit()
         conn.autocommit = True
         conn.execute("VACUUM ANALYZE events")
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--tasks", type=int, default=1_000_000)
     parser.add_argument("--drift", type=float, default=0.01, help="share of tasks that drift")
     parser.add_argument("--events", type=int, default=500_000, help="task events for the projector figure")
+    parser.add_argument(
+        "--events-per-task",
+        type=int,
+        default=5,
+        help="2 = start and end only; 5 adds agent activity and a decision",
+    )
     parser.add_argument("--dsn", help="admin DSN of a PostgreSQL server (default: embedded, temporary)")
     args = parser.parse_args()
 
@@ -151,7 +178,7 @@ def main() -> int:
             report = reconcile(orch, tasks, audit, settings)
             reconcile_s = time.perf_counter() - t0
 
-        insert_task_events(dsns["orchestration"], args.events, args.tasks)
+        insert_task_events(dsns["orchestration"], args.events, args.tasks, args.events_per_task)
         with connection(dsns["orchestration"]) as orch, connection(dsns["tasks"]) as tasks:
             run = project_events(orch, tasks)
         assert run.events_applied == args.events, run.as_dict()
@@ -173,6 +200,8 @@ def main() -> int:
                     "compare_s": body["compare_s"],
                     "ratio_reconcile_read": round(reconcile_s / read_s, 2),
                     "projector_events": run.events_applied,
+                    "projector_events_per_task": args.events_per_task,
+                    "projector_tasks_updated": run.tasks_updated,
                     "projector_s": round(run.duration_s, 2),
                     "projector_events_per_s": round(run.events_per_s),
                     "targets_met": reconcile_s / read_s <= 3
