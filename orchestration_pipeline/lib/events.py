@@ -348,6 +348,15 @@ def reject_oversized(prefix: bytes, total_bytes: int, full_sha256: str) -> Rejec
 _PLAIN_TIMESTAMP = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d{1,6})?(?:Z|[+-](?:0\d|1[0-5]):[0-5]\d)")
 
 
+def storable_moment(moment: datetime) -> datetime:
+    """``moment``, in UTC when its offset is one PostgreSQL refuses (beyond ±15:59; RFC 3339 and
+    Python allow up to ±23:59). The instant is unchanged; only the way it is written differs."""
+    offset = moment.utcoffset()
+    if offset is not None and abs(offset) >= timedelta(hours=16):
+        return moment.astimezone(UTC)
+    return moment
+
+
 def timestamp_text(text: str, moment: datetime) -> str:
     """``occurred_at`` as COPY text: the producer's own text when it is plain RFC 3339 (the same
     instant to PostgreSQL as ``moment``, and free to write), else ``str(moment)``."""
@@ -438,6 +447,7 @@ def parse_line_validated(raw: bytes, *, now: datetime | None = None) -> ParsedEv
             raw,
             text,
         )
+    occurred = storable_moment(occurred)
     if occurred > (now or datetime.now(UTC)) + FUTURE_TOLERANCE:
         return _reject(
             "future_timestamp",
@@ -679,6 +689,7 @@ def parse_common_line(raw: bytes, now: datetime, *, unmarked: bool = False) -> C
         return None
     if occurred.tzinfo is None or occurred > now + FUTURE_TOLERANCE:
         return None
+    occurred = storable_moment(occurred)
     duration = envelope.duration_ms
     if duration is None:
         duration = payload.get("duration_ms")

@@ -1,5 +1,6 @@
 import json
 import shutil
+import uuid
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -238,3 +239,23 @@ def test_activity_queries(orch_conn, tmp_path):
     assert rates == {"a1": 0.5, "r1": 1.0}
     with pytest.raises(ValueError, match="use one of"):
         ActivityFilter(severity="loud")
+
+
+def test_offsets_postgres_refuses_are_stored_as_the_same_instant(orch_conn, tmp_path):
+    """RFC 3339 allows offsets up to ±23:59, PostgreSQL only ±15:59: the file must not fail."""
+    at = {"+16:00": datetime(2026, 1, 1, 8, tzinfo=UTC), "-23:59": datetime(2026, 1, 2, 23, 59, tzinfo=UTC)}
+    texts = {"+16:00": "2026-01-02T00:00:00+16:00", "-23:59": "2026-01-02T00:00:00-23:59"}
+    events = [
+        make_event(kind, occurred_at=texts[offset], event_id=str(uuid.uuid4()))
+        for offset in texts
+        for kind in ("decision", "metric", "artifact_emit", "error")
+    ]
+    summary = ingest(orch_conn, write_jsonl(tmp_path / "tz.jsonl", events))
+    assert (summary["lines"], summary["quarantined"], summary["balanced"]) == (8, 0, True)
+    stored = orch_conn.execute(
+        "SELECT array_agg(DISTINCT occurred_at) FROM events WHERE event_type = 'decision'"
+    ).fetchone()[0]
+    orch_conn.rollback()
+    assert sorted(stored) == sorted(at.values())
+    assert count(orch_conn, "SELECT count(*) FROM artifacts WHERE occurred_at = %s", at["+16:00"]) == 1
+    assert count(orch_conn, "SELECT count(*) FROM metrics WHERE name = 'm'") == 2
