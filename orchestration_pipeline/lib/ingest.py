@@ -53,6 +53,7 @@ from orchestration_pipeline.lib.events import (
 from orchestration_pipeline.lib.parse_worker import read_frame, write_frame
 from orchestration_pipeline.lib.project_files import sql_dir
 from orchestration_pipeline.lib.redaction import lines_with_markers
+from orchestration_pipeline.lib.telemetry import record_metric
 
 INGEST_TABLES = (
     "events",
@@ -866,10 +867,7 @@ class Ingestor:
     # -- internals -------------------------------------------------------------------------
 
     def _metric(self, name: str, value: float, unit: str, tags: dict[str, Any]) -> None:
-        self.conn.execute(
-            "INSERT INTO metrics (name, value, unit, tags) VALUES (%s, %s, %s, %s)",
-            (name, value, unit, Jsonb({"run_id": str(self.run_id), **tags})),
-        )
+        record_metric(self.conn, name, value, unit, {"run_id": str(self.run_id), **tags})
 
     def _parsed(self, handle: BinaryIO, result: FileResult, now: datetime) -> Iterator[ParsedBatch]:
         jobs = (

@@ -39,18 +39,6 @@ PROJECTION = "task_projection"
 #: Event types that touch a task's projection row.
 TASK_EVENT_TYPES: tuple[str, ...] = ("task_start", "task_end", "decision", *AGENT_TYPES)
 
-PROJECTION_COLUMNS: tuple[str, ...] = (
-    "task_id",
-    "title",
-    "status",
-    "last_status_ts",
-    "priority",
-    "tags_json",
-    "last_event_ts",
-    "updated_utc",
-    "version",
-)
-
 _LATENCY_RESERVOIR = 100_000
 
 
