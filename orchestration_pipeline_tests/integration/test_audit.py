@@ -476,3 +476,30 @@ def test_a_forged_chain_setting_cannot_fork_a_chain(orch_dsn):
             _audit(conn, entity_id="fine")
         report = verify_chain(conn)
     assert report.ok and report.rows == 4 and ids
+
+
+def test_entries_from_the_first_and_the_current_chain_trigger_form_one_verifiable_chain(orch_conn):
+    """0006 replaced 0004's trigger for speed; both must write the same canonical rows and hashes."""
+    import re
+
+    from orchestration_pipeline.lib.project_files import sql_dir
+
+    def trigger_from(name):
+        text = (sql_dir() / "orchestration" / name).read_text()
+        return re.search(r"CREATE OR REPLACE FUNCTION audit_ledger_chain\(\).*?\n\$\$;\n", text, re.S).group(0)
+
+    def write(tag):
+        _audit(orch_conn, entity_id=f"{tag}-single", before={"k": "é\t"}, reason="r", org_id="o")
+        orch_conn.commit()
+        with orch_conn.transaction():
+            for i in range(3):  # a transaction's later entries take the other path
+                _audit(orch_conn, entity_id=f"{tag}-multi-{i}", after={"n": i}, endpoint="/x", method="POST")
+
+    for name in ("0004_audit_ledger.sql", "0006_audit_chain_fast.sql", "0004_audit_ledger.sql"):
+        orch_conn.execute("SET LOCAL search_path = public, pg_temp")  # as the migration pins it
+        orch_conn.execute(trigger_from(name))
+        orch_conn.commit()
+        write(name[:4])
+    report = verify_chain(orch_conn)
+    assert report.ok, report.as_dict()
+    assert report.rows == 12 and report.chains == 1
