@@ -420,12 +420,21 @@ def test_unstorable_number_is_quarantined_not_fatal(orch_dsn, tmp_path, raw):
         b'{"event_type":"task_teleport","occurred_at":"%(ts)s","payload":{"pass\\u0077ord":"hunter2"}}',
         # quarantined line; the unknown event_type is echoed unredacted in quarantine.detail
         b'{"event_type":"postgresql://u:hunter2@h/db","occurred_at":"%(ts)s"}',
+        # valid event; a key spelled with the Kelvin sign, which lowercases to "k", as raw UTF-8
+        '{"event_type":"decision","occurred_at":"%(ts)s","payload":{"TO\u212aEN":"hunter2"}}'.encode(),
+        # valid event; "pa\u017f\u017fword=" (long s) in free text, as raw UTF-8
+        '{"event_type":"decision","occurred_at":"%(ts)s","payload":{"rationale":"pa\u017f\u017fword=hunter2"}}'.encode(),
+        # quarantined line; the Kelvin-sign key again, where the raw line is redacted
+        '{"event_type":"task_teleport","occurred_at":"%(ts)s","payload":{"api_\u212aey":"hunter2"}}'.encode(),
     ],
     ids=[
         "escaped_slashes_in_valid_event",
         "camel_case_key_quarantined",
         "escaped_key_quarantined",
         "secret_in_unknown_event_type_detail",
+        "kelvin_sign_key_in_valid_event",
+        "long_s_password_in_valid_event",
+        "kelvin_sign_key_quarantined",
     ],
 )
 def test_secret_spellings_are_never_stored(orch_dsn, tmp_path, raw):

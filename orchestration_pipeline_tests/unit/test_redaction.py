@@ -96,7 +96,20 @@ def test_plain_text_bearer_and_kv():
 
 markerish = st.lists(
     st.sampled_from(
-        [b"pass", b"PWD", b"Secret", b"toKen", b"key", b"AUTH", b"bearer", b"\\u", b"\\/", b"://"]
+        [
+            b"pass",
+            b"PWD",
+            b"Secret",
+            b"toKen",
+            b"key",
+            b"AUTH",
+            b"bearer",
+            b"\\u",
+            b"\\/",
+            b"://",
+            "\u017f".encode(),
+            "\u212a".encode(),
+        ]
     )
     | st.binary(max_size=8),
     max_size=6,
@@ -120,3 +133,26 @@ def test_markers_found_per_block_are_those_found_per_line(lines, newline):
         spans.append((at, at + len(line)))
         at += len(line) + len(newline)
     assert lines_with_markers(data, spans) == {i for i, line in enumerate(lines) if may_contain_secret(line)}
+
+
+def test_every_non_ascii_letter_the_full_path_reads_as_ascii_is_a_marker():
+    """Derived again from str.lower() and re, so a change in either shows up here."""
+    import re
+    import string
+    import sys
+
+    folded = set()
+    for cp in range(0x80, sys.maxunicode + 1):
+        if 0xD800 <= cp <= 0xDFFF:
+            continue
+        c = chr(cp)
+        if set(c.lower()) & set(string.ascii_lowercase) or any(
+            re.fullmatch(f"(?i){a}", c) for a in string.ascii_lowercase if c.lower() != c or c.upper() != c
+        ):
+            folded.add(c)
+    assert folded, "the derivation found nothing: it is broken"
+    for c in folded:
+        assert c.encode() in SECRET_MARKERS, f"U+{ord(c):04X} is missing from SECRET_MARKERS"
+    kelvin = '{"payload": {"TO\u212aEN": "hunter2"}}'.encode()
+    assert may_contain_secret(kelvin)
+    assert is_secret_key("TO\u212aEN") and redact_text("pa\u017f\u017fword=hunter2")[1] == 1
