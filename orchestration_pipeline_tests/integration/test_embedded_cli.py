@@ -141,3 +141,16 @@ def test_run_materializes_end_to_end_on_a_fresh_home(home):
     assert "materialized" in result.stdout
     assert "RUN_SUCCESS" in result.stderr
     assert "Asset check 'schema_migrations_current' on 'orchestration_schema' passed" in result.stderr
+
+
+def test_a_process_can_stop_the_embedded_server_and_start_it_again(home):
+    """The wheel caches a handle per data directory; a stale one must not stand in for a server."""
+    from orchestration_pipeline.lib.db import connection
+    from orchestration_pipeline.lib.embedded import ensure_postgres, stop_postgres
+
+    first = ensure_postgres(home)
+    assert stop_postgres(home)
+    second = ensure_postgres(home)
+    assert second.pid != first.pid
+    with connection(second.dsn("orchestration"), autocommit=True) as conn:
+        assert conn.execute("SELECT 1").fetchone() == (1,)
