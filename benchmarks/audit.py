@@ -18,19 +18,14 @@ from __future__ import annotations
 import argparse
 import json
 import multiprocessing
-import shutil
 import statistics
 import sys
-import tempfile
 import time
-import uuid
-from pathlib import Path
 
-from psycopg import sql
+from _scratch import Scratch
 
 from orchestration_pipeline.lib.audit import record_audit, verify_chain
 from orchestration_pipeline.lib.db import connection, migrate
-from orchestration_pipeline.lib.embedded import ensure_postgres, stop_postgres, with_database
 
 FLIP = "UPDATE policies SET enabled = NOT enabled, updated_at = now() WHERE policy_id = %s RETURNING enabled"
 
@@ -106,13 +101,8 @@ def main() -> int:
     parser.add_argument("--rows", type=int, default=1000, help="policies the mutations spread over")
     args = parser.parse_args()
 
-    work = Path(tempfile.mkdtemp(prefix="orch-bench-"))
-    home = work / "home"
-    admin = args.dsn or ensure_postgres(home).admin_dsn
-    db_name = f"bench_{uuid.uuid4().hex[:8]}"
-    with connection(admin, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(db_name)))
-    dsn = with_database(admin, db_name)
+    scratch = Scratch.open(args.dsn, "orchestration")
+    dsn = scratch.dsns["orchestration"]
     try:
         ids = [f"bench-{i:05d}" for i in range(args.rows)]
         with connection(dsn) as conn:
@@ -168,11 +158,7 @@ def main() -> int:
             )
         )
     finally:
-        with connection(admin, autocommit=True) as conn:
-            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(db_name)))
-        if not args.dsn:
-            stop_postgres(home)
-        shutil.rmtree(work, ignore_errors=True)
+        scratch.close()
     return 0
 
 

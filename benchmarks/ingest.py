@@ -16,19 +16,16 @@ import argparse
 import json
 import random
 import resource
-import shutil
 import sys
-import tempfile
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import psycopg
-from psycopg import sql
+from _scratch import Scratch
 
 from orchestration_pipeline.lib.db import connection, migrate
-from orchestration_pipeline.lib.embedded import ensure_postgres, stop_postgres, with_database
 from orchestration_pipeline.lib.ingest import Ingestor
 
 HERE = Path(__file__).resolve().parent
@@ -140,13 +137,8 @@ def main() -> int:
     )
     args = parser.parse_args()
 
-    work = Path(tempfile.mkdtemp(prefix="orch-bench-"))
-    home = work / "home"
-    admin = args.dsn or ensure_postgres(home).admin_dsn
-    db_name = f"bench_{uuid.uuid4().hex[:8]}"
-    with connection(admin, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(db_name)))
-    dsn = with_database(admin, db_name)
+    scratch = Scratch.open(args.dsn, "orchestration")
+    work, dsn = scratch.work, scratch.dsns["orchestration"]
     try:
         data = work / "events.jsonl"
         t0 = time.perf_counter()
@@ -229,11 +221,7 @@ def main() -> int:
             )
         )
     finally:
-        with connection(admin, autocommit=True) as conn:
-            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(db_name)))
-        if not args.dsn:
-            stop_postgres(home)
-        shutil.rmtree(work, ignore_errors=True)
+        scratch.close()
     return 0
 
 

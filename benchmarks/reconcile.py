@@ -22,17 +22,15 @@ import argparse
 import io
 import json
 import random
-import tempfile
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
+from _scratch import Scratch
 from psycopg import sql
 
 from orchestration_pipeline.lib.db import connection, migrate
 from orchestration_pipeline.lib.drift import AuditContext, ReconcileSettings, reconcile
-from orchestration_pipeline.lib.embedded import ensure_postgres, stop_postgres, with_database
 from orchestration_pipeline.lib.projection import enable_projector_writes, project_events
 
 TASK_STATUSES = [("todo", "pending"), ("in_progress", "running"), ("done", "succeeded"), ("failed", "failed")]
@@ -153,14 +151,8 @@ def main() -> int:
     parser.add_argument("--dsn", help="admin DSN of a PostgreSQL server (default: embedded, temporary)")
     args = parser.parse_args()
 
-    work = Path(tempfile.mkdtemp(prefix="orch-bench-"))
-    home = work / "home"
-    admin = args.dsn or ensure_postgres(home).admin_dsn
-    names = {target: f"bench_{target}_{uuid.uuid4().hex[:8]}" for target in ("orchestration", "tasks")}
-    with connection(admin, autocommit=True) as conn:
-        for name in names.values():
-            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    dsns = {target: with_database(admin, name) for target, name in names.items()}
+    scratch = Scratch.open(args.dsn, "orchestration", "tasks")
+    dsns = scratch.dsns
     try:
         for target, dsn in dsns.items():
             with connection(dsn) as conn:
@@ -211,11 +203,7 @@ def main() -> int:
             )
         )
     finally:
-        with connection(admin, autocommit=True) as conn:
-            for name in names.values():
-                conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
-        if not args.dsn:
-            stop_postgres(home)
+        scratch.close()
     return 0
 
 

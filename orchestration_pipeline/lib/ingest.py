@@ -274,7 +274,6 @@ def _lock_key(sha: str) -> int:
     return int(sha[:16], 16) - (1 << 63)
 
 
-@dataclass
 @dataclass(slots=True)
 class _Line:
     number: int
