@@ -431,7 +431,7 @@ def guard_problems(conn: psycopg.Connection) -> list[str]:
     ]
     for proc, bits, row_level, before, label in wanted:
         if not covered(proc, bits, row_level, before):
-            problems.append(f"{label} missing — reapply sql/orchestration/0004_audit_ledger.sql")
+            problems.append(f"{label} missing — reapply sql/orchestration/0004_audit_ledger.sql, then 0006")
     # The unique chain position is what makes a fork impossible, whatever a writer sends.
     unique = conn.execute(
         """SELECT count(*) FROM pg_constraint WHERE conrelid = 'audit_ledger'::regclass AND contype = 'u'
@@ -474,7 +474,7 @@ def guard_problems(conn: psycopg.Connection) -> list[str]:
     ).fetchone()
     if fn_owner is None or fn_owner[0] != OWNER_ROLE or not fn_owner[1]:
         problems.append(
-            f"audit_ledger_chain() must be SECURITY DEFINER owned by {OWNER_ROLE} — reapply 0004_audit_ledger.sql"
+            f"audit_ledger_chain() must be SECURITY DEFINER owned by {OWNER_ROLE} — reapply sql/orchestration/0006_audit_chain_fast.sql"
         )
     if conn.execute("SELECT pg_has_role(%s, %s, 'MEMBER')", (WRITER_ROLE, OWNER_ROLE)).fetchone()[0]:
         problems.append(f"{WRITER_ROLE} is a member of {OWNER_ROLE} — REVOKE {OWNER_ROLE} FROM {WRITER_ROLE}")
