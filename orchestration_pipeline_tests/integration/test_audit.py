@@ -486,7 +486,9 @@ def test_entries_from_the_first_and_the_current_chain_trigger_form_one_verifiabl
 
     def trigger_from(name):
         text = (sql_dir() / "orchestration" / name).read_text()
-        return re.search(r"CREATE OR REPLACE FUNCTION audit_ledger_chain\(\).*?\n\$\$;\n", text, re.S).group(0)
+        return re.search(r"CREATE OR REPLACE FUNCTION audit_ledger_chain\(\).*?\n\$\$;\n", text, re.S).group(
+            0
+        )
 
     def write(tag):
         _audit(orch_conn, entity_id=f"{tag}-single", before={"k": "é\t"}, reason="r", org_id="o")
