@@ -39,7 +39,13 @@ class Scratch:
     def open(cls, admin_dsn: str | None, *targets: str) -> Scratch:
         work = Path(tempfile.mkdtemp(prefix="orch-bench-"))
         home = None if admin_dsn else work / "home"
-        admin = admin_dsn or ensure_postgres(home).admin_dsn
+        try:
+            admin = admin_dsn or ensure_postgres(home).admin_dsn
+        except BaseException:
+            if home is not None:
+                stop_postgres(home)  # started, then failed: not left running
+            shutil.rmtree(work, ignore_errors=True)
+            raise
         names = {target: f"bench_{target}_{uuid.uuid4().hex[:8]}" for target in targets}
         scratch = cls(work, admin, names, home)
         try:

@@ -153,6 +153,8 @@ def test_every_non_ascii_letter_the_full_path_reads_as_ascii_is_a_marker():
     assert folded, "the derivation found nothing: it is broken"
     for c in folded:
         assert c.encode() in SECRET_MARKERS, f"U+{ord(c):04X} is missing from SECRET_MARKERS"
+    for marker in SECRET_MARKERS:  # each one, as spelled in may_contain_secret, is seen there
+        assert may_contain_secret(b"x" + marker + b"x"), marker
     kelvin = '{"payload": {"TO\u212aEN": "hunter2"}}'.encode()
     assert may_contain_secret(kelvin)
     assert is_secret_key("TO\u212aEN") and redact_text("pa\u017f\u017fword=hunter2")[1] == 1
