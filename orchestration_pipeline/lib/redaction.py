@@ -10,6 +10,7 @@ Three kinds of secret are replaced with ``"[REDACTED]"``:
 
 from __future__ import annotations
 
+import json
 import re
 from bisect import bisect_right
 from collections.abc import Sequence
@@ -26,8 +27,11 @@ _BEARER = re.compile(r"(?i)\b(bearer)\s+[A-Za-z0-9\-._~+/]{8,}=*")
 # Bounded repeats keep every pattern linear on megabyte-long lines (no catastrophic backtracking).
 _URL_PASSWORD = re.compile(r"(\b[A-Za-z][A-Za-z0-9+.\-]{0,31}://[^:/\s@\"']{1,256}:)([^@\s\"']{1,512})(@)")
 _KV_PASSWORD = re.compile(r"(?i)\b(password|passwd|pwd)\s*=\s*(?!\[REDACTED\])([^\s;&\"',]+)")
-# For raw text that is not valid JSON: "password": "value" pairs.
-_JSON_PAIR = re.compile(r'("([A-Za-z0-9_\-]{1,64})"\s{0,8}:\s{0,8})("(?:[^"\\]|\\.)*"?|[^,}\s]{1,512})')
+# For raw text that is not valid JSON: a quoted key (any characters, escapes included) and its colon,
+# then the value: a string (perhaps cut off), or a bare token.
+_JSON_KEY = re.compile(r'"((?:[^"\\]|\\.){1,128})"\s{0,8}:\s{0,8}')
+_JSON_STRING = re.compile(r'"(?:[^"\\]|\\.)*"?')
+_BARE_VALUE = re.compile(r"[^,}\]\s]{1,512}")
 # A cheap pre-filter: lines without any of these substrings cannot hold a secret we redact.
 # (pass, pwd, secret, token, key, auth, bearer, credential, cookie, ://)
 
@@ -57,19 +61,63 @@ def redact_text(text: str) -> tuple[str, int]:
     return text, count
 
 
+def _raw_key_is_secret(key: str) -> bool:
+    """A key as written in a raw line: JSON escapes decoded where they can be (``pass\\u0077ord``)."""
+    try:
+        decoded = json.loads(f'"{key}"')
+    except ValueError:
+        decoded = key
+    return is_secret_key(decoded) or is_secret_key(key)
+
+
+def _container_end(text: str, start: int) -> int:
+    """End of the object or array opening at ``start`` (skipping strings), or the end of a cut-off line."""
+    depth, i, n = 0, start, len(text)
+    while i < n:
+        ch = text[i]
+        if ch == '"':
+            m = _JSON_STRING.match(text, i)
+            i = m.end() if m else n
+            continue
+        if ch in "{[":
+            depth += 1
+        elif ch in "}]":
+            depth -= 1
+            if depth == 0:
+                return i + 1
+        i += 1
+    return n
+
+
 def redact_raw_line(text: str) -> tuple[str, int]:
-    """Redact a raw line that may not be valid JSON (for quarantine)."""
-    pairs = 0
+    """Redact a raw line that may not be valid JSON (for quarantine).
 
-    def pair(m: re.Match[str]) -> str:
-        nonlocal pairs
-        if not is_secret_key(m.group(2)) or m.group(3) == f'"{REDACTED}"':
-            return m.group(0)
-        pairs += 1
-        return f'{m.group(1)}"{REDACTED}"'
-
-    text = _JSON_PAIR.sub(pair, text)
-    text, n_text = redact_text(text)
+    Every quoted key is examined, at any depth: a secret key's value is replaced whole (a string,
+    a bare token, or an object or array up to its end, or to the end of a cut-off line).
+    """
+    pairs, out, pos = 0, [], 0
+    while (m := _JSON_KEY.search(text, pos)) is not None:
+        start = m.end()
+        if start < len(text) and text[start] in "{[":
+            if _raw_key_is_secret(m.group(1)):
+                end = _container_end(text, start)
+                out.append(text[pos:start] + f'"{REDACTED}"')
+                pairs += 1
+                pos = end
+            else:
+                out.append(text[pos:start])
+                pos = start  # look inside: nested keys are keys too
+            continue
+        value = _JSON_STRING.match(text, start) or _BARE_VALUE.match(text, start)
+        end = value.end() if value else start
+        if value and _raw_key_is_secret(m.group(1)) and value.group(0) != f'"{REDACTED}"':
+            out.append(text[pos:start] + f'"{REDACTED}"')
+            pairs += 1
+        else:
+            out.append(text[pos:end])
+        pos = end
+    out.append(text[pos:])
+    text, n_text = redact_text("".join(out))
     return text, pairs + n_text
 
 

@@ -424,8 +424,14 @@ def test_unstorable_number_is_quarantined_not_fatal(orch_dsn, tmp_path, raw):
         '{"event_type":"decision","occurred_at":"%(ts)s","payload":{"TO\u212aEN":"hunter2"}}'.encode(),
         # valid event; "pa\u017f\u017fword=" (long s) in free text, as raw UTF-8
         '{"event_type":"decision","occurred_at":"%(ts)s","payload":{"rationale":"pa\u017f\u017fword=hunter2"}}'.encode(),
-        # quarantined line; the Kelvin-sign key again, where the raw line is redacted
+        # quarantined line (valid JSON, unknown type); the Kelvin-sign key again
         '{"event_type":"task_teleport","occurred_at":"%(ts)s","payload":{"api_\u212aey":"hunter2"}}'.encode(),
+        # cut-off lines, redacted as raw text: a nested first key, a Kelvin-sign key, an escaped key,
+        # and a secret key whose value is an object
+        b'{"event_type":"decision","occurred_at":"%(ts)s","payload":{"password":"hunter2"',
+        '{"event_type":"decision","occurred_at":"%(ts)s","payload":{"TO\u212aEN":"hunter2"'.encode(),
+        b'{"event_type":"decision","occurred_at":"%(ts)s","payload":{"pass\\u0077ord":"hunter2"',
+        b'{"event_type":"decision","occurred_at":"%(ts)s","payload":{"credentials":{"user":"u","v":"hunter2"}',
     ],
     ids=[
         "escaped_slashes_in_valid_event",
@@ -435,6 +441,10 @@ def test_unstorable_number_is_quarantined_not_fatal(orch_dsn, tmp_path, raw):
         "kelvin_sign_key_in_valid_event",
         "long_s_password_in_valid_event",
         "kelvin_sign_key_quarantined",
+        "cut_off_nested_first_key",
+        "cut_off_kelvin_sign_key",
+        "cut_off_escaped_key",
+        "cut_off_secret_object",
     ],
 )
 def test_secret_spellings_are_never_stored(orch_dsn, tmp_path, raw):

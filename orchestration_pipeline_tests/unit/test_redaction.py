@@ -158,3 +158,26 @@ def test_every_non_ascii_letter_the_full_path_reads_as_ascii_is_a_marker():
     kelvin = '{"payload": {"TO\u212aEN": "hunter2"}}'.encode()
     assert may_contain_secret(kelvin)
     assert is_secret_key("TO\u212aEN") and redact_text("pa\u017f\u017fword=hunter2")[1] == 1
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        '{"event_type":"x","payload":{"password":"hunter2"',  # first key of a nested object
+        '{"api_\u212aey":"hunter2"',  # Kelvin sign
+        '{"pass\\u0077ord":"hunter2"',  # JSON escape in the key
+        '{"credentials": {"user":"u","v":"hunter2"}, "ok": 1',  # secret key, object value
+        '{"credentials": ["hunter2", {"a":"b"',  # secret key, cut-off array value
+        '{"items": [{"token": "hunter2"}]',  # inside an array of objects
+        '{"password": hunter2, "x": "y"}',  # bare value
+    ],
+)
+def test_raw_lines_lose_their_secrets_wherever_the_key_is(raw):
+    text, n = redact_raw_line(raw)
+    assert "hunter2" not in text and n >= 1
+
+
+def test_raw_line_redaction_keeps_the_rest():
+    text, n = redact_raw_line('{"a":"password","note":"he said \\"hi\\"","secret":"s3","b":[1,2]')
+    assert text == '{"a":"password","note":"he said \\"hi\\"","secret":"[REDACTED]","b":[1,2]' and n == 1
+    assert redact_raw_line('{"token":"[REDACTED]"}') == ('{"token":"[REDACTED]"}', 0)
