@@ -7,7 +7,10 @@ entry without an actor and a request id.
 **Immutability** is enforced by the database (``sql/orchestration/0004_audit_ledger.sql``): a
 row trigger refuses UPDATE and DELETE, a statement trigger refuses TRUNCATE, the table is owned
 by ``orch_audit_owner`` (nobody logs in as it), and the pipeline's role
-``orch_pipeline_writer`` may only INSERT and SELECT. :func:`guard_verdict` checks all of it.
+``orch_pipeline_writer`` may only SELECT and INSERT an entry's content columns (never its id, time or
+chain position). The trigger functions run as the owner with ``search_path`` pinned to
+``pg_catalog`` and the tables named with their schema, so nothing a caller creates runs inside
+them. :func:`guard_verdict` checks all of it.
 
 **Chaining: one chain per UTC day and writer slot, hashed in a BEFORE INSERT trigger.** An entry
 belongs to the chain ``YYYY-MM-DD/NN``, where NN is the writing backend's pid mod 32. The trigger
@@ -77,6 +80,23 @@ OPERATIONS = frozenset(
     {"create", "update", "delete", "complete", "grant", "revoke", "rebuild", "repair", "purge", "replay"}
 )
 AUDIT_TABLES = ("audit_ledger", "audit_chain_heads")
+# What a writer may supply; the database sets the id, the time and the chain columns.
+CONTENT_COLUMNS = frozenset(
+    {
+        "org_id",
+        "actor",
+        "endpoint",
+        "method",
+        "request_id",
+        "operation",
+        "entity_type",
+        "entity_id",
+        "before_data",
+        "after_data",
+        "reason",
+        "source",
+    }
+)
 OWNER_ROLE = "orch_audit_owner"
 WRITER_ROLE = "orch_pipeline_writer"
 GENESIS_HASH = "00" * 32  # hex, as reported
@@ -431,7 +451,9 @@ def guard_problems(conn: psycopg.Connection) -> list[str]:
     ]
     for proc, bits, row_level, before, label in wanted:
         if not covered(proc, bits, row_level, before):
-            problems.append(f"{label} missing — reapply sql/orchestration/0004_audit_ledger.sql, then 0006")
+            problems.append(
+                f"{label} missing — reapply sql/orchestration/0004_audit_ledger.sql, then 0006 (psql -1 -f each)"
+            )
     # The unique chain position is what makes a fork impossible, whatever a writer sends.
     unique = conn.execute(
         """SELECT count(*) FROM pg_constraint WHERE conrelid = 'audit_ledger'::regclass AND contype = 'u'
@@ -474,12 +496,12 @@ def guard_problems(conn: psycopg.Connection) -> list[str]:
     ).fetchone()
     if fn_owner is None or fn_owner[0] != OWNER_ROLE or not fn_owner[1]:
         problems.append(
-            f"audit_ledger_chain() must be SECURITY DEFINER owned by {OWNER_ROLE} — reapply sql/orchestration/0006_audit_chain_fast.sql"
+            f"audit_ledger_chain() must be SECURITY DEFINER owned by {OWNER_ROLE} — reapply sql/orchestration/0006_audit_chain_fast.sql (psql -1 -f)"
         )
     if conn.execute("SELECT pg_has_role(%s, %s, 'MEMBER')", (WRITER_ROLE, OWNER_ROLE)).fetchone()[0]:
         problems.append(f"{WRITER_ROLE} is a member of {OWNER_ROLE} — REVOKE {OWNER_ROLE} FROM {WRITER_ROLE}")
     privileges = {
-        ("audit_ledger", "INSERT"): True,
+        ("audit_ledger", "INSERT"): False,  # table-wide; the content columns are granted one by one
         ("audit_ledger", "SELECT"): True,
         ("audit_ledger", "UPDATE"): False,
         ("audit_ledger", "DELETE"): False,
@@ -502,12 +524,42 @@ def guard_problems(conn: psycopg.Connection) -> list[str]:
             problems.append(
                 f"{WRITER_ROLE} cannot {privilege} {table} — GRANT {privilege} ON {table} TO {WRITER_ROLE}"
             )
+    columns = dict(
+        conn.execute(
+            """SELECT a.attname, has_column_privilege(%s, 'audit_ledger', a.attname, 'INSERT')
+               FROM pg_attribute a WHERE a.attrelid = 'audit_ledger'::regclass AND a.attnum > 0
+                 AND NOT a.attisdropped""",
+            (WRITER_ROLE,),
+        ).fetchall()
+    )
+    for column, may_insert in sorted(columns.items()):
+        if may_insert and column not in CONTENT_COLUMNS:
+            problems.append(
+                f"{WRITER_ROLE} may set audit_ledger.{column} — REVOKE INSERT ON audit_ledger FROM {WRITER_ROLE}, "
+                "then reapply the column grant at the end of sql/orchestration/0006_audit_chain_fast.sql"
+            )
+        elif column in CONTENT_COLUMNS and not may_insert:
+            problems.append(
+                f"{WRITER_ROLE} cannot insert audit_ledger.{column} — GRANT INSERT ({column}) ON audit_ledger "
+                f"TO {WRITER_ROLE}"
+            )
+    pinned = conn.execute(
+        """SELECT p.proname, coalesce('search_path=pg_catalog, pg_temp' = ANY(p.proconfig), false)
+           FROM pg_proc p WHERE p.oid IN (to_regprocedure('audit_ledger_chain()'),
+                                          to_regprocedure('audit_ledger_head_catch_up()'))"""
+    ).fetchall()
+    for proc, ok in pinned:
+        if not ok:
+            problems.append(
+                f"{proc}() runs as its owner without search_path pinned to pg_catalog — reapply "
+                "sql/orchestration/0006_audit_chain_fast.sql (psql -1 -f)"
+            )
     end_read(conn)
     return problems
 
 
 def guard_verdict(conn: psycopg.Connection) -> Verdict:
-    """``audit_guard_present``: triggers enabled, owner separate, writer limited to INSERT and SELECT."""
+    """``audit_guard_present``: triggers enabled, owner separate, writer limited to content INSERT and SELECT."""
     problems = guard_problems(conn)
     who = conn.execute("SELECT current_user, rolsuper FROM pg_roles WHERE rolname = current_user").fetchone()
     end_read(conn)
@@ -515,7 +567,7 @@ def guard_verdict(conn: psycopg.Connection) -> Verdict:
     if not problems:
         return Verdict(
             True,
-            "append-only triggers enabled; ledger owned by orch_audit_owner; writer may only INSERT and SELECT",
+            "append-only triggers enabled; ledger owned by orch_audit_owner; writer may only SELECT and insert content",
             metadata,
         )
     return Verdict(False, f"{len(problems)} problem(s): {problems[0]}", metadata)

@@ -136,7 +136,15 @@ def test_audit_chain_intact_fails_when_an_entry_is_deleted(orch_dsn):
             "orch_pipeline_writer may UPDATE audit_ledger",
         ),
         ("GRANT DELETE ON audit_chain_heads TO orch_pipeline_writer", "may DELETE audit_chain_heads"),
-        ("REVOKE INSERT ON audit_ledger FROM orch_pipeline_writer", "cannot INSERT audit_ledger"),
+        (
+            "REVOKE INSERT (actor) ON audit_ledger FROM orch_pipeline_writer",
+            "cannot insert audit_ledger.actor",
+        ),
+        ("GRANT INSERT ON audit_ledger TO orch_pipeline_writer", "may set audit_ledger.audit_id"),
+        (
+            "ALTER FUNCTION audit_ledger_chain() RESET search_path",
+            "audit_ledger_chain() runs as its owner without",
+        ),
         ("GRANT SELECT ON audit_ledger TO PUBLIC", "PUBLIC has privileges on audit_ledger"),
         ("ALTER TABLE audit_ledger OWNER TO CURRENT_USER", "audit_ledger is owned by"),
     ],

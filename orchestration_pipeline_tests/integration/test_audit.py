@@ -486,9 +486,9 @@ def test_entries_from_the_first_and_the_current_chain_trigger_form_one_verifiabl
 
     def trigger_from(name):
         text = (sql_dir() / "orchestration" / name).read_text()
-        return re.search(r"CREATE OR REPLACE FUNCTION audit_ledger_chain\(\).*?\n\$\$;\n", text, re.S).group(
-            0
-        )
+        # 0004 defines the function directly; 0006 inside a DO block that names its schema
+        pattern = r"CREATE OR REPLACE FUNCTION audit_ledger_chain\(\).*?\n\$\$;\n|DO \$do\$.*?\$do\$;"
+        return re.search(pattern, text, re.S).group(0)
 
     def write(tag):
         _audit(orch_conn, entity_id=f"{tag}-single", before={"k": "é\t"}, reason="r", org_id="o")
@@ -505,3 +505,52 @@ def test_entries_from_the_first_and_the_current_chain_trigger_form_one_verifiabl
     report = verify_chain(orch_conn)
     assert report.ok, report.as_dict()
     assert report.rows == 12 and report.chains == 1
+
+
+def test_a_writer_cannot_choose_the_id_the_time_or_the_chain_of_an_entry(orch_conn):
+    # An id it chose could collide on purpose: INSERT ... ON CONFLICT DO NOTHING would skip the
+    # entry after the trigger had advanced the chain head.
+    _audit(orch_conn)
+    orch_conn.commit()
+    for column, value in (("audit_id", 1), ("occurred_at", "2000-01-01"), ("chain_seq", 1)):
+        with pytest.raises(psycopg.errors.InsufficientPrivilege), orch_conn.transaction():
+            orch_conn.execute("SET LOCAL ROLE orch_pipeline_writer")
+            orch_conn.execute(
+                f"INSERT INTO audit_ledger ({column}, actor, request_id, operation, entity_type, entity_id) "
+                "OVERRIDING SYSTEM VALUE VALUES (%s, 'mallory', 'r', 'update', 'policy', 'p') "
+                "ON CONFLICT DO NOTHING",
+                (value,),
+            )
+    assert verify_chain(orch_conn).ok
+
+
+def test_a_forged_entry_count_in_the_chain_setting_cannot_leave_the_head_behind(orch_conn):
+    _audit(orch_conn, entity_id="first")
+    orch_conn.commit()
+    chain, seq = orch_conn.execute("SELECT chain_id, chain_seq FROM audit_ledger").fetchone()
+    orch_conn.rollback()
+    with orch_conn.transaction():
+        orch_conn.execute("SET LOCAL ROLE orch_pipeline_writer")
+        # "|0": the next entry would count as the transaction's first and skip the head catch-up
+        orch_conn.execute("SELECT set_config('orch.audit_chain', %s, true)", (f"{chain}|{seq}|0",))
+        _audit(orch_conn, entity_id="forged")
+    with orch_conn.transaction():  # the chain goes on; no UniqueViolation on a stale head
+        _audit(orch_conn, entity_id="next")
+    report = verify_chain(orch_conn)
+    assert report.ok and report.rows == 3, report.as_dict()
+
+
+def test_objects_a_caller_creates_cannot_run_inside_the_chain_trigger(orch_conn):
+    """The trigger runs as orch_audit_owner; an operator planted in public must not be picked up."""
+    orch_conn.execute(
+        """CREATE FUNCTION public.planted(integer, text) RETURNS text LANGUAGE plpgsql AS $$
+           BEGIN RAISE EXCEPTION 'planted operator ran as %', current_user; END $$"""
+    )
+    orch_conn.execute(
+        "CREATE OPERATOR public.|| (LEFTARG = integer, RIGHTARG = text, FUNCTION = public.planted)"
+    )
+    orch_conn.commit()
+    with orch_conn.transaction():
+        orch_conn.execute("SET LOCAL search_path = public, pg_catalog")
+        _audit(orch_conn, org_id="o", reason="r")  # would raise if the planted || were used
+    assert verify_chain(orch_conn).ok

@@ -8,23 +8,35 @@
 -- entry links, hashes and advances the head in one statement: about eight expressions in all.
 -- Chain heads are also stored sparsely (fillfactor 10), so the heads that concurrent writers
 -- advance are not all on one heap page and their updates stay HOT.
+--
+-- It also closes three holes in 0004's trigger:
+--   * search_path: 0004 pinned it to the ledger's schema, so an operator created there (for
+--     example `integer || text`) ran inside the trigger as orch_audit_owner. Now pg_catalog only.
+--   * a transaction's later entries took their entry count from the caller-settable
+--     orch.audit_chain; a forged "0" skipped the head catch-up and stalled the chain. The count
+--     now comes from the previous entry, under the head's lock.
+--   * the writer could choose audit_id; see the column grant at the end.
 
 ALTER TABLE audit_chain_heads SET (fillfactor = 10);
 
--- The trigger runs with its owner's rights; pin its search_path to this schema with pg_temp
--- last, so no caller's objects can stand in for the ledger's.
-SELECT set_config('search_path', quote_ident(current_schema()) || ', pg_temp', true);
-
-CREATE OR REPLACE FUNCTION audit_ledger_chain()
+-- The trigger functions run with their owner's rights. Their search_path is pg_catalog alone
+-- (pg_temp last, so it is never searched first), and the ledger's tables are named with their
+-- schema: no object a caller can create, in any schema, can stand in for an operator, a function
+-- or a table here, and the pin does not depend on the session that applies this file.
+DO $do$
+BEGIN
+EXECUTE format($f$
+CREATE OR REPLACE FUNCTION %1$I.audit_ledger_chain()
 RETURNS trigger
-LANGUAGE plpgsql SECURITY DEFINER SET search_path FROM CURRENT
-AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $body$
 DECLARE
     -- '<chain>|<seq>|<txn_entry>' of this transaction's last entry, transaction-local.
     v_state  text := current_setting('orch.audit_chain', true);
     v_chain  text;
     v_seq    bigint;
     v_prev   bytea;
+    v_entry  integer;
     v_rest   text;
 BEGIN
     IF NEW.operation NOT IN ('create', 'update', 'delete', 'complete', 'grant', 'revoke',
@@ -32,7 +44,7 @@ BEGIN
        OR btrim(NEW.actor) = '' OR btrim(NEW.request_id) = '' OR NEW.entity_type = '' OR NEW.entity_id = '' THEN
         IF NEW.operation NOT IN ('create', 'update', 'delete', 'complete', 'grant', 'revoke',
                                  'rebuild', 'repair', 'purge', 'replay') THEN
-            RAISE EXCEPTION 'audit_ledger: unknown operation %', NEW.operation USING ERRCODE = 'check_violation',
+            RAISE EXCEPTION 'audit_ledger: unknown operation %%', NEW.operation USING ERRCODE = 'check_violation',
                 HINT = 'use create, update, delete, complete, grant, revoke, rebuild, repair, purge or replay';
         ELSIF btrim(NEW.actor) = '' OR btrim(NEW.request_id) = '' THEN
             RAISE EXCEPTION 'audit_ledger: actor and request_id must not be blank' USING ERRCODE = 'check_violation',
@@ -46,7 +58,7 @@ BEGIN
     -- UTC day's for this connection's slot (backend pid mod 32).
     NEW.occurred_at := now();
     v_chain := to_char(NEW.occurred_at AT TIME ZONE 'UTC', 'YYYY-MM-DD') || '/'
-        || lpad((pg_backend_pid() % 32)::text, 2, '0');
+        || lpad((pg_backend_pid() %% 32)::text, 2, '0');
     NEW.chain_id := v_chain;
     -- Canonical row, version 1 (mirrored by lib/audit.py: canonical_row), from occurred_at on;
     -- each field is '~' for NULL, else '<length>:<text>'. audit_id, chain_id, chain_seq and
@@ -69,15 +81,19 @@ BEGIN
 
     IF v_state <> '' AND split_part(v_state, '|', 1) = v_chain THEN
         -- A later entry of a transaction that already holds its chain's head: link to the
-        -- transaction's previous entry (found by its position, never trusted from the setting)
+        -- transaction's previous entry (found by its position; its txn_entry, not the setting's, counts on)
         -- and leave the head alone until commit (the deferred audit_ledger_head_catch_up).
+        -- The head lock is this transaction's already; a caller who forged the setting waits for
+        -- the real holder here instead of appending beside it.
+        PERFORM 1 FROM %1$I.audit_chain_heads WHERE chain_id = v_chain FOR NO KEY UPDATE;
         v_seq := split_part(v_state, '|', 2)::bigint;
-        SELECT row_hash INTO v_prev FROM audit_ledger WHERE chain_id = v_chain AND chain_seq = v_seq;
+        SELECT row_hash, txn_entry INTO v_prev, v_entry
+          FROM %1$I.audit_ledger WHERE chain_id = v_chain AND chain_seq = v_seq;
     END IF;
 
     IF v_prev IS NOT NULL THEN
         NEW.chain_seq := v_seq + 1;
-        NEW.txn_entry := split_part(v_state, '|', 3)::integer + 1;
+        NEW.txn_entry := v_entry + 1;
         NEW.prev_hash := v_prev;
         NEW.row_hash := sha256(v_prev || convert_to(concat(
             'v1', length(NEW.audit_id::text), ':', NEW.audit_id, length(v_chain), ':', v_chain,
@@ -88,7 +104,7 @@ BEGIN
         -- and advances it; a concurrent writer of the same chain waits for this transaction to
         -- end, then re-evaluates against the committed head. txn_entry is 1.
         FOR attempt IN 1..2 LOOP
-            UPDATE audit_chain_heads h
+            UPDATE %1$I.audit_chain_heads h
                SET last_seq = h.last_seq + 1,
                    prev_hash = h.last_hash,
                    last_hash = sha256(h.last_hash || convert_to(concat(
@@ -101,19 +117,51 @@ BEGIN
                  INTO NEW.txn_entry, NEW.chain_seq, NEW.prev_hash, NEW.row_hash;
             EXIT WHEN FOUND;
             -- First entry of the chain: create its head (a concurrent creator wins harmlessly).
-            INSERT INTO audit_chain_heads (chain_id, last_seq, last_hash, prev_hash)
+            INSERT INTO %1$I.audit_chain_heads (chain_id, last_seq, last_hash, prev_hash)
             VALUES (v_chain, 0, decode(repeat('00', 32), 'hex'), decode(repeat('00', 32), 'hex'))
             ON CONFLICT (chain_id) DO NOTHING;
         END LOOP;
         IF NEW.row_hash IS NULL THEN
-            RAISE EXCEPTION 'audit chain head % could not be created', v_chain;
+            RAISE EXCEPTION 'audit chain head %% could not be created', v_chain;
         END IF;
     END IF;
     -- Transaction-local: reverts with a rolled-back savepoint, together with its entries.
     PERFORM set_config('orch.audit_chain', v_chain || '|' || NEW.chain_seq || '|' || NEW.txn_entry, true);
     RETURN NEW;
 END
-$$;
+$body$
+$f$, current_schema());
+
+-- AFTER INSERT, deferred to commit, for a transaction's later entries only (0004's, pinned the
+-- same way): move the head to the transaction's last entry, once.
+EXECUTE format($f$
+CREATE OR REPLACE FUNCTION %1$I.audit_ledger_head_catch_up()
+RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $body$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM %1$I.audit_ledger WHERE chain_id = NEW.chain_id AND chain_seq > NEW.chain_seq) THEN
+        UPDATE %1$I.audit_chain_heads
+           SET last_seq = NEW.chain_seq, prev_hash = NEW.prev_hash, last_hash = NEW.row_hash,
+               last_id = NEW.audit_id, updated_at = NEW.occurred_at
+         WHERE chain_id = NEW.chain_id AND last_seq < NEW.chain_seq;
+    END IF;
+    RETURN NULL;
+END
+$body$
+$f$, current_schema());
+END
+$do$;
 
 ALTER FUNCTION audit_ledger_chain() OWNER TO orch_audit_owner;
+ALTER FUNCTION audit_ledger_head_catch_up() OWNER TO orch_audit_owner;
 REVOKE ALL ON FUNCTION audit_ledger_chain() FROM PUBLIC;
+REVOKE ALL ON FUNCTION audit_ledger_head_catch_up() FROM PUBLIC;
+
+-- The writer may insert the entry's content and nothing else: not audit_id (an id it chose
+-- could collide on purpose, and INSERT ... ON CONFLICT DO NOTHING would then skip the entry
+-- after the trigger had advanced its chain head), nor the time or the chain columns, which the
+-- trigger sets anyway.
+REVOKE INSERT ON audit_ledger FROM orch_pipeline_writer;
+GRANT INSERT (org_id, actor, endpoint, method, request_id, operation, entity_type, entity_id,
+              before_data, after_data, reason, source) ON audit_ledger TO orch_pipeline_writer;

@@ -22,7 +22,7 @@ def audit_chain_intact(orchestration_db: OrchestrationDatabase) -> dg.AssetCheck
 @dg.asset_check(
     asset=audit_ledger_integrity,
     blocking=True,
-    description="Append-only triggers enabled; ledger owned by orch_audit_owner; the writer role may only INSERT and SELECT.",
+    description="Append-only triggers enabled; ledger owned by orch_audit_owner; the writer role may only SELECT and insert entry content; trigger functions pinned to pg_catalog.",
 )
 def audit_guard_present(orchestration_db: OrchestrationDatabase) -> dg.AssetCheckResult:
     with orchestration_db.connection() as conn:
