@@ -81,10 +81,11 @@ BEGIN
 
     IF v_state <> '' AND split_part(v_state, '|', 1) = v_chain THEN
         -- A later entry of a transaction that already holds its chain's head: link to the
-        -- transaction's previous entry (found by its position; its txn_entry, not the setting's, counts on)
-        -- and leave the head alone until commit (the deferred audit_ledger_head_catch_up).
-        -- The head lock is this transaction's already; a caller who forged the setting waits for
-        -- the real holder here instead of appending beside it.
+        -- transaction's previous entry, found by its position, and count on from that entry's
+        -- txn_entry (never from the setting, which any caller can write). The head stays as it is
+        -- until commit (the deferred audit_ledger_head_catch_up). The head lock is this
+        -- transaction's already; a caller who forged the setting waits here for the real holder
+        -- instead of appending beside it.
         PERFORM 1 FROM %1$I.audit_chain_heads WHERE chain_id = v_chain FOR NO KEY UPDATE;
         v_seq := split_part(v_state, '|', 2)::bigint;
         SELECT row_hash, txn_entry INTO v_prev, v_entry
