@@ -30,6 +30,7 @@ from psycopg import sql
 from psycopg.types.json import Jsonb
 
 from orchestration_pipeline.errors import ExecutionError
+from orchestration_pipeline.lib.db import end_read
 
 TASKS_WRITER_ROLE = "orch_tasks_writer"
 TASK_STATUSES = ("todo", "in_progress", "blocked", "done", "failed", "cancelled")
@@ -150,8 +151,7 @@ def _tasks_write(ctx: EffectContext, work: Callable[[psycopg.Connection], dict[s
 def _tasks_read(ctx: EffectContext, query: str, params: tuple[Any, ...]) -> tuple[Any, ...] | None:
     with ctx.tasks() as conn:
         row = conn.execute(query, params).fetchone()
-        if not conn.autocommit:
-            conn.rollback()
+        end_read(conn)
     return row
 
 
@@ -317,8 +317,7 @@ class Notify(Effect):
         found = ctx.orch_conn.execute(
             "SELECT alert_id FROM alerts WHERE execution_id = %s", (run.execution_id,)
         ).fetchone()
-        if not ctx.orch_conn.autocommit:
-            ctx.orch_conn.rollback()
+        end_read(ctx.orch_conn)
         return ProbeResult(found is not None, {"alert_id": found[0] if found else None})
 
 

@@ -209,12 +209,26 @@ def test_the_writer_role_cannot_rewrite_or_delete_tasks(env):
                 conn.execute(statement)
 
 
+def test_key_order_does_not_make_a_different_action(env):
+    env.policy("open-task", "create_task")
+    first = env.execute(
+        Action("open-task", "create_task", None, {"title": "Investigate", "tags": ["ci", "b"]})
+    )
+    second = env.execute(
+        Action("open-task", "create_task", None, {"tags": ["ci", "b"], "title": "Investigate"})
+    )
+    third = env.execute(
+        Action("open-task", "create_task", None, {"tags": ["b", "ci"], "title": "Investigate"})
+    )
+    assert (first.status, second.status, third.status) == ("succeeded", "duplicate", "succeeded")
+    assert second.execution_id == first.execution_id != third.execution_id
+
+
 def test_a_repeat_of_a_succeeded_action_is_skipped_as_a_duplicate(env):
     env.add_task("T-1")
     env.policy("tag-flaky", "label")
     action = Action("tag-flaky", "label", "T-1", {"tag": "flaky"})
     first = env.execute(action)
-    # Key order and number spelling do not make a different action.
     second = env.execute(Action("tag-flaky", "label", "T-1", {"tag": "flaky"}))
     assert (first.status, second.status) == ("succeeded", "duplicate")
     assert second.execution_id == first.execution_id and second.result == first.result
