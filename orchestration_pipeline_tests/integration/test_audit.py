@@ -487,8 +487,10 @@ def test_entries_from_the_first_and_the_current_chain_trigger_form_one_verifiabl
     def trigger_from(name):
         text = (sql_dir() / "orchestration" / name).read_text()
         # 0004 defines the function directly; 0006 inside a DO block that names its schema
-        pattern = r"CREATE OR REPLACE FUNCTION audit_ledger_chain\(\).*?\n\$\$;\n|DO \$do\$.*?\$do\$;"
-        return re.search(pattern, text, re.S).group(0)
+        # (0004's trigger calls its per-field helper, which 0006 drops: bring that back too)
+        pattern = r"CREATE OR REPLACE FUNCTION audit_canonical_field.*?\n\$\$;\n"
+        pattern += r"|CREATE OR REPLACE FUNCTION audit_ledger_chain\(\).*?\n\$\$;\n|DO \$do\$.*?\$do\$;"
+        return "\n".join(m.group(0) for m in re.finditer(pattern, text, re.S))
 
     def write(tag):
         _audit(orch_conn, entity_id=f"{tag}-single", before={"k": "é\t"}, reason="r", org_id="o")

@@ -154,6 +154,9 @@ $f$, current_schema());
 END
 $do$;
 
+-- 0004's per-field helper; the canonical row is built inline now.
+DROP FUNCTION IF EXISTS audit_canonical_field(text);
+
 ALTER FUNCTION audit_ledger_chain() OWNER TO orch_audit_owner;
 ALTER FUNCTION audit_ledger_head_catch_up() OWNER TO orch_audit_owner;
 REVOKE ALL ON FUNCTION audit_ledger_chain() FROM PUBLIC;
