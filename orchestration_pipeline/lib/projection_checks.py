@@ -70,7 +70,8 @@ def projection_columns_present(orch: psycopg.Connection) -> Verdict:
     ).fetchall()
     guarded = orch.execute(
         "SELECT count(*) FROM pg_trigger WHERE tgrelid = to_regclass('task_projection') "
-        "AND tgname IN ('task_projection_read_only', 'task_projection_no_truncate') AND tgenabled <> 'D'"
+        "AND tgname IN ('task_projection_read_only', 'task_projection_no_truncate') "
+        "AND tgenabled IN ('O', 'A')"  # fires in ordinary sessions: not 'D' (disabled) or 'R' (replica only)
     ).fetchone()[0]
     end_read(orch)
     found = dict(rows)

@@ -116,6 +116,10 @@ def test_projection_columns_present_fails_on_a_missing_column_or_guard(orch_dsn,
         conn.execute("ALTER TABLE task_projection DISABLE TRIGGER task_projection_read_only")
     evaluation = _checks_only(orch_dsn, tasks_dsn, tmp_path)["projection_columns_present"]
     assert not evaluation.passed and "guard triggers are missing or disabled" in evaluation.description
+    with connection(orch_dsn) as conn, conn.transaction():  # fires only in replica sessions: as good as off
+        conn.execute("ALTER TABLE task_projection ENABLE REPLICA TRIGGER task_projection_read_only")
+    evaluation = _checks_only(orch_dsn, tasks_dsn, tmp_path)["projection_columns_present"]
+    assert not evaluation.passed and "guard triggers are missing or disabled" in evaluation.description
     with connection(orch_dsn) as conn, conn.transaction():
         conn.execute("ALTER TABLE task_projection DROP COLUMN tags_json")
     evaluation = _checks_only(orch_dsn, tasks_dsn, tmp_path)["projection_columns_present"]
