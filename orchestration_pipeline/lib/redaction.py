@@ -173,6 +173,8 @@ SECRET_MARKERS = (
     b"://",
     *(letter.encode() for letter in _CASE_FOLDED_LETTERS),
 )
+_NON_ASCII_MARKERS = tuple(m for m in SECRET_MARKERS if not m.isascii())
+_ASCII_MARKERS = tuple(m for m in SECRET_MARKERS if m.isascii())
 
 
 def may_contain_secret(raw: bytes) -> bool:
@@ -194,10 +196,7 @@ def may_contain_secret(raw: bytes) -> bool:
         or b"cookie" in low
         or b"://" in low
         # Non-ASCII letters that the full path reads as ASCII ones (see _CASE_FOLDED_LETTERS)
-        or b"\xc4\xb0" in raw
-        or b"\xc4\xb1" in raw
-        or b"\xc5\xbf" in raw
-        or b"\xe2\x84\xaa" in raw
+        or (not raw.isascii() and any(marker in raw for marker in _NON_ASCII_MARKERS))
     )
 
 
@@ -211,7 +210,8 @@ def lines_with_markers(data: bytes, spans: Sequence[tuple[int, int]]) -> set[int
     low = data.lower()
     starts = [start for start, _ in spans]
     marked: set[int] = set()
-    for marker in SECRET_MARKERS:
+    # One C pass tells an all-ASCII block (nearly every block) it cannot hold the other markers.
+    for marker in _ASCII_MARKERS if data.isascii() else SECRET_MARKERS:
         at = low.find(marker)
         while at != -1:
             i = bisect_right(starts, at) - 1
