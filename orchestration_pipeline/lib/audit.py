@@ -130,13 +130,16 @@ def _json_text(name: str, value: Mapping[str, Any] | None) -> str | None:
     return text
 
 
-def _required(name: str, value: object) -> str:
-    if not isinstance(value, str) or not value.strip():
-        raise AuditError(
-            "audit write refused: actor and request_id are required — pass actor=... and request_id=... "
-            f"({name} was {value!r})"
-        )
-    return value
+def require_identity(
+    actor: object, request_id: object, *, what: str = "audit write", error: type[Exception] = AuditError
+) -> None:
+    """Refuse an audited operation that does not say who (``actor``) and for which request."""
+    for name, value in (("actor", actor), ("request_id", request_id)):
+        if not isinstance(value, str) or not value.strip():
+            raise error(
+                f"{what} refused: actor and request_id are required — pass actor=... and request_id=... "
+                f"({name} was {value!r})"
+            )
 
 
 def record_audit(
@@ -156,8 +159,7 @@ def record_audit(
     method: str | None = None,
 ) -> int:
     """Append one audit row in the caller's open transaction; returns its id."""
-    _required("actor", actor)
-    _required("request_id", request_id)
+    require_identity(actor, request_id)
     if operation not in OPERATIONS:
         raise AuditError(
             f"audit write refused: unknown operation {operation!r} — use one of {', '.join(sorted(OPERATIONS))}"

@@ -40,7 +40,7 @@ from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
 from orchestration_pipeline.errors import ActionHashConflict, ExecutionError
-from orchestration_pipeline.lib.audit import record_audit
+from orchestration_pipeline.lib.audit import record_audit, require_identity
 from orchestration_pipeline.lib.canonical_json import CANONICALIZER_VERSION, canonical_json, canonical_sha256
 from orchestration_pipeline.lib.db import end_read, require_schema
 from orchestration_pipeline.lib.effects import (
@@ -472,10 +472,7 @@ def execute_action(
     :class:`ExecutionError` before anything is written.
     """
     _require_idle(conn, "execute_action")
-    if not actor or not actor.strip() or not request_id or not request_id.strip():
-        raise ExecutionError(
-            "execution refused: actor and request_id are required — pass actor=... and request_id=..."
-        )
+    require_identity(actor, request_id, what="execution", error=ExecutionError)
     require_schema(conn, EXECUTION_TABLES, source=source or "decision executions")
     effects = effects or default_effects()
     policy, effect, action_hash = _validated(conn, action, effects)

@@ -17,8 +17,7 @@ from typing import Any
 import psycopg
 from psycopg.rows import dict_row
 
-from orchestration_pipeline.errors import AuditError
-from orchestration_pipeline.lib.audit import record_audit
+from orchestration_pipeline.lib.audit import record_audit, require_identity
 from orchestration_pipeline.lib.db import SchemaGate, end_read
 from orchestration_pipeline.lib.events import ParsedEvent, parse_line
 from orchestration_pipeline.lib.ingest import (
@@ -124,10 +123,7 @@ def replay_quarantine(
     Each examined row gets an audit entry (operation ``replay``) in that same transaction, naming
     ``actor`` and ``request_id``; both are required.
     """
-    if not actor or not actor.strip() or not request_id or not request_id.strip():
-        raise AuditError(
-            "quarantine replay refused: actor and request_id are required — pass actor=... and request_id=..."
-        )
+    require_identity(actor, request_id, what="quarantine replay")
     SchemaGate([*INGEST_TABLES, "audit_ledger"]).check(conn)
     result = ReplayResult(run_id=uuid.uuid4())
     where, params = _filters(ids, failure_type, source_file)
