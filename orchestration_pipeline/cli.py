@@ -346,12 +346,6 @@ def _database_urls():
     return resolve_database_urls(_settings(), start=True)
 
 
-def _read_only(conn):
-    conn.execute("SET default_transaction_read_only = on")
-    conn.commit()
-    return conn
-
-
 def _print_projector_run(run, as_json: bool) -> None:
     body = run.as_dict()
     if as_json:
@@ -375,10 +369,10 @@ def projection_update(batch_events: int, as_json: bool) -> None:
     from orchestration_pipeline.lib.projection import project_events
 
     urls = _database_urls()
-    with connection(urls.orchestration) as orch, connection(urls.tasks) as tasks:
+    with connection(urls.orchestration) as orch, connection(urls.tasks, read_only=True) as tasks:
         run = project_events(
             orch,
-            _read_only(tasks),
+            tasks,
             batch_events=batch_events,
             progress=lambda r: click.echo(
                 f"  {r.events_applied:,} events ({r.events_per_s:,.0f}/s)", err=True
@@ -422,8 +416,7 @@ def projection_reconcile(
     settings = ReconcileSettings(grace_minutes=grace_minutes, repair_max_rows=repair_max_rows)
     actor, request_id = _who(actor, request_id)
     audit = AuditContext(actor=actor, request_id=request_id, source="cli:projection reconcile")
-    with connection(urls.orchestration) as orch, connection(urls.tasks) as tasks:
-        _read_only(tasks)
+    with connection(urls.orchestration) as orch, connection(urls.tasks, read_only=True) as tasks:
         project_events(orch, tasks)
         report = reconcile(orch, tasks, audit, settings, force_rebuild=force_rebuild)
     body = report.as_dict()
@@ -673,7 +666,8 @@ def policy_set(
     from orchestration_pipeline.lib.executions import Policy, get_policy, upsert_policy
 
     actor, request_id = _who(actor, request_id)
-    with connection(_orchestration_dsn()) as conn:
+    urls = _database_urls()  # resolved once: with the embedded server this may start it
+    with connection(urls.orchestration) as conn:
         current = get_policy(conn, policy_id)
         if current is None and not effect:
             raise click.UsageError(f"policy {policy_id} is new: give --effect (create_task, label or notify)")
@@ -718,11 +712,9 @@ def decisions() -> None:
     """Decision executions: run an action at most once, list attempts, rescue stale claims."""
 
 
-def _tasks_connection_factory():
+def _tasks_connection_factory(dsn: str):
     from orchestration_pipeline.lib.db import connection
-    from orchestration_pipeline.lib.embedded import resolve_database_urls
 
-    dsn = resolve_database_urls(_settings(), start=True).tasks
     return lambda: connection(dsn)
 
 
@@ -761,14 +753,15 @@ def decisions_execute(
     if not isinstance(body, dict):
         raise click.BadParameter("must be a JSON object", param_hint="--payload")
     actor, request_id = _who(actor, request_id)
-    with connection(_orchestration_dsn()) as conn:
+    urls = _database_urls()  # resolved once: with the embedded server this may start it
+    with connection(urls.orchestration) as conn:
         current = get_policy(conn, policy_id)
         outcome = execute_action(
             conn,
             Action(policy_id, current.effect if current else "", target_ref, body),
             actor=actor,
             request_id=request_id,
-            tasks_connection=_tasks_connection_factory(),
+            tasks_connection=_tasks_connection_factory(urls.tasks),
             lease=timedelta(seconds=lease_seconds),
             dry_run=dry_run,
             source="cli:decisions execute",
@@ -820,12 +813,13 @@ def decisions_rescue(limit: int, as_json: bool, actor: str | None, request_id: s
     from orchestration_pipeline.lib.executions import rescue_stale_claims
 
     actor, request_id = _who(actor, request_id)
-    with connection(_orchestration_dsn()) as conn:
+    urls = _database_urls()  # resolved once: with the embedded server this may start it
+    with connection(urls.orchestration) as conn:
         report = rescue_stale_claims(
             conn,
             actor=actor,
             request_id=request_id,
-            tasks_connection=_tasks_connection_factory(),
+            tasks_connection=_tasks_connection_factory(urls.tasks),
             limit=limit,
             source="cli:decisions rescue",
         )
