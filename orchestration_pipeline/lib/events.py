@@ -699,7 +699,7 @@ def parse_common_line(raw: bytes, now: datetime, *, unmarked: bool = False) -> C
         envelope.event_id,
         event_type,
         occurred,
-        text if _PLAIN_TIMESTAMP.fullmatch(text) else str(occurred),
+        timestamp_text(text, occurred),
         envelope.session_id,
         envelope.task_id,
         envelope.source,

@@ -32,6 +32,7 @@ _KV_PASSWORD = re.compile(r"(?i)\b(password|passwd|pwd)\s*=\s*(?!\[REDACTED\])([
 _JSON_KEY = re.compile(r'"((?:[^"\\]|\\.){1,128})"\s{0,8}:\s{0,8}')
 _JSON_STRING = re.compile(r'"(?:[^"\\]|\\.)*"?')
 _BARE_VALUE = re.compile(r"[^,}\]\s]{1,512}")
+_STRUCTURE = re.compile(r'["{}\[\]]')
 # A cheap pre-filter: lines without any of these substrings cannot hold a secret we redact.
 # (pass, pwd, secret, token, key, auth, bearer, credential, cookie, ://)
 
@@ -63,30 +64,29 @@ def redact_text(text: str) -> tuple[str, int]:
 
 def _raw_key_is_secret(key: str) -> bool:
     """A key as written in a raw line: JSON escapes decoded where they can be (``pass\\u0077ord``)."""
+    if is_secret_key(key):
+        return True
+    if "\\" not in key:
+        return False
     try:
-        decoded = json.loads(f'"{key}"')
+        return is_secret_key(json.loads(f'"{key}"'))
     except ValueError:
-        decoded = key
-    return is_secret_key(decoded) or is_secret_key(key)
+        return False
 
 
 def _container_end(text: str, start: int) -> int:
     """End of the object or array opening at ``start`` (skipping strings), or the end of a cut-off line."""
-    depth, i, n = 0, start, len(text)
-    while i < n:
-        ch = text[i]
+    depth, i = 0, start
+    while (m := _STRUCTURE.search(text, i)) is not None:  # jump from one bracket or quote to the next
+        ch, i = m.group(0), m.start()
         if ch == '"':
-            m = _JSON_STRING.match(text, i)
-            i = m.end() if m else n
+            i = _JSON_STRING.match(text, i).end()
             continue
-        if ch in "{[":
-            depth += 1
-        elif ch in "}]":
-            depth -= 1
-            if depth == 0:
-                return i + 1
+        depth += 1 if ch in "{[" else -1
         i += 1
-    return n
+        if depth == 0:
+            return i
+    return len(text)
 
 
 def redact_raw_line(text: str) -> tuple[str, int]:
