@@ -11,6 +11,7 @@ from orchestration_pipeline.lib.drift import (
     ReconcileRefused,
     ReconcileSettings,
     compare,
+    rebuild,
     reconcile,
 )
 from orchestration_pipeline.lib.projection import project_events, projection_lag
@@ -180,11 +181,14 @@ def test_readers_never_see_a_half_built_projection(orch_dsn, orch_conn, tasks_co
     from orchestration_pipeline.lib.drift import rebuild
 
     drifted_world(orch_conn, tasks_conn, tasks_dsn, tmp_path)
+    ids = "SELECT task_id FROM task_projection"
+    before = {r[0] for r in orch_conn.execute(ids)}
+    orch_conn.rollback()
     seen = []
     with connection(orch_dsn) as reader:
 
         def read():
-            seen.append(reader.execute("SELECT count(*) FROM task_projection").fetchone()[0])
+            seen.append({r[0] for r in reader.execute(ids)})
             reader.rollback()
 
         with orch_conn.transaction():
@@ -194,7 +198,9 @@ def test_readers_never_see_a_half_built_projection(orch_dsn, orch_conn, tasks_co
             thread.join(timeout=1)
             assert thread.is_alive()  # the swap holds its lock until commit: no partial read
         thread.join(timeout=30)
-    assert seen == [4]
+    after = {r[0] for r in orch_conn.execute(ids)}
+    orch_conn.rollback()
+    assert after != before and seen == [after]  # the whole new projection, not the old one or a part
 
 
 def test_rebuild_is_refused_when_the_tasks_db_looks_empty(orch_conn, tasks_conn, tasks_dsn, tmp_path):
@@ -209,6 +215,8 @@ def test_rebuild_is_refused_when_the_tasks_db_looks_empty(orch_conn, tasks_conn,
         reconcile(orch_conn, tasks_conn, AUDIT, now=NOW)
     with pytest.raises(ReconcileRefused, match="returned 0 tasks"):
         reconcile(orch_conn, tasks_conn, AUDIT, force_rebuild=True, now=NOW)
+    with pytest.raises(ReconcileRefused, match="returned 0 tasks"), orch_conn.transaction():
+        rebuild(orch_conn, tasks_conn, AUDIT, reason="called directly")  # its own guard, too
     assert projection(orch_conn) == before
     action = orch_conn.execute("SELECT action FROM drift_reports ORDER BY report_id DESC LIMIT 1").fetchone()
     assert action == ("refused",)
