@@ -178,8 +178,6 @@ def test_drift_above_the_limit_rebuilds_and_the_projector_resumes(orch_conn, tas
 
 
 def test_readers_never_see_a_half_built_projection(orch_dsn, orch_conn, tasks_conn, tasks_dsn, tmp_path):
-    from orchestration_pipeline.lib.drift import rebuild
-
     drifted_world(orch_conn, tasks_conn, tasks_dsn, tmp_path)
     ids = "SELECT task_id FROM task_projection"
     before = {r[0] for r in orch_conn.execute(ids)}
