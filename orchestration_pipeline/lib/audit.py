@@ -394,13 +394,7 @@ def chain_verdict(conn: psycopg.Connection) -> Verdict:
     """``audit_chain_intact``: every chain recomputes, links and ends at its head."""
     report = verify_chain(conn)
     first = report.first_broken
-    metadata: dict[str, Any] = {
-        "rows": report.rows,
-        "chains": report.chains,
-        "broken_chains": report.broken_chains,
-        "first_broken": asdict(first) if first else None,
-        "broken": [asdict(b) for b in report.broken],
-    }
+    metadata = {k: v for k, v in report.as_dict().items() if k != "ok"}
     if report.ok:
         return Verdict(True, f"{report.rows} entries in {report.chains} chains verified", metadata)
     more = f" (+{report.broken_chains - 1} more broken chains)" if report.broken_chains > 1 else ""

@@ -367,8 +367,8 @@ def _record_success(
 
 def _record_failure(
     conn: psycopg.Connection, run: ActionRun, error: str, *, actor: str, request_id: str, source: str | None
-) -> bool:
-    """Record ``failed`` in a transaction of its own; False when the claim was no longer pending."""
+) -> None:
+    """Record ``failed`` in a transaction of its own (nothing when the claim is no longer pending)."""
     if conn.info.transaction_status == psycopg.pq.TransactionStatus.INERROR:
         conn.rollback()
     with conn.transaction():
@@ -378,7 +378,7 @@ def _record_failure(
             (error, run.execution_id),
         ).fetchone()
         if row is None:
-            return False
+            return
         record_audit(
             conn,
             actor=actor,
@@ -391,7 +391,6 @@ def _record_failure(
             reason="effect failed; retryable",
             source=source,
         )
-    return True
 
 
 def _dry_run(

@@ -83,6 +83,7 @@ def test_a_clean_ledger_materializes_and_every_check_passes(orch_dsn):
         1,
     )
     assert summary["last_execution_at"].value != "never"
+    assert (summary["pending"].value, summary["stale_pending"].value) == (0, 0)
     evals = {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
     assert evals == {
         "audit_chain_intact": True,

@@ -57,5 +57,6 @@ def decision_execution_summary(orchestration_db: OrchestrationDatabase) -> dg.Ma
             "duplicate_skipped": dg.MetadataValue.int(summary["duplicate_skipped"]),
             "simulated": dg.MetadataValue.int(summary["simulated"]),
             "pending": dg.MetadataValue.int(summary["pending"]),
+            "stale_pending": dg.MetadataValue.int(summary["stale_pending"]),
         }
     )
