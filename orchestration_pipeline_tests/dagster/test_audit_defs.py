@@ -147,6 +147,8 @@ def test_audit_chain_intact_fails_when_an_entry_is_deleted(orch_dsn):
             "audit_ledger_chain() runs as its owner without",
         ),
         ("GRANT SELECT ON audit_ledger TO PUBLIC", "PUBLIC has privileges on audit_ledger"),
+        ("ALTER FUNCTION audit_ledger_chain() SECURITY INVOKER", "must be SECURITY DEFINER owned by"),
+        ("ALTER TABLE audit_chain_heads OWNER TO CURRENT_USER", "audit_chain_heads is owned by"),
         ("ALTER TABLE audit_ledger OWNER TO CURRENT_USER", "audit_ledger is owned by"),
     ],
 )
