@@ -51,7 +51,7 @@ from orchestration_pipeline.lib.events import (
     reject_oversized,
 )
 from orchestration_pipeline.lib.parse_worker import read_frame, write_frame
-from orchestration_pipeline.lib.project_files import sql_dir
+from orchestration_pipeline.lib.project_files import runtime_sql
 from orchestration_pipeline.lib.redaction import lines_with_markers
 from orchestration_pipeline.lib.telemetry import record_metric
 
@@ -729,7 +729,7 @@ def write_batch(cur: psycopg.Cursor, batch: ParsedBatch, run_id: uuid.UUID, coun
 
 def stage_sql() -> str:
     """DDL of the session temp table that error events are staged in."""
-    return (sql_dir() / "runtime" / "ingest_stage.sql").read_text(encoding="utf-8")
+    return runtime_sql("ingest_stage.sql")
 
 
 ProgressCallback = Callable[[dict[str, Any]], None]

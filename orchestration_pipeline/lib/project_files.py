@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 from pathlib import Path
 
@@ -23,3 +24,9 @@ def project_root() -> Path:
 def sql_dir() -> Path:
     """The root of the migration files."""
     return project_root() / "sql"
+
+
+@functools.cache
+def runtime_sql(name: str) -> str:
+    """DDL of session temp tables (``sql/runtime/<name>``), created per connection; read once per process."""
+    return (sql_dir() / "runtime" / name).read_text(encoding="utf-8")

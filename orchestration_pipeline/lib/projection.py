@@ -31,7 +31,7 @@ import psycopg
 from orchestration_pipeline.lib.db import end_read
 from orchestration_pipeline.lib.events import AGENT_TYPES
 from orchestration_pipeline.lib.ingest import percentile
-from orchestration_pipeline.lib.project_files import sql_dir
+from orchestration_pipeline.lib.project_files import runtime_sql
 from orchestration_pipeline.lib.telemetry import record_metric
 
 PROJECTION = "task_projection"
@@ -44,7 +44,7 @@ _LATENCY_RESERVOIR = 100_000
 
 def stage_sql() -> str:
     """DDL of the session temp tables the projector and the reconciliation stage rows in."""
-    return (sql_dir() / "runtime" / "projection_stage.sql").read_text(encoding="utf-8")
+    return runtime_sql("projection_stage.sql")
 
 
 def enable_projector_writes(conn: psycopg.Connection) -> None:
