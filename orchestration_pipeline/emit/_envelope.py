@@ -20,6 +20,8 @@ from collections.abc import Callable, Mapping
 from datetime import date, datetime
 from typing import Any
 
+from orchestration_pipeline.lib.canonical_json import json_has_nul
+
 CORE_TYPES = ("task_start", "task_end", "command_start", "command_end")
 AGENT_TYPES = (
     "agent.started",
@@ -147,7 +149,7 @@ def encode_line(event: Mapping[str, Any]) -> bytes:
             f"{event.get('event_type')}: event fields must be finite JSON values ({exc}) — "
             "replace NaN/Infinity with null or a number, and break circular references"
         ) from None
-    if "\\u0000" in text:
+    if json_has_nul(text):
         raise ValueError(
             f"{event.get('event_type')}: a string contains a NUL character, which PostgreSQL cannot store "
             "— strip '\\x00' before emitting"

@@ -73,6 +73,7 @@ import psycopg
 from psycopg.rows import dict_row
 
 from orchestration_pipeline.errors import AuditError, SchemaNotReady
+from orchestration_pipeline.lib.canonical_json import json_has_nul
 from orchestration_pipeline.lib.db import end_read, require_schema
 from orchestration_pipeline.lib.verdict import Verdict
 
@@ -101,7 +102,6 @@ OWNER_ROLE = "orch_audit_owner"
 WRITER_ROLE = "orch_pipeline_writer"
 GENESIS_HASH = "00" * 32  # hex, as reported
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_NUL_ESCAPE = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")  # an escaped NUL, not an escaped backslash + "u0000"
 
 
 def _json_default(value: Any) -> Any:
@@ -123,7 +123,7 @@ def _json_text(name: str, value: Mapping[str, Any] | None) -> str | None:
         text = json.dumps(dict(value), default=_json_default, allow_nan=False)
     except (TypeError, ValueError) as exc:
         raise AuditError(f"audit write refused: {name} is not JSON ({exc}) — pass plain data") from None
-    if _NUL_ESCAPE.search(text):
+    if json_has_nul(text):
         raise AuditError(
             f"audit write refused: {name} contains a NUL character, which jsonb cannot store — strip it"
         )

@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import re
 from collections.abc import Mapping
 from decimal import Decimal
 from typing import Any
@@ -122,3 +123,12 @@ def canonical_json(value: Any) -> str:
 def canonical_sha256(value: Any) -> str:
     """Hex sha256 of the UTF-8 bytes of ``canonical_json(value)``."""
     return hashlib.sha256(canonical_json(value).encode("utf-8")).hexdigest()
+
+
+_NUL_ESCAPE = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")  # \u0000 itself, not an escaped backslash + "u0000"
+
+
+def json_has_nul(text: str) -> bool:
+    """True when JSON text holds a NUL character, which PostgreSQL text and jsonb cannot store:
+    raw, or escaped as ``\\u0000`` (but not the six characters of an escaped backslash and ``u0000``)."""
+    return "\x00" in text or ("\\u0000" in text and _NUL_ESCAPE.search(text) is not None)

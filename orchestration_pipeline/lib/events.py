@@ -40,6 +40,7 @@ from pydantic import (
     model_validator,
 )
 
+from orchestration_pipeline.lib.canonical_json import json_has_nul
 from orchestration_pipeline.lib.redaction import (
     may_contain_secret,
     redact_raw_line,
@@ -301,7 +302,7 @@ def error_fingerprint(stage: str, message: str) -> tuple[str, str]:
 def _unstorable_escape(obj: Any) -> str | None:
     """PostgreSQL text and jsonb cannot hold NUL or lone UTF-16 surrogates (valid JSON escapes)."""
     dumped = json.dumps(obj, ensure_ascii=False)
-    if "\x00" in dumped or "\\u0000" in dumped:
+    if json_has_nul(dumped):
         return "string contains a NUL character (\\u0000), which PostgreSQL cannot store — strip it at the producer"
     try:
         dumped.encode("utf-8")

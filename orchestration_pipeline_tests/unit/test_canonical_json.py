@@ -142,3 +142,30 @@ def _has_negative_zero(value) -> bool:
     if isinstance(value, dict):
         return any(_has_negative_zero(v) for v in value.values())
     return False
+
+
+@pytest.mark.parametrize(
+    "value, has_nul",
+    [
+        ("a\x00b", True),  # escaped by json.dumps
+        ("\\\x00", True),  # a backslash, then NUL
+        ("\\u0000", False),  # the six characters: a backslash and "u0000"
+        ("\\\\u0000", False),
+        ("plain", False),
+    ],
+)
+def test_json_has_nul_tells_a_nul_from_its_spelling(value, has_nul):
+    from orchestration_pipeline.emit._envelope import encode_line
+    from orchestration_pipeline.lib.canonical_json import json_has_nul
+    from orchestration_pipeline.lib.events import ParsedEvent, parse_line
+
+    for ensure_ascii in (True, False):
+        assert json_has_nul(json.dumps({"m": value}, ensure_ascii=ensure_ascii)) is has_nul
+    # The same answer at every place that checks: ingestion, the emit SDK.
+    event = {"event_type": "decision", "occurred_at": "2026-01-01T00:00:00Z", "payload": {"rationale": value}}
+    assert isinstance(parse_line(json.dumps(event).encode()), ParsedEvent) is not has_nul
+    if has_nul:
+        with pytest.raises(ValueError, match="NUL"):
+            encode_line(event)
+    else:
+        assert encode_line(event)
