@@ -10,6 +10,14 @@ head advance). Rounds alternate a and b so both see the same machine noise; medi
 reported (WAL bytes are cluster-wide: they mean something only when nothing else writes).
 Finally ``verify_chain()`` recomputes everything written. Prints one JSON line.
 Targets: overhead <= 30 %, audited >= 3,000 transactions/s (the ceiling supa_audit states).
+
+Where the time goes (``cpu_us_per_tx``, one writer, CPU microseconds per transaction of this
+client process and of its server backend, read from /proc when the server is on this machine):
+``baseline``; ``plain_insert``, the same 12 columns inserted as a second statement into a table
+with no index, trigger or chain (``audit_baseline.sql``), the floor of any design that writes an
+audit row in the mutation's transaction; and ``audited``. When writers saturate the CPU, client
+and server share it, so ``plain_insert_cpu_overhead_pct`` is about the overhead that floor alone
+costs in the throughput figures.
 Without --dsn an embedded PostgreSQL is started in a temporary directory.
 """
 
@@ -18,15 +26,18 @@ from __future__ import annotations
 import argparse
 import json
 import multiprocessing
+import os
 import statistics
 import sys
 import time
+from pathlib import Path
 
 from _scratch import Scratch
 
 from orchestration_pipeline.lib.audit import record_audit, verify_chain
 from orchestration_pipeline.lib.db import connection, migrate
 
+HERE = Path(__file__).resolve().parent
 FLIP = "UPDATE policies SET enabled = NOT enabled, updated_at = now() WHERE policy_id = %s RETURNING enabled"
 
 
@@ -55,6 +66,85 @@ def _worker(dsn: str, ids: list[str], audited: bool, start, stop, out) -> None:
             conn.commit()
             done += 1
     out.put(done)
+
+
+PLAIN_INSERT = """INSERT INTO bench_ledger_plain (org_id, actor, endpoint, method, request_id, operation,
+                  entity_type, entity_id, before_data, after_data, reason, source)
+                  VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s::jsonb, %s::jsonb, %s, %s) RETURNING audit_id"""
+
+
+def _backend_cpu_s(pid: int) -> float | None:
+    """CPU seconds (user + system) of a server backend, if it runs on this machine."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def _cpu_breakdown(dsn: str, ids: list[str], transactions: int) -> dict[str, dict[str, float | None]]:
+    """CPU microseconds per transaction, client and server, of the baseline, a plain second
+    INSERT, and the audited transaction; one writer, variants interleaved twice, minimum kept."""
+    samples: dict[str, list[tuple[float, float | None]]] = {"baseline": [], "plain_insert": [], "audited": []}
+    with connection(dsn) as conn:
+        pid = conn.info.backend_pid
+        for _ in range(2):
+            for variant in samples:
+                client0, server0 = time.process_time(), _backend_cpu_s(pid)
+                for i in range(transactions):
+                    policy_id = ids[i % len(ids)]
+                    enabled = conn.execute(FLIP, (policy_id,)).fetchone()[0]
+                    content = dict(
+                        actor="bench",
+                        request_id=f"bench-cpu-{i}",
+                        operation="update",
+                        entity_type="policy",
+                        entity_id=policy_id,
+                        before={"enabled": not enabled},
+                        after={"enabled": enabled},
+                        source="benchmarks/audit.py",
+                    )
+                    if variant == "audited":
+                        record_audit(conn, **content)
+                    elif variant == "plain_insert":
+                        conn.execute(
+                            PLAIN_INSERT,
+                            (
+                                None,
+                                content["actor"],
+                                None,
+                                None,
+                                content["request_id"],
+                                content["operation"],
+                                content["entity_type"],
+                                content["entity_id"],
+                                json.dumps(content["before"]),
+                                json.dumps(content["after"]),
+                                None,
+                                content["source"],
+                            ),
+                        ).fetchone()
+                    conn.commit()
+                client1, server1 = time.process_time(), _backend_cpu_s(pid)
+                server = None if server0 is None or server1 is None else (server1 - server0)
+                samples[variant].append((client1 - client0, server))
+    result = {}
+    for variant, runs in samples.items():
+        client = min(c for c, _ in runs) / transactions * 1e6
+        servers = [s for _, s in runs if s is not None]
+        server = min(servers) / transactions * 1e6 if servers else None
+        result[variant] = {
+            "client": round(client, 1),
+            "server": None if server is None else round(server, 1),
+            "total": None if server is None else round(client + server, 1),
+        }
+    return result
+
+
+def _cpu_overhead(cpu: dict[str, dict[str, float | None]], variant: str) -> float | None:
+    """Throughput lost to ``variant``'s extra CPU when the CPU is what limits throughput."""
+    base, other = cpu["baseline"]["total"], cpu[variant]["total"]
+    return None if base is None or other is None else round((other - base) / other * 100, 1)
 
 
 def _wal_lsn(dsn: str) -> int:
@@ -99,6 +189,12 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=3.0, help="length of each measured round")
     parser.add_argument("--rounds", type=int, default=3, help="rounds per variant (alternating)")
     parser.add_argument("--rows", type=int, default=1000, help="policies the mutations spread over")
+    parser.add_argument(
+        "--breakdown-transactions",
+        type=int,
+        default=4000,
+        help="transactions per variant in the one-writer CPU breakdown",
+    )
     args = parser.parse_args()
 
     scratch = Scratch.open(args.dsn, "orchestration")
@@ -107,6 +203,7 @@ def main() -> int:
         ids = [f"bench-{i:05d}" for i in range(args.rows)]
         with connection(dsn) as conn:
             migrate(conn, "orchestration")
+            conn.execute((HERE / "audit_baseline.sql").read_text())
             with conn.cursor().copy("COPY policies (policy_id, name, effect) FROM STDIN") as copy:
                 for policy_id in ids:
                     copy.write_row((policy_id, policy_id, "notify"))
@@ -121,6 +218,7 @@ def main() -> int:
             for with_audit in (False, True) if r % 2 == 0 else (True, False):
                 runs[with_audit].append(_round(dsn, ids, args.writers, args.seconds, with_audit))
         single = {a: _round(dsn, ids, 1, args.seconds, a)[0] for a in (False, True)}
+        cpu = _cpu_breakdown(dsn, ids, args.breakdown_transactions)
 
         with connection(dsn) as conn:
             t0 = time.perf_counter()
@@ -150,6 +248,9 @@ def main() -> int:
                     "single_writer_overhead_pct": round(
                         (single[False] - single[True]) / single[False] * 100, 1
                     ),
+                    "cpu_us_per_tx": cpu,
+                    "plain_insert_cpu_overhead_pct": _cpu_overhead(cpu, "plain_insert"),
+                    "audited_cpu_overhead_pct": _cpu_overhead(cpu, "audited"),
                     "ledger_rows": report.rows,
                     "chains": report.chains,
                     "verify_rows_per_s": round(report.rows / verify_s),
