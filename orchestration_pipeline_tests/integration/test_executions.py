@@ -466,6 +466,83 @@ def test_a_success_after_the_rescuer_gave_up_is_still_recorded_truthfully(env):
     assert "after the rescuer had failed the claim" in audit[0]["reason"]
 
 
+def _overtaken(env, effect, action):
+    """Attempt 1 stalls inside its effect past its lease; the rescuer fails it, attempt 2 runs and
+    succeeds; then attempt 1's effect finishes. Returns attempt 1's and attempt 2's outcomes."""
+    first = []
+    worker = threading.Thread(
+        target=lambda: first.append(env.execute(action, lease=timedelta(milliseconds=50)))
+    )
+    worker.start()
+    assert effect.entered.wait(30)
+    time.sleep(0.1)  # past the lease
+    assert env.rescue().failed == [1]
+    second = env.execute(action)
+    effect.release.set()
+    worker.join(30)
+    return first[0], second
+
+
+class _Stall:
+    """Mixin: the first perform waits for ``release``; later ones run at once."""
+
+    def __init__(self):
+        self.entered, self.release, self.performs = threading.Event(), threading.Event(), 0
+
+    def perform(self, ctx, run):
+        self.performs += 1
+        if self.performs == 1:
+            self.entered.set()
+            assert self.release.wait(30)
+        return super().perform(ctx, run)
+
+
+def test_a_remote_effect_overtaken_by_a_newer_attempt_reports_lease_lost(env):
+    class StalledCount(_Stall, CountingEffect):
+        name = "stalled_count"
+
+        def __init__(self):
+            CountingEffect.__init__(self)
+            _Stall.__init__(self)
+
+        def probe(self, ctx, run):
+            return ProbeResult(False, {"seen": False})
+
+    effect = StalledCount()
+    env.registry.register(effect)
+    env.policy("p", "stalled_count")
+    first, second = _overtaken(env, effect, Action("p", "stalled_count", None, {"n": 1}))
+    assert (second.status, second.attempt) == ("succeeded", 2)
+    # the effect did run (it is remote: nothing to roll back), and the record says who holds the action
+    assert (first.status, first.attempt) == ("lease_lost", 1)
+    assert first.result == {"calls": 2} and "newer attempt" in first.error
+    assert [(r[1], r[2]) for r in _executions(env)] == [("failed", 1), ("succeeded", 2)]
+    completes = env.read(lambda c: query_audit(c, AuditFilter(operation="complete")))
+    assert [r["entity_id"] for r in completes] == [str(second.execution_id)]
+    assert env.read(verify_chain).ok
+
+
+def test_a_local_effect_overtaken_by_a_newer_attempt_is_rolled_back(env):
+    from orchestration_pipeline.lib.effects import Notify
+
+    class StalledNotify(_Stall, Notify):
+        name = "stalled_notify"
+
+        def __init__(self):
+            _Stall.__init__(self)
+
+    effect = StalledNotify()
+    env.registry.register(effect)
+    env.policy("page", "stalled_notify")
+    action = Action("page", "stalled_notify", "ingest", {"message": "error flood"})
+    first, second = _overtaken(env, effect, action)
+    assert (first.status, second.status) == ("lease_lost", "succeeded")
+    assert "rolled back" in first.error
+    # attempt 1 wrote its alert, then lost the claim: only attempt 2's alert is left
+    assert env.orch_rows("SELECT execution_id FROM alerts") == [(second.execution_id,)]
+    assert [(r[1], r[2]) for r in _executions(env)] == [("failed", 1), ("succeeded", 2)]
+
+
 def test_a_read_only_tasks_connection_fails_naming_the_fix(env):
     env.policy("open-task", "create_task")
 
