@@ -16,6 +16,7 @@ from orchestration_pipeline.lib.effects import (
     Effect,
     EffectFailed,
     LabelTask,
+    Notify,
     ProbeResult,
     default_effects,
 )
@@ -523,8 +524,6 @@ def test_a_remote_effect_overtaken_by_a_newer_attempt_reports_lease_lost(env):
 
 
 def test_a_local_effect_overtaken_by_a_newer_attempt_is_rolled_back(env):
-    from orchestration_pipeline.lib.effects import Notify
-
     class StalledNotify(_Stall, Notify):
         name = "stalled_notify"
 
