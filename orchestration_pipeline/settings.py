@@ -50,7 +50,11 @@ class Settings(BaseModel):
         if value is None:
             return None
         if not value.startswith(("postgresql://", "postgres://", "postgresql+psycopg2://")):
-            raise ValueError(f"expected a postgresql:// URL, got {value.split('://')[0]}://…")
+            got = f"a {value.split('://')[0]}:// URL" if "://" in value else "something that is not a URL"
+            raise ValueError(
+                f"expected a postgresql://user:password@host:port/dbname URL, got {got} "
+                "(key=value connection strings are not accepted)"
+            )
         return value
 
     @property

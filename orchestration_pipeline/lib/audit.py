@@ -2,7 +2,9 @@
 
 **Writing.** :func:`record_audit` inserts an entry in the caller's open transaction and never
 commits, so the entry and the mutation it describes commit or roll back together. It refuses an
-entry without an actor and a request id.
+entry without an actor and a request id. Secrets in ``before``, ``after`` and ``reason`` are
+redacted first (:mod:`orchestration_pipeline.lib.redaction`): an entry can never be changed
+afterwards, so a secret written into it would stay for good.
 
 **Immutability** is enforced by the database (``sql/orchestration/0004_audit_ledger.sql``): a
 row trigger refuses UPDATE and DELETE, a statement trigger refuses TRUNCATE, the table is owned
@@ -75,6 +77,7 @@ from psycopg.rows import dict_row
 from orchestration_pipeline.errors import AuditError, SchemaNotReady
 from orchestration_pipeline.lib.canonical_json import json_has_nul
 from orchestration_pipeline.lib.db import end_read, require_schema
+from orchestration_pipeline.lib.redaction import may_contain_secret, redact_text, redact_value
 from orchestration_pipeline.lib.verdict import Verdict
 
 OPERATIONS = frozenset(
@@ -127,7 +130,17 @@ def _json_text(name: str, value: Mapping[str, Any] | None) -> str | None:
         raise AuditError(
             f"audit write refused: {name} contains a NUL character, which jsonb cannot store — strip it"
         )
+    if may_contain_secret(text.encode()):
+        redacted, count = redact_value(json.loads(text))
+        if count:
+            text = json.dumps(redacted, allow_nan=False)
     return text
+
+
+def _redacted_text(value: str | None) -> str | None:
+    if value is None or not may_contain_secret(value.encode()):
+        return value
+    return redact_text(value)[0]
 
 
 def require_identity(
@@ -188,7 +201,7 @@ def record_audit(
                 str(entity_id),
                 _json_text("before", before),
                 _json_text("after", after),
-                reason,
+                _redacted_text(reason),
                 source,
             ),
         ).fetchone()

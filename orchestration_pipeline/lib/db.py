@@ -35,8 +35,10 @@ _LOCK_KEYS = {
 
 
 def redact_dsn(dsn: str) -> str:
-    """The DSN with any password replaced, for messages and logs."""
-    return re.sub(r"(://[^:/@]*:)[^@]+@", r"\1***@", dsn)
+    """The DSN with any password replaced, for messages and logs: in the URL's user info (up to
+    its last ``@``), as a ``?password=`` parameter, or as a ``password=`` key-value setting."""
+    dsn = re.sub(r"(://[^:/@\s]*:)[^/?#\s]*@", r"\1***@", dsn)
+    return re.sub(r"(?i)((?:^|[\s?&])password\s*=\s*)('(?:[^'\\]|\\.)*'|[^\s&]*)", r"\1***", dsn)
 
 
 def connect(

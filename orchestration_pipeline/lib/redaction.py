@@ -3,9 +3,16 @@
 Three kinds of secret are replaced with ``"[REDACTED]"``:
 
 * values under keys that name a secret (``password``, ``api_key``, ``github_token``, …), matched
-  on whole ``_``-separated words so that ``token_count`` or ``tokens_used`` are left alone;
-* bearer tokens inside strings (``Authorization: Bearer abc…``);
-* passwords inside connection strings (``postgresql://user:pw@host``, ``password=pw``).
+  on whole ``_``-separated words so that ``token_count`` or ``tokens_used`` are left alone; also
+  the ``value`` of a ``{"name": "Authorization", "value": …}`` pair, and the argument after a
+  ``--password``-style flag in an argv list;
+* inside strings: bearer tokens and other ``Authorization:`` credentials (Basic, Token, …), and
+  ``key=value`` or ``key: value`` where the key names a secret (``api_key=…``, ``"password": "…"``
+  inside a string, ``X-Api-Key: …``, ``--token …``);
+* passwords inside connection strings (``postgresql://user:pw@host``, also with an empty user
+  or an ``@`` inside the password, and ``password=pw``).
+
+Over-redacting a word of prose (``password: must be 8 characters``) is accepted; leaking is not.
 """
 
 from __future__ import annotations
@@ -20,13 +27,30 @@ REDACTED = "[REDACTED]"
 
 _SECRET_WORDS = (
     "password|passwd|passphrase|pwd|secret|token|apikey|api_key|access_key|secret_key|private_key"
-    "|client_secret|authorization|credential|credentials|cookie|session_key|signing_key"
+    "|client_secret|authorization|credential|credentials|cookie|session_key|signing_key|jwt"
 )
 _SECRET_KEY = re.compile(rf"^(?:.*_)?(?:{_SECRET_WORDS})$")
-_BEARER = re.compile(r"(?i)\b(bearer)\s+[A-Za-z0-9\-._~+/]{8,}=*")
 # Bounded repeats keep every pattern linear on megabyte-long lines (no catastrophic backtracking).
-_URL_PASSWORD = re.compile(r"(\b[A-Za-z][A-Za-z0-9+.\-]{0,31}://[^:/\s@\"']{1,256}:)([^@\s\"']{1,512})(@)")
-_KV_PASSWORD = re.compile(r"(?i)\b(password|passwd|pwd)\s*=\s*(?!\[REDACTED\])([^\s;&\"',]+)")
+_BEARER = re.compile(r"(?i)\b(bearer)\s+[A-Za-z0-9\-._~+/]{8,}=*")
+# The password runs to the last "@" of the authority, so one containing "@" is redacted whole.
+_URL_PASSWORD = re.compile(
+    r"(\b[A-Za-z][A-Za-z0-9+.\-]{0,31}://[^:/\s@\"']{0,256}:)(?!\[REDACTED\]@)([^\s\"'?#]{1,512})(@)(?=[^@\s\"'/?#]{0,256}(?:[/\s\"'?#]|$))"
+)
+# A key that names a secret, as written in text: words joined by "_" or "-" (X-Api-Key, db_password).
+_TEXT_SECRET_KEY = (
+    r"(?:[A-Za-z0-9]{1,32}[_-]){0,4}(?:password|passwd|passphrase|pwd|secret|token|api[_-]?key"
+    r"|access[_-]?key|private[_-]?key|credentials?|jwt)"
+)
+# Its value after "=" or ":" (perhaps quoted, perhaps JSON-escaped quotes), up to a delimiter.
+_SEPARATOR = r"\\?[\"']?\s{0,8}[:=]\s{0,8}\\?[\"']?"
+_VALUE = r"(?!\[REDACTED\])([^\s;&\"',}\\]{1,512})"
+_AUTH_HEADER = re.compile(
+    rf"(?i)(\bauthorization\b{_SEPARATOR}(?:(?:basic|bearer|token|digest|negotiate)\s+)?+){_VALUE}"
+)
+_FLAG_SECRET = re.compile(rf"(?i)((?<![\w-])--{_TEXT_SECRET_KEY}(?:\s+|=)){_VALUE}")
+_KV_SECRET = re.compile(rf"(?i)(\b{_TEXT_SECRET_KEY}\b{_SEPARATOR}){_VALUE}")
+_SECRET_FLAG = re.compile(rf"(?i)--{_TEXT_SECRET_KEY}")  # an argv element whose next one is secret
+_PAIR_NAMES = ("name", "key", "header")  # {"name": "Authorization", "value": "…"}
 # For raw text that is not valid JSON: a quoted key (any characters, escapes included) and its colon,
 # then the value: a string (perhaps cut off), or a bare token.
 _JSON_KEY = re.compile(r'"((?:[^"\\]|\\.){1,128})"\s{0,8}:\s{0,8}')
@@ -38,7 +62,7 @@ _STRUCTURE = re.compile(r'["{}\[\]]')
 
 
 def _normalise_key(key: str) -> str:
-    return re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", key).replace("-", "_").lower()
+    return re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", key.strip()).replace("-", "_").replace(" ", "_").lower()
 
 
 def is_secret_key(key: str) -> bool:
@@ -57,8 +81,10 @@ def redact_text(text: str) -> tuple[str, int]:
         return value
 
     text = sub(_BEARER, rf"\1 {REDACTED}", text)
+    text = sub(_AUTH_HEADER, rf"\1{REDACTED}", text)
     text = sub(_URL_PASSWORD, rf"\1{REDACTED}\3", text)
-    text = sub(_KV_PASSWORD, rf"\1={REDACTED}", text)
+    text = sub(_FLAG_SECRET, rf"\1{REDACTED}", text)
+    text = sub(_KV_SECRET, rf"\1{REDACTED}", text)
     return text, count
 
 
@@ -125,6 +151,13 @@ def redact_value(value: Any) -> tuple[Any, int]:
     """Redact a decoded JSON value in place where possible; returns (value, redactions)."""
     if isinstance(value, dict):
         total = 0
+        if (
+            isinstance(value.get("value"), str)
+            and value["value"] != REDACTED
+            and any(isinstance(value.get(n), str) and is_secret_key(value[n]) for n in _PAIR_NAMES)
+        ):
+            value["value"] = REDACTED
+            total += 1
         for key, item in value.items():
             if isinstance(key, str) and is_secret_key(key) and item is not None and item != REDACTED:
                 if isinstance(item, (dict, list)) and not item:
@@ -140,6 +173,16 @@ def redact_value(value: Any) -> tuple[Any, int]:
     if isinstance(value, list):
         total = 0
         for i, item in enumerate(value):
+            previous = value[i - 1] if i else None
+            if (
+                isinstance(item, str)
+                and item != REDACTED
+                and isinstance(previous, str)
+                and _SECRET_FLAG.fullmatch(previous)
+            ):
+                value[i] = REDACTED  # ["mysql", "--password", "…"]
+                total += 1
+                continue
             new, n = redact_value(item)
             if n:
                 value[i] = new
@@ -170,6 +213,7 @@ SECRET_MARKERS = (
     b"bearer",
     b"credential",
     b"cookie",
+    b"jwt",
     b"://",
     *(letter.encode() for letter in _CASE_FOLDED_LETTERS),
 )
@@ -194,6 +238,7 @@ def may_contain_secret(raw: bytes) -> bool:
         or b"bearer" in low
         or b"credential" in low
         or b"cookie" in low
+        or b"jwt" in low
         or b"://" in low
         # Non-ASCII letters that the full path reads as ASCII ones (see _CASE_FOLDED_LETTERS)
         or (not raw.isascii() and any(marker in raw for marker in _NON_ASCII_MARKERS))

@@ -1,5 +1,6 @@
 """The audit ledger: same-transaction writes, the append-only guard, privileges, hash chains."""
 
+import json
 import threading
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -76,6 +77,24 @@ def test_record_audit_writes_the_entry_and_the_database_stamps_chain_and_time(or
     assert row[12].startswith(datetime.now(UTC).strftime("%Y-%m-%d") + "/") and row[13] == 1
     assert row[14] == bytes(32)  # the first link of a chain
     assert abs(row[15] - datetime.now(UTC)) < timedelta(minutes=1)
+
+
+def test_secrets_are_redacted_before_they_reach_the_ledger_for_good(orch_conn):
+    audit_id = _audit(
+        orch_conn,
+        before={"dsn": "postgresql://svc:LEAK1@db/app", "api_key": "LEAK2", "enabled": False},
+        after={"headers": {"Authorization": "Bearer LEAK3abcdefgh"}, "enabled": True},
+        reason="rotated: password=LEAK4",
+    )
+    orch_conn.commit()
+    row = orch_conn.execute(
+        "SELECT before_data, after_data, reason FROM audit_ledger WHERE audit_id = %s", (audit_id,)
+    ).fetchone()
+    assert "LEAK" not in json.dumps(row)
+    assert row[0]["enabled"] is False and row[1]["enabled"] is True  # the rest is kept
+    assert row[2] == "rotated: password=[REDACTED]"
+    orch_conn.rollback()
+    assert verify_chain(orch_conn).ok  # the hash covers what was stored
 
 
 @pytest.mark.parametrize("field", ["actor", "request_id"])

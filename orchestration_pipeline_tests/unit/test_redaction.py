@@ -181,3 +181,65 @@ def test_raw_line_redaction_keeps_the_rest():
     text, n = redact_raw_line('{"a":"password","note":"he said \\"hi\\"","secret":"s3","b":[1,2]')
     assert text == '{"a":"password","note":"he said \\"hi\\"","secret":"[REDACTED]","b":[1,2]' and n == 1
     assert redact_raw_line('{"token":"[REDACTED]"}') == ('{"token":"[REDACTED]"}', 0)
+
+
+@pytest.mark.parametrize(
+    ("text", "secret"),
+    [
+        ("postgresql://:LEAKC1@db/x", "LEAKC1"),  # empty user name
+        ("redis://:LEAKC3@cache:6379/0", "LEAKC3"),
+        ("postgresql://user:p@LEAKC2@db/x", "LEAKC2"),  # an @ inside the password
+        ("https://u:ab/LEAK9@host/x", "LEAK9"),  # a / inside the password
+        ("failed with api_key=LEAKA1 at step 3", "LEAKA1"),
+        ("token=LEAKA2&x=1", "LEAKA2"),
+        ("secret=LEAKA3", "LEAKA3"),
+        ("client_secret=LEAKA4", "LEAKA4"),
+        ('{"password": "LEAKB2"}', "LEAKB2"),  # JSON inside a string
+        ('{\\"password\\": \\"LEAKB3\\"}', "LEAKB3"),  # ... as written in a raw line
+        ("password: LEAKB1", "LEAKB1"),
+        ("Authorization: Basic TEVBS0QxOnB3", "TEVBS0QxOnB3"),
+        ("Authorization: Token LEAKD2abcdef", "LEAKD2abcdef"),
+        ("mysql --password LEAKF1 -h db", "LEAKF1"),
+        ("X-Api-Key: LEAKF3", "LEAKF3"),
+        ("DB_PASSWORD=LEAKF4", "LEAKF4"),
+    ],
+)
+def test_secrets_inside_text_are_redacted(text, secret):
+    redacted, count = redact_text(text)
+    assert secret not in redacted and count >= 1
+    raw, raw_count = redact_raw_line(text)
+    assert secret not in raw and raw_count >= 1
+    assert redact_text(redacted) == (redacted, 0)  # idempotent
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "tokens_used=5 token_count=7",
+        "http://host:8080/path",
+        "https://example.com/users/me?page=2",
+        "key: 2, ok: 1",
+        "the password policy changed",
+        "retry after 30s",
+    ],
+)
+def test_ordinary_text_is_left_alone(text):
+    assert redact_text(text) == (text, 0)
+
+
+def test_authorization_bearer_is_redacted_once():
+    assert redact_text("Authorization: Bearer abcdefghijklmnop") == (f"Authorization: Bearer {REDACTED}", 1)
+
+
+def test_structured_secrets_beyond_key_names():
+    value = {
+        "headers": [{"name": "Authorization", "value": "LEAKE1xyz"}, {"name": "Accept", "value": "json"}],
+        "argv": ["mysql", "--password", "LEAKF1", "--host", "db"],
+        "Password ": "LEAKK1",  # trailing space in the key
+        "jwt": "LEAKK2",
+    }
+    redacted, count = redact_value(value)
+    assert "LEAK" not in json.dumps(redacted)
+    assert redacted["headers"][1] == {"name": "Accept", "value": "json"}
+    assert redacted["argv"] == ["mysql", "--password", REDACTED, "--host", "db"]
+    assert count == 4

@@ -3,6 +3,7 @@ from pathlib import Path
 import pytest
 
 from orchestration_pipeline.errors import ConfigError
+from orchestration_pipeline.lib.db import redact_dsn
 from orchestration_pipeline.settings import load_settings
 
 
@@ -54,3 +55,32 @@ def test_settings_module_reads_nothing_at_import():
     source = Path("orchestration_pipeline/settings.py").read_text()
     module_level = [line for line in source.splitlines() if line.startswith(("os.environ", "os.getenv"))]
     assert module_level == []
+
+
+@pytest.mark.parametrize(
+    "dsn",
+    [
+        "postgresql://svc:TopS3cret@db:5432/x",
+        "postgresql://svc:p@TopS3cret@db/x",  # an @ inside the password
+        "postgresql://svc@db:5499/x?password=TopS3cret",
+        "postgresql://db/x?sslmode=require&password=TopS3cret&application_name=a",
+        "host=db port=5499 user=svc password=TopS3cret dbname=x",
+        "host=db password='Top S3cret' dbname=x",
+    ],
+)
+def test_messages_never_show_a_database_password(dsn):
+    shown = redact_dsn(dsn)
+    assert "TopS3cret" not in shown and "Top S3cret" not in shown
+    assert "db" in shown  # the rest stays, to say which server
+
+
+def test_a_key_value_connection_string_is_refused_without_echoing_it(tmp_path):
+    env = {
+        "ORCH_HOME": str(tmp_path),
+        "ORCH_DATABASE_URL": "host=db user=svc password=TopS3cret dbname=x",
+        "TASKS_DATABASE_URL": "postgresql://db/tasks",
+    }
+    with pytest.raises(ConfigError) as info:
+        load_settings(env)
+    assert "TopS3cret" not in str(info.value)
+    assert "postgresql://user:password@host:port/dbname" in str(info.value)
