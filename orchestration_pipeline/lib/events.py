@@ -185,6 +185,8 @@ EVENT_MODELS: dict[str, type[_Envelope]] = {
     **{t: _typed(t, AgentPayload, **_AGENT_EXTRA) for t in AGENT_TYPES},
 }
 _ADAPTERS = {t: TypeAdapter(m) for t, m in EVENT_MODELS.items()}
+ENVELOPE_FIELDS = frozenset(_Envelope.model_fields) | {"event_type"}
+EXTRA_KEY = "envelope_extra"  # where a line's top-level fields outside the envelope are kept
 
 
 @lru_cache(maxsize=1)
@@ -197,7 +199,8 @@ def envelope_json_schema() -> dict[str, Any]:
     schema["title"] = "orchestration-pipeline event envelope"
     schema["description"] = (
         "One JSON object per line. event_type and occurred_at (RFC 3339 with a timezone) are required; "
-        "event_id (UUID) is derived from the content when absent. Type-specific fields live in payload."
+        "event_id (UUID) is derived from the content when absent. Type-specific fields live in payload. "
+        f"Top-level fields the envelope does not define are kept, under payload.{EXTRA_KEY}."
     )
     return schema
 
@@ -458,6 +461,20 @@ def parse_line_validated(raw: bytes, *, now: datetime | None = None) -> ParsedEv
             text,
         )
     payload = obj.get("payload") or {}
+    extra = {key: value for key, value in obj.items() if key not in ENVELOPE_FIELDS}
+    if extra:
+        # Fields outside the envelope are kept, not dropped: stored under payload.envelope_extra.
+        if EXTRA_KEY in payload:
+            return _reject(
+                "invalid_value",
+                f"/payload/{EXTRA_KEY}: reserved for top-level fields the envelope does not define "
+                f"({', '.join(sorted(extra)[:5])}) — move them into payload or rename this key",
+                f"/payload/{EXTRA_KEY}",
+                raw,
+                text,
+                redactions,
+            )
+        payload = {**payload, EXTRA_KEY: extra}
     duration = model.duration_ms if model.duration_ms is not None else payload.get("duration_ms")
     if not (isinstance(duration, int) and not isinstance(duration, bool) and duration >= 0):
         duration = None

@@ -158,3 +158,20 @@ def test_error_fingerprint_normalises_what_varies():
 def test_duration_is_copied_from_the_payload():
     ev = parse_line(line(event_type="task_end", payload={"success": True, "duration_ms": 42}), now=NOW)
     assert ev.duration_ms == 42
+
+
+def test_top_level_fields_outside_the_envelope_are_kept_in_the_payload():
+    raw = line(payload={"rationale": "why"}, attempt=2, host="build-7")
+    ev = parse_line(raw, now=NOW)
+    assert isinstance(ev, ParsedEvent)
+    assert json.loads(ev.payload_json) == {
+        "rationale": "why",
+        "envelope_extra": {"attempt": 2, "host": "build-7"},
+    }
+    assert ev.event_id == parse_line(raw, now=NOW).event_id  # still derived from the line as written
+
+
+def test_a_payload_that_already_uses_the_reserved_key_is_quarantined_not_overwritten():
+    rejection = parse_line(line(payload={"rationale": "why", "envelope_extra": 1}, host="build-7"), now=NOW)
+    assert isinstance(rejection, Rejection)
+    assert rejection.failure_type == "invalid_value" and rejection.json_pointer == "/payload/envelope_extra"
