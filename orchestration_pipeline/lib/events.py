@@ -442,6 +442,7 @@ def parse_line_validated(raw: bytes, *, now: datetime | None = None) -> ParsedEv
             "/occurred_at",
             raw,
             text,
+            redactions,
         )
     if occurred.tzinfo is None:
         return _reject(
@@ -450,6 +451,7 @@ def parse_line_validated(raw: bytes, *, now: datetime | None = None) -> ParsedEv
             "/occurred_at",
             raw,
             text,
+            redactions,
         )
     occurred = storable_moment(occurred)
     if occurred > (now or datetime.now(UTC)) + FUTURE_TOLERANCE:
@@ -459,6 +461,7 @@ def parse_line_validated(raw: bytes, *, now: datetime | None = None) -> ParsedEv
             "/occurred_at",
             raw,
             text,
+            redactions,
         )
     payload = obj.get("payload") or {}
     extra = {key: value for key, value in obj.items() if key not in ENVELOPE_FIELDS}

@@ -175,3 +175,19 @@ def test_a_payload_that_already_uses_the_reserved_key_is_quarantined_not_overwri
     rejection = parse_line(line(payload={"rationale": "why", "envelope_extra": 1}, host="build-7"), now=NOW)
     assert isinstance(rejection, Rejection)
     assert rejection.failure_type == "invalid_value" and rejection.json_pointer == "/payload/envelope_extra"
+
+
+@pytest.mark.parametrize(
+    "occurred_at, failure",
+    [
+        ("BAD", "invalid_value"),
+        ("2026-06-01T11:00:00", "invalid_value"),
+        ("2099-01-01T00:00:00Z", "future_timestamp"),
+    ],
+)
+def test_a_rejected_line_counts_its_redactions_whatever_the_failure(occurred_at, failure):
+    rejection = parse_line(
+        line(occurred_at=occurred_at, payload={"rationale": "why", "password": "hunter2"}), now=NOW
+    )
+    assert isinstance(rejection, Rejection) and rejection.failure_type == failure
+    assert "hunter2" not in rejection.raw_text and rejection.redactions == 1
