@@ -39,6 +39,7 @@ from typing import Any, BinaryIO
 import psycopg
 from psycopg.types.json import Jsonb
 
+from orchestration_pipeline.errors import OrchError
 from orchestration_pipeline.lib.db import SchemaGate
 from orchestration_pipeline.lib.events import (
     MAX_LINE_BYTES,
@@ -66,7 +67,8 @@ INGEST_TABLES = (
     "error_group_runs",
     "ingest_runs",
 )
-EVENT_FILE_SUFFIXES = (".jsonl", ".ndjson")
+EVENT_FILE_SUFFIXES = (".jsonl", ".ndjson")  # matched case-insensitively
+UTF8_BOM = b"\xef\xbb\xbf"
 DEFAULT_BATCH_ROWS = 10_000
 _FILE_ATTEMPTS = 3
 _STORED_RAW_LIMIT = MAX_LINE_BYTES  # an over-long line keeps its first MiB plus its hash and offset
@@ -243,20 +245,42 @@ def percentile(values: list[float], pct: float) -> float:
     return float(ordered[rank - 1])
 
 
-def discover_files(paths: Iterable[str | os.PathLike[str]]) -> list[Path]:
-    """Files to ingest: explicit files as given; directories searched for ``*.jsonl``/``*.ndjson``.
+class NotARegularFile(OrchError):
+    """An explicit ingest path is a device, FIFO or socket, which cannot be ingested."""
 
-    In-progress spool files (``*.tmp``) are never picked up.
+
+def is_event_file(path: Path, root: Path | None = None) -> bool:
+    """True for a regular file that directory ingestion picks up (and the landing sensor sees).
+
+    The suffix is ``.jsonl`` or ``.ndjson`` in any case. Hidden files, and files in hidden
+    directories below ``root``, are skipped: producers commonly write in-progress files there.
+    In-progress spool files (``*.tmp``) never match the suffix.
+    """
+    if path.suffix.lower() not in EVENT_FILE_SUFFIXES:
+        return False
+    parts = path.relative_to(root).parts if root is not None else (path.name,)
+    if any(part.startswith(".") for part in parts):
+        return False
+    return path.is_file()
+
+
+def discover_files(paths: Iterable[str | os.PathLike[str]]) -> list[Path]:
+    """Files to ingest: explicit files as given; directories searched for event files.
+
+    See :func:`is_event_file` for what a directory search picks up. An explicit path that is
+    neither a regular file nor a directory (``/dev/null``, a FIFO) is refused.
     """
     found: list[Path] = []
     for raw in paths:
         path = Path(raw)
         if path.is_dir():
-            found.extend(
-                p for p in sorted(path.rglob("*")) if p.is_file() and p.suffix in EVENT_FILE_SUFFIXES
-            )
+            found.extend(p for p in sorted(path.rglob("*")) if is_event_file(p, path))
         elif path.is_file():
             found.append(path)
+        elif path.exists():
+            raise NotARegularFile(
+                f"{path} is not a regular file (a device, FIFO or socket) — give event files or directories"
+            )
         else:
             raise FileNotFoundError(f"no such file or directory: {path} — check the path")
     return list(dict.fromkeys(p.resolve() for p in found))
@@ -310,13 +334,29 @@ def _read_line(handle: BinaryIO) -> tuple[bytes, int, int | None, str | None] | 
     return chunk.rstrip(b"\r\n"), taken, total, digest.hexdigest() if digest else None
 
 
+def _skip_bom(handle: BinaryIO) -> int:
+    """Step over a UTF-8 byte-order mark at the handle's position; returns the bytes skipped.
+
+    Called only at the start of a file (offset 0): a BOM anywhere else is data.
+    """
+    head = handle.read(len(UTF8_BOM))
+    if head == UTF8_BOM:
+        return len(head)
+    if head:
+        handle.seek(-len(head), io.SEEK_CUR)
+    return 0
+
+
 def iter_lines(handle: BinaryIO, number: int = 0, offset: int = 0) -> Iterator[_Line]:
     """Non-blank lines with their 1-based numbers and byte offsets, in bounded memory.
 
     A line longer than the read limit yields its first part (enough to quarantine it as too
     large) and the rest is skipped without being held in memory. ``number`` and ``offset`` are
-    the lines and bytes of the file before ``handle``'s position.
+    the lines and bytes of the file before ``handle``'s position. At the start of a file
+    (both 0) a UTF-8 BOM is skipped: line 1 then starts at byte 3. ``handle`` must be seekable.
     """
+    if number == 0 and offset == 0:
+        offset = _skip_bom(handle)
     while (line := _read_line(handle)) is not None:
         raw, taken, total, full_sha256 = line
         number += 1
@@ -340,8 +380,12 @@ class LineBlock:
     def lines(self) -> list[_Line]:
         pieces = self.data.split(b"\n")
         last = pieces.pop()  # after the last newline: nothing, or a last line without one
-        # lines iter_lines would cut (its read limit counts the newline): let it do so
-        if max(map(len, pieces), default=0) > MAX_LINE_BYTES + 1 or len(last) > MAX_LINE_BYTES:
+        # lines iter_lines would cut (its read limit counts the newline), or a BOM it would skip
+        if (
+            max(map(len, pieces), default=0) > MAX_LINE_BYTES + 1
+            or len(last) > MAX_LINE_BYTES
+            or (self.offset == 0 and self.number == 0 and self.data.startswith(UTF8_BOM))
+        ):
             return list(iter_lines(io.BytesIO(self.data), self.number, self.offset))
         if last:
             pieces.append(last)
@@ -364,9 +408,13 @@ def iter_blocks(handle: BinaryIO, max_lines: int) -> Iterator[LineBlock | list[_
 
     A line too long to fit a block comes alone, already cut as :func:`iter_lines` cuts it (a list
     of that one line, or an empty list if it is blank), so memory stays bounded whatever the line
-    and file sizes. ``handle`` must be seekable.
+    and file sizes. ``handle`` must be seekable and at the start of the file; a UTF-8 BOM there is
+    skipped (line 1 starts at byte 3), as :func:`iter_lines` skips it.
     """
-    number = offset = 0
+    if max_lines < 1:
+        raise ValueError(f"max_lines must be at least 1, got {max_lines}")
+    number = 0
+    offset = _skip_bom(handle)
     carry = b""  # the start of a line not yet complete
     while True:
         data = handle.read(_BLOCK_BYTES - len(carry))
@@ -773,6 +821,8 @@ class Ingestor:
         parse_workers: int | None = None,
         parallel_min_bytes: int = 16 * 1024 * 1024,
     ):
+        if batch_rows < 1:
+            raise ValueError(f"batch_rows must be at least 1, got {batch_rows}")
         self.conn = conn
         self.run_id = run_id or uuid.uuid4()
         self.batch_rows = batch_rows

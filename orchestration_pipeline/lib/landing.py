@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from orchestration_pipeline.lib.ingest import EVENT_FILE_SUFFIXES
+from orchestration_pipeline.lib.ingest import is_event_file
 
 
 @dataclass(frozen=True)
@@ -26,14 +26,15 @@ def scan_landing(landing: Path, cursor: dict[str, Any] | None) -> LandingScan:
 
     ``ctime`` moves when a file is renamed into place, so a spool file that was written before
     the last scan but renamed after it is still seen. The cursor holds one timestamp plus the
-    names at exactly that timestamp, so it stays small however many files land.
+    names at exactly that timestamp, so it stays small however many files land. Files are
+    selected exactly as directory ingestion selects them (:func:`is_event_file`).
     """
     watermark = int(cursor["ctime_ns"]) if cursor else -1
     seen_at_mark = set(cursor.get("names", [])) if cursor else set()
     new: list[tuple[int, str]] = []
     if landing.is_dir():
         for path in landing.rglob("*"):
-            if path.suffix not in EVENT_FILE_SUFFIXES or not path.is_file():
+            if not is_event_file(path, landing):
                 continue
             ctime = path.stat().st_ctime_ns
             name = str(path)
