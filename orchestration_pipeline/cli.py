@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -12,8 +13,14 @@ from pathlib import Path
 import click
 import psycopg
 
-from orchestration_pipeline.errors import OrchError
+from orchestration_pipeline.errors import OrchError, SchemaNotReady
 from orchestration_pipeline.lib.audit import OPERATIONS
+
+
+def _missing_table(exc: psycopg.errors.UndefinedTable) -> str:
+    """The table an UndefinedTable error names (``relation "x" does not exist``)."""
+    found = re.search(r'relation "([^"]+)" does not exist', exc.diag.message_primary or str(exc))
+    return found[1] if found else "(unknown)"
 
 
 class _Group(click.Group):
@@ -24,6 +31,11 @@ class _Group(click.Group):
             return super().invoke(ctx)
         except OrchError as exc:
             click.echo(f"error: {exc}", err=True)
+            ctx.exit(1)
+        except psycopg.errors.UndefinedTable as exc:
+            # A safety net: commands check the schema up front (require_schema); a table a
+            # command reaches without that check still ends in the same one-line message.
+            click.echo(f"error: {SchemaNotReady([_missing_table(exc)])}", err=True)
             ctx.exit(1)
         except psycopg.OperationalError as exc:
             line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
@@ -38,6 +50,25 @@ def _settings():
     from orchestration_pipeline.settings import load_settings
 
     return load_settings()
+
+
+class _FailureType(click.Choice):
+    """The quarantine failure types, read from lib/events.py only when used (it is slow to import)."""
+
+    name = "failure_type"
+
+    def __init__(self) -> None:
+        super().__init__(())
+
+    @property  # type: ignore[override]
+    def choices(self) -> tuple[str, ...]:
+        from orchestration_pipeline.lib.events import FAILURE_TYPES
+
+        return FAILURE_TYPES
+
+    @choices.setter
+    def choices(self, _value) -> None:  # click.Choice.__init__ assigns it
+        pass
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
@@ -271,10 +302,19 @@ def _orchestration_dsn() -> str:
 @main.command()
 @click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON object on stdout.")
-@click.option("--batch-rows", default=10_000, show_default=True, help="Rows per COPY batch (bounds memory).")
+@click.option(
+    "--batch-rows",
+    default=10_000,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Rows per COPY batch (bounds memory).",
+)
 @click.option("--quiet", "-q", is_flag=True, help="No per-file progress on stderr.")
 def ingest(paths: tuple[Path, ...], as_json: bool, batch_rows: int, quiet: bool) -> None:
     """Ingest JSON-lines event files (or directories of *.jsonl / *.ndjson) exactly once.
+
+    Directories are searched recursively; the suffix matches in any case (G.JSONL), and hidden
+    files and directories (.name, often a producer's in-progress file) and *.tmp are skipped.
 
     Each file commits in one transaction with its ledger entry, so re-running after a crash,
     re-dropping a file, or renaming it never inserts an event twice. Bad lines go to the
@@ -361,7 +401,13 @@ def _print_projector_run(run, as_json: bool) -> None:
 
 
 @projection.command("update")
-@click.option("--batch-events", default=50_000, show_default=True, help="Events per transaction.")
+@click.option(
+    "--batch-events",
+    default=50_000,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Events per transaction.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def projection_update(batch_events: int, as_json: bool) -> None:
     """Fold the task events committed since the checkpoint into task_projection."""
@@ -382,11 +428,18 @@ def projection_update(batch_events: int, as_json: bool) -> None:
 
 
 @projection.command("reconcile")
-@click.option("--grace-minutes", default=15, show_default=True, help="Leave out tasks changed this recently.")
+@click.option(
+    "--grace-minutes",
+    default=15,
+    show_default=True,
+    type=click.IntRange(min=0),
+    help="Leave out tasks changed this recently.",
+)
 @click.option(
     "--repair-max-rows",
     default=10_000,
     show_default=True,
+    type=click.IntRange(min=0),
     help="Repair up to this many drifted rows; above, rebuild.",
 )
 @click.option(
@@ -435,7 +488,7 @@ def projection_reconcile(
 
 
 @projection.command("reports")
-@click.option("--limit", default=10, show_default=True)
+@click.option("--limit", default=10, show_default=True, type=click.IntRange(1, 100_000))
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
 def projection_reports(limit: int, as_json: bool) -> None:
     """The newest drift reports."""
@@ -462,10 +515,10 @@ def quarantine() -> None:
 
 
 @quarantine.command("list")
-@click.option("--failure-type", help="Only this failure type (e.g. malformed_json, missing_field).")
+@click.option("--failure-type", type=_FailureType(), help="Only this failure type.")
 @click.option("--all", "include_replayed", is_flag=True, help="Include rows that were already replayed.")
-@click.option("--limit", default=50, show_default=True)
-@click.option("--offset", default=0, show_default=True)
+@click.option("--limit", default=50, show_default=True, type=click.IntRange(1, 100_000))
+@click.option("--offset", default=0, show_default=True, type=click.IntRange(min=0))
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
 def quarantine_list(
     failure_type: str | None, include_replayed: bool, limit: int, offset: int, as_json: bool
@@ -493,9 +546,9 @@ def quarantine_list(
 
 @quarantine.command("replay")
 @click.option("--id", "ids", multiple=True, type=int, help="Replay these quarantine ids (repeatable).")
-@click.option("--failure-type", help="Only rows of this failure type.")
+@click.option("--failure-type", type=_FailureType(), help="Only rows of this failure type.")
 @click.option("--file", "source_file", help="Only rows from this source file.")
-@click.option("--limit", type=int, help="At most this many rows.")
+@click.option("--limit", type=click.IntRange(min=1), help="At most this many rows (default: all pending).")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON object.")
 @_identity_options
 def quarantine_replay(
@@ -531,6 +584,12 @@ def quarantine_replay(
     if as_json:
         click.echo(json.dumps(body))
     else:
+        if result.already_replayed:
+            click.echo(
+                "already replayed, left alone: "
+                + ", ".join(f"#{i}" for i in result.already_replayed)
+                + " (see them with 'orchestration-pipeline quarantine list --all')"
+            )
         click.echo(
             f"examined {body['examined']}: {body['accepted']} accepted, {body['duplicates']} duplicates, "
             f"{body['collapsed']} collapsed, {body['still_failing']} still failing"
@@ -574,9 +633,15 @@ def audit_query(
       orchestration-pipeline audit query --actor cli:alice --since 24h
       orchestration-pipeline audit query --request-id cli-3f2a... --json
     """
-    from orchestration_pipeline.lib.audit import AuditFilter, parse_since, query_audit
+    from orchestration_pipeline.lib.audit import AuditFilter, query_audit
     from orchestration_pipeline.lib.db import connection
 
+    since_at, until_at = _audit_time(since, "--since"), _audit_time(until, "--until")
+    if since_at is not None and until_at is not None and until_at <= since_at:
+        raise click.BadParameter(
+            f"{until!r} is not after --since {since!r} — give an --until later than --since",
+            param_hint="--until",
+        )
     entity_type, _, entity_id = (entity or "").partition(":")
     flt = AuditFilter(
         entity_type=entity_type or None,
@@ -585,8 +650,8 @@ def audit_query(
         operation=operation,
         request_id=request_id,
         source=source,
-        since=parse_since(since) if since else None,
-        until=parse_since(until) if until else None,
+        since=since_at,
+        until=until_at,
         limit=limit,
     )
     with connection(_orchestration_dsn()) as conn:
@@ -615,6 +680,23 @@ def audit_query(
                 else ""
             )
         )
+
+
+def _audit_time(text: str | None, option: str):
+    """--since/--until as a datetime; None when not given. Empty or out-of-range text is a usage error."""
+    from orchestration_pipeline.lib.audit import parse_since
+
+    if text is None:
+        return None
+    if not text.strip():
+        raise click.BadParameter("is empty — give e.g. 30m, 24h, 7d or 2026-01-31", param_hint=option)
+    try:
+        return parse_since(text)
+    except OverflowError:  # unreadable text is the lib's AuditError, which names the formats
+        raise click.BadParameter(
+            f"{text!r} is out of range — give a time after 0001-01-01, e.g. 30d or 2020-01-01",
+            param_hint=option,
+        ) from None
 
 
 @audit.command("verify")
@@ -662,12 +744,13 @@ def policy_set(
     request_id: str | None,
 ) -> None:
     """Create a policy or change some of its fields (new policies start disabled and dry-run)."""
-    from orchestration_pipeline.lib.db import connection
-    from orchestration_pipeline.lib.executions import Policy, get_policy, upsert_policy
+    from orchestration_pipeline.lib.db import connection, require_schema
+    from orchestration_pipeline.lib.executions import EXECUTION_TABLES, Policy, get_policy, upsert_policy
 
     actor, request_id = _who(actor, request_id)
     urls = _database_urls()  # resolved once: with the embedded server this may start it
     with connection(urls.orchestration) as conn:
+        require_schema(conn, EXECUTION_TABLES, source="cli:policy set")
         current = get_policy(conn, policy_id)
         if current is None and not effect:
             raise click.UsageError(f"policy {policy_id} is new: give --effect (create_task, label or notify)")
@@ -743,8 +826,8 @@ def decisions_execute(
     """
     from datetime import timedelta
 
-    from orchestration_pipeline.lib.db import connection
-    from orchestration_pipeline.lib.executions import Action, execute_action, get_policy
+    from orchestration_pipeline.lib.db import connection, require_schema
+    from orchestration_pipeline.lib.executions import EXECUTION_TABLES, Action, execute_action, get_policy
 
     try:
         body = json.loads(payload)
@@ -755,6 +838,7 @@ def decisions_execute(
     actor, request_id = _who(actor, request_id)
     urls = _database_urls()  # resolved once: with the embedded server this may start it
     with connection(urls.orchestration) as conn:
+        require_schema(conn, EXECUTION_TABLES, source="cli:decisions execute")
         current = get_policy(conn, policy_id)
         outcome = execute_action(
             conn,
@@ -868,13 +952,18 @@ def demo_generate(
     sessions: int, faults: bool, seed: int | None, landing_dir: Path | None, with_tasks: bool
 ) -> None:
     """Write realistic JSON-lines event files into the landing directory."""
-    from orchestration_pipeline.lib.demo import generate_demo
+    from orchestration_pipeline.lib.db import connection
+    from orchestration_pipeline.lib.demo import generate_demo, require_tasks_schema
 
     target = landing_dir or _settings().landing_dir
+    tasks_dsn = _database_urls().tasks if with_tasks else None
+    if tasks_dsn is not None:  # before any file is written: a failed seed would leave them behind
+        with connection(tasks_dsn) as conn:
+            require_tasks_schema(conn)
     written = generate_demo(target, sessions=sessions, faults=faults, seed=seed)
     click.echo(f"wrote {len(written)} files to {target}")
-    if with_tasks:
-        _seed_demo_tasks(_database_urls().tasks, written)
+    if tasks_dsn is not None:
+        _seed_demo_tasks(tasks_dsn, written)
 
 
 def _seed_demo_tasks(tasks_dsn: str, written: list[Path]) -> None:

@@ -19,6 +19,10 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from orchestration_pipeline.lib.db import require_schema
+
+TASKS_TABLES = ("tasks",)
+
 
 def _event(event_type: str, at: datetime, session: str, **fields: Any) -> dict[str, Any]:
     return {
@@ -305,8 +309,14 @@ def demo_tasks(paths: list[Path], *, drift: bool = True, now: datetime | None = 
     return rows
 
 
+def require_tasks_schema(conn: Any) -> None:
+    """Raise :class:`SchemaNotReady` unless the Tasks DB is migrated; check before writing demo files."""
+    require_schema(conn, TASKS_TABLES, record_decision=False)
+
+
 def seed_tasks(conn: Any, tasks: list[DemoTask]) -> int:
     """Upsert ``tasks`` into the Tasks DB (demo use only); returns the number written."""
+    require_tasks_schema(conn)
     with conn.transaction():
         with conn.cursor() as cur:
             cur.executemany(

@@ -32,7 +32,7 @@ from psycopg.types.json import Jsonb
 
 from orchestration_pipeline.errors import OrchError
 from orchestration_pipeline.lib.audit import record_audit
-from orchestration_pipeline.lib.db import end_read
+from orchestration_pipeline.lib.db import end_read, require_schema
 from orchestration_pipeline.lib.projection import (
     PROJECTION,
     TASK_EVENT_TYPES,
@@ -40,11 +40,13 @@ from orchestration_pipeline.lib.projection import (
     enable_projector_writes,
     lock_checkpoint,
     projection_lag,
+    require_schemas,
     stage_tasks,
 )
 from orchestration_pipeline.lib.telemetry import record_decision, record_metric
 
 DRIFT_CLASSES: tuple[str, ...] = ("missing_in_projection", "missing_in_tasks", "status_mismatch")
+RECONCILE_TABLES = ("drift_reports", "task_projection_shadow", "audit_ledger", "audit_chain_heads")
 
 
 class ReconcileRefused(OrchError):
@@ -419,6 +421,7 @@ def reconcile(
     projection because the Tasks DB looks empty.
     """
     settings = settings or ReconcileSettings()
+    require_schemas(orch, tasks, source=audit.source, extra=RECONCILE_TABLES)
     started_at = now or datetime.now(UTC)
     clock = time.perf_counter()
     comparison = compare(
@@ -523,6 +526,7 @@ def _record(
 
 def recent_reports(conn: psycopg.Connection, limit: int = 2) -> list[dict[str, Any]]:
     """The newest drift reports, newest first."""
+    require_schema(conn, ("drift_reports",), record_decision=False)
     rows = conn.execute(
         """
         SELECT report_id, finished_at, drift_count, missing_in_projection, missing_in_tasks,

@@ -29,6 +29,7 @@ from new ones.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass, field
@@ -52,9 +53,11 @@ from orchestration_pipeline.lib.effects import (
     ProbeResult,
     default_effects,
 )
+from orchestration_pipeline.lib.redaction import redact_text
 from orchestration_pipeline.lib.verdict import Verdict
 
 EXECUTION_TABLES = ("policies", "decision_executions", "alerts", "audit_ledger")
+_POLICY_ID = re.compile(r"[A-Za-z0-9_.:-]+")  # as the policies.policy_id CHECK constraint
 DEFAULT_LEASE = timedelta(minutes=5)
 ENTITY = "decision_execution"
 _ERROR_TEXT_MAX = 4000
@@ -139,6 +142,7 @@ def get_policy(conn: psycopg.Connection, policy_id: str) -> Policy | None:
 
 def list_policies(conn: psycopg.Connection) -> list[Policy]:
     """All policies, by id."""
+    require_schema(conn, EXECUTION_TABLES, record_decision=False)
     with conn.cursor(row_factory=dict_row) as cur:
         rows = cur.execute(
             "SELECT policy_id, name, effect, enabled, dry_run FROM policies ORDER BY policy_id"
@@ -158,6 +162,12 @@ def upsert_policy(
     effects: EffectRegistry | None = None,
 ) -> Policy:
     """Create or change a policy, audited in the same transaction; an unchanged policy writes nothing."""
+    if not _POLICY_ID.fullmatch(policy.policy_id):
+        raise ExecutionError(
+            f"policy id {policy.policy_id!r} is not valid — use letters, digits and _ . : - (e.g. tag-flaky)"
+        )
+    if not policy.name.strip():
+        raise ExecutionError(f"policy {policy.policy_id}: the name is blank — give a --name with some text")
     (effects or default_effects()).get(policy.effect)  # an unknown effect is refused here, not at run time
     require_schema(conn, EXECUTION_TABLES, source=source or "policies")
     with conn.transaction(), conn.cursor(row_factory=dict_row) as cur:
@@ -194,10 +204,11 @@ def upsert_policy(
 
 
 def _error_text(exc: BaseException) -> str:
+    """The error as stored and audited: secrets redacted (an effect's error may quote a DSN)."""
     text = str(exc).strip() or type(exc).__name__
     if not isinstance(exc, ExecutionError | psycopg.Error | EffectFailed):
         text = f"{type(exc).__name__}: {text}"
-    return text[:_ERROR_TEXT_MAX]
+    return redact_text(text)[0][:_ERROR_TEXT_MAX]
 
 
 def _require_idle(conn: psycopg.Connection, what: str) -> None:
@@ -715,6 +726,7 @@ def list_executions(
     conn: psycopg.Connection, *, policy_id: str | None = None, state: str | None = None, limit: int = 50
 ) -> list[dict[str, Any]]:
     """Recent executions, newest first."""
+    require_schema(conn, EXECUTION_TABLES, record_decision=False)
     clauses, params = [], []
     if policy_id:
         clauses.append("policy_id = %s")

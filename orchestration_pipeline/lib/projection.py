@@ -28,13 +28,16 @@ from typing import Any
 
 import psycopg
 
-from orchestration_pipeline.lib.db import end_read
+from orchestration_pipeline.lib.db import end_read, require_schema
 from orchestration_pipeline.lib.events import AGENT_TYPES
 from orchestration_pipeline.lib.ingest import percentile
 from orchestration_pipeline.lib.project_files import runtime_sql
 from orchestration_pipeline.lib.telemetry import record_metric
 
 PROJECTION = "task_projection"
+#: Tables the projector needs in the orchestration DB, and in the Tasks DB.
+PROJECTION_TABLES = ("events", "metrics", "task_projection", "task_status_map", "projection_checkpoints")
+TASKS_TABLES = ("tasks",)
 
 #: Event types that touch a task's projection row.
 TASK_EVENT_TYPES: tuple[str, ...] = ("task_start", "task_end", "decision", *AGENT_TYPES)
@@ -269,6 +272,14 @@ WHERE projection = %(projection)s
 """
 
 
+def require_schemas(
+    orch: psycopg.Connection, tasks: psycopg.Connection, *, source: str, extra: Sequence[str] = ()
+) -> None:
+    """Raise :class:`SchemaNotReady` unless both databases are migrated (one catalogue query each)."""
+    require_schema(orch, (*PROJECTION_TABLES, *extra), source=source)
+    require_schema(tasks, TASKS_TABLES, record_decision=False)
+
+
 def project_events(
     conn: psycopg.Connection,
     tasks: psycopg.Connection,
@@ -284,9 +295,10 @@ def project_events(
     """
     if batch_events < 1:
         raise ValueError("batch_events must be at least 1")
+    end_read(conn)
+    require_schemas(conn, tasks, source="projector")
     run = ProjectorRun()
     started = time.perf_counter()
-    end_read(conn)
     while max_batches is None or run.batches < max_batches:
         with conn.transaction():
             enable_projector_writes(conn)

@@ -17,9 +17,10 @@ from typing import Any
 import psycopg
 from psycopg.rows import dict_row
 
+from orchestration_pipeline.errors import OrchError
 from orchestration_pipeline.lib.audit import record_audit, require_identity
 from orchestration_pipeline.lib.db import SchemaGate, end_read
-from orchestration_pipeline.lib.events import ParsedEvent, parse_line
+from orchestration_pipeline.lib.events import FAILURE_TYPES, ParsedEvent, parse_line
 from orchestration_pipeline.lib.ingest import (
     INGEST_TABLES,
     Counts,
@@ -28,6 +29,15 @@ from orchestration_pipeline.lib.ingest import (
     stage_sql,
     write_batch,
 )
+
+
+class UnknownQuarantineId(OrchError):
+    """A replay asked for quarantine ids that do not exist."""
+
+
+def _check_failure_type(failure_type: str | None) -> None:
+    if failure_type is not None and failure_type not in FAILURE_TYPES:
+        raise ValueError(f"unknown failure type {failure_type!r}; use one of {', '.join(FAILURE_TYPES)}")
 
 
 @dataclass
@@ -40,6 +50,7 @@ class ReplayResult:
     still_failing: int = 0
     failures_by_type: dict[str, int] = field(default_factory=dict)
     replayed_ids: list[int] = field(default_factory=list)
+    already_replayed: list[int] = field(default_factory=list)  # asked-for ids replayed before
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -50,6 +61,7 @@ class ReplayResult:
             "collapsed": self.collapsed,
             "still_failing": self.still_failing,
             "failures_by_type": self.failures_by_type,
+            "already_replayed": self.already_replayed,
         }
 
 
@@ -78,6 +90,9 @@ def list_quarantine(
     offset: int = 0,
 ) -> list[dict[str, Any]]:
     """Quarantined lines, newest first, with a preview of the raw line."""
+    _check_failure_type(failure_type)
+    if limit < 1 or offset < 0:
+        raise ValueError(f"limit must be at least 1 and offset at least 0, got {limit} and {offset}")
     SchemaGate(["quarantine"]).check(conn)
     clauses, params = [], []
     if not include_replayed:
@@ -121,17 +136,37 @@ def replay_quarantine(
     """Re-ingest pending quarantined lines in one transaction; rows locked by another replay are skipped.
 
     Each examined row gets an audit entry (operation ``replay``) in that same transaction, naming
-    ``actor`` and ``request_id``; both are required.
+    ``actor`` and ``request_id``; both are required. Asked-for ``ids`` that do not exist raise
+    :class:`UnknownQuarantineId` before anything is replayed; those already replayed are listed
+    in ``already_replayed`` and left alone.
     """
     require_identity(actor, request_id, what="quarantine replay")
+    _check_failure_type(failure_type)
+    if limit is not None and limit < 1:
+        raise ValueError(f"limit must be at least 1, got {limit}")
     SchemaGate([*INGEST_TABLES, "audit_ledger"]).check(conn)
     result = ReplayResult(run_id=uuid.uuid4())
-    where, params = _filters(ids, failure_type, source_file)
-    limit_sql = " LIMIT %s" if limit else ""
-    if limit:
-        params.append(limit)
     if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
         conn.commit()
+    if ids:
+        found = dict(
+            conn.execute(
+                "SELECT quarantine_id, replayed_at IS NOT NULL FROM quarantine WHERE quarantine_id = ANY(%s)",
+                (list(ids),),
+            ).fetchall()
+        )
+        end_read(conn)
+        missing = sorted(set(ids) - found.keys())
+        if missing:
+            raise UnknownQuarantineId(
+                f"no quarantined line with id {', '.join(map(str, missing))} — "
+                "see the ids with 'orchestration-pipeline quarantine list --all'"
+            )
+        result.already_replayed = sorted({i for i in ids if found[i]})
+    where, params = _filters(ids, failure_type, source_file)
+    limit_sql = " LIMIT %s" if limit is not None else ""
+    if limit is not None:
+        params.append(limit)
     with conn.transaction():
         conn.execute(stage_sql())
         cur = conn.cursor()

@@ -297,6 +297,24 @@ def test_a_failed_local_effect_rolls_back_but_its_failure_is_recorded(env):
     ]
 
 
+def test_an_effects_error_is_stored_and_audited_without_its_secrets(env):
+    class Leaky(CountingEffect):
+        name = "leaky"
+
+        def perform(self, ctx, run):
+            raise EffectFailed("cannot reach postgresql://svc:LEAK1@db/x (api_key=LEAK2)")
+
+    env.registry.register(Leaky())
+    env.policy("p", "leaky")
+    outcome = env.execute(Action("p", "leaky", None, {"n": 1}))
+    assert outcome.status == "failed" and "postgresql://svc:[REDACTED]@db/x" in outcome.error
+    stored = env.orch_rows("SELECT error_text FROM decision_executions")
+    ledger = env.orch_rows(
+        "SELECT after_data::text FROM audit_ledger WHERE entity_type = 'decision_execution'"
+    )
+    assert stored and ledger and "LEAK" not in repr(stored) + repr(ledger)
+
+
 def test_refusals_happen_before_anything_is_written(env):
     env.policy("off", "notify", enabled=False)
     env.policy("page", "notify")
