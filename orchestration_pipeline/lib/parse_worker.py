@@ -9,6 +9,7 @@ multiprocessing), it never re-imports the caller's ``__main__``.
 
 from __future__ import annotations
 
+import os
 import pickle
 import struct
 import sys
@@ -44,7 +45,13 @@ def main() -> int:
             result = ("ok", parse_batch(*pickle.loads(frame)))
         except Exception as exc:  # reported to the parent, which fails the file
             result = ("error", f"{type(exc).__name__}: {exc}")
-        write_frame(stdout, pickle.dumps(result, protocol=pickle.HIGHEST_PROTOCOL))
+        try:
+            write_frame(stdout, pickle.dumps(result, protocol=pickle.HIGHEST_PROTOCOL))
+        except BrokenPipeError:
+            # The parent is gone (killed): nobody to report to. Point stdout at /dev/null so the
+            # interpreter's final flush does not print a traceback either (as the Python docs advise).
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            return 1
     return 0
 
 

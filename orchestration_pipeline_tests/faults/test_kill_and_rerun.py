@@ -10,6 +10,7 @@ from __future__ import annotations
 import inspect
 import json
 import os
+import pickle
 import queue
 import shutil
 import signal
@@ -411,3 +412,21 @@ def test_parse_worker_killed_mid_file_fails_the_file_instead_of_hanging(orch_dsn
     assert returncode is not None, "ingestion still waiting 6 s after its parse worker died"
     assert returncode != 0  # the file failed loudly...
     assert table_counts(orch_dsn, ("events", "ingest_files")) == {"events": 0, "ingest_files": 0}  # ...whole
+
+
+def test_a_parse_worker_whose_parent_is_gone_exits_quietly():
+    """Its parent killed, a worker finds its output pipe closed: it exits without a traceback."""
+    from orchestration_pipeline.lib.parse_worker import write_frame
+
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "orchestration_pipeline.lib.parse_worker"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        cwd=REPO_ROOT,
+    )
+    worker.stdout.close()  # the reading end dies first, as with a SIGKILLed parent
+    write_frame(worker.stdin, pickle.dumps(()))  # a job; its result has nowhere to go
+    worker.stdin.close()
+    assert worker.wait(timeout=60) == 1
+    assert worker.stderr.read() == b""
