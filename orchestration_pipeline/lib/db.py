@@ -41,6 +41,15 @@ def redact_dsn(dsn: str) -> str:
     return re.sub(r"(?i)((?:^|[\s?&])password\s*=\s*)('(?:[^'\\]|\\.)*'|[^\s&]*)", r"\1***", dsn)
 
 
+def _connect_fix(reason: str) -> str:
+    """What to do about a failed connection, from libpq's reason."""
+    if re.search(r'database "[^"]*" does not exist', reason):
+        return "create the database (createdb), or fix the database name in the URL"
+    if "password authentication failed" in reason or re.search(r'role "[^"]*" does not exist', reason):
+        return "check the user name and password in the URL"
+    return "start the server ('orchestration-pipeline up' for the embedded one) or fix the URL"
+
+
 def connect(
     dsn: str, *, autocommit: bool = False, read_only: bool = False, connect_timeout: int = 10
 ) -> psycopg.Connection:
@@ -50,8 +59,7 @@ def connect(
     except psycopg.OperationalError as exc:
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise DatabaseUnavailable(
-            f"cannot connect to {redact_dsn(dsn)}: {reason} — start the server "
-            "('orchestration-pipeline up' for the embedded one) or fix the URL"
+            f"cannot connect to {redact_dsn(dsn)}: {reason} — {_connect_fix(reason)}"
         ) from None
     if read_only:
         conn.read_only = True

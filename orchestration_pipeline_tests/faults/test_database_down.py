@@ -198,3 +198,19 @@ def test_connection_lost_mid_file_is_one_line_and_the_rerun_is_exactly_once(orch
         "collapsed": 0,
     }
     assert table_counts(orch_dsn, ("events", "ingest_files")) == {"events": 5000, "ingest_files": 1}
+
+
+@pytest.mark.db
+def test_a_missing_database_or_a_wrong_role_names_that_fix_not_starting_a_server(pg_admin_dsn):
+    from psycopg.conninfo import make_conninfo
+
+    from orchestration_pipeline.errors import DatabaseUnavailable
+    from orchestration_pipeline.lib.db import connect
+
+    with pytest.raises(DatabaseUnavailable) as missing:
+        connect(make_conninfo(pg_admin_dsn, dbname="no_such_database_zz"))
+    assert "create the database" in str(missing.value) and "start the server" not in str(missing.value)
+
+    with pytest.raises(DatabaseUnavailable) as role:
+        connect(make_conninfo(pg_admin_dsn, user="no_such_role_zz"))
+    assert "check the user name" in str(role.value) and "start the server" not in str(role.value)
