@@ -77,6 +77,7 @@ FAILURE_TYPES = (
     "unknown_event_type",
     "payload_too_large",
     "future_timestamp",
+    "conflicting_duplicate",  # found when writing: an event_id and occurred_at stored with other content
 )
 
 BIGINT_MAX = 2**63 - 1  # columns like duration_ms and size_bytes are bigint

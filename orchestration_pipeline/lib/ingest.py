@@ -702,17 +702,24 @@ _QUARANTINE_COPY = f"COPY quarantine ({', '.join(_QUARANTINE_COLUMNS)}) FROM STD
 
 def copy_events(
     cur: psycopg.Cursor, plain: list[tuple[str, int, bytes, str | None, bytes | None]], counts: Counts
-) -> None:
+) -> list[tuple]:
     """COPY non-error events straight into ``events`` (plus artifacts and metrics), minus duplicates.
 
-    Duplicates within the batch are dropped here. The batch is then COPY'd optimistically under a
+    Repeats within the batch are held back here. The batch is then COPY'd optimistically under a
     savepoint; only if that hits a stored id (unique violation) is it rolled back to the savepoint,
     the stored ids looked up with one indexed query, and the rest COPY'd. New data, the common
-    case, therefore pays for COPY alone.
+    case, therefore pays for COPY alone. Lines held back (stored or repeated) are then compared
+    with the stored row: the same content is a duplicate; different content is a conflicting
+    second version of the event, returned (see :data:`CONFLICTS_SQL`) and not counted here.
     """
     fresh: dict[tuple[str, int], tuple] = {}
+    held: list[tuple] = []  # lines whose (event_id, occurred_at) is already stored, or taken in this batch
     for item in plain:
-        fresh.setdefault((item[0], item[1]), item)
+        key = (item[0], item[1])
+        if key in fresh:
+            held.append(item)
+        else:
+            fresh[key] = item
     try:
         with cur.connection.transaction():
             _copy_rows(cur, fresh)
@@ -723,10 +730,61 @@ def copy_events(
             (list({key[0] for key in fresh}),),
         ).fetchall()
         for key in stored:
-            fresh.pop(key, None)
+            if (item := fresh.pop(key, None)) is not None:
+                held.append(item)
         _copy_rows(cur, fresh)
-    counts.duplicates += len(plain) - len(fresh)
+    conflicts = _conflicts(cur, held) if held else []
+    counts.duplicates += len(held) - len(conflicts)
     counts.accepted += len(fresh)
+    return conflicts
+
+
+# The held-back lines whose content differs from the stored event with their id and time:
+# which fields differ, where the stored version came from, and the line rebuilt as JSON.
+CONFLICTS_SQL = """
+SELECT r.event_id::text, r.source_file, r.source_line, e.source_file, e.source_line,
+       array_to_string(array_remove(ARRAY[
+           CASE WHEN r.event_type IS DISTINCT FROM e.event_type THEN 'event_type' END,
+           CASE WHEN r.session_id IS DISTINCT FROM e.session_id THEN 'session_id' END,
+           CASE WHEN r.task_id IS DISTINCT FROM e.task_id THEN 'task_id' END,
+           CASE WHEN r.source IS DISTINCT FROM e.source THEN 'source' END,
+           CASE WHEN r.stage IS DISTINCT FROM e.stage THEN 'stage' END,
+           CASE WHEN r.severity IS DISTINCT FROM e.severity THEN 'severity' END,
+           CASE WHEN r.status IS DISTINCT FROM e.status THEN 'status' END,
+           CASE WHEN r.duration_ms IS DISTINCT FROM e.duration_ms THEN 'duration_ms' END,
+           CASE WHEN r.payload IS DISTINCT FROM e.payload THEN 'payload' END], NULL), ', '),
+       jsonb_build_object(
+           'event_id', r.event_id, 'event_type', r.event_type,
+           'occurred_at', to_char(r.occurred_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'),
+           'session_id', r.session_id, 'task_id', r.task_id, 'source', r.source, 'stage', r.stage,
+           'severity', r.severity, 'status', r.status, 'duration_ms', r.duration_ms,
+           'payload', r.payload)::text
+FROM ingest_repeats r
+JOIN events e ON e.event_id = r.event_id AND e.occurred_at = r.occurred_at
+WHERE (r.event_type, r.session_id, r.task_id, r.source, r.stage, r.severity, r.status, r.duration_ms, r.payload)
+      IS DISTINCT FROM
+      (e.event_type, e.session_id, e.task_id, e.source, e.stage, e.severity, e.status, e.duration_ms, e.payload)
+ORDER BY r.source_line
+"""
+
+
+def _conflicts(cur: psycopg.Cursor, held: list[tuple]) -> list[tuple]:
+    with cur.copy(f"COPY ingest_repeats ({_EVENT_COLUMNS}) FROM STDIN") as copy:
+        copy.write(b"".join(item[2] for item in held))
+    rows = cur.execute(CONFLICTS_SQL).fetchall()
+    cur.execute("TRUNCATE ingest_repeats")
+    return rows
+
+
+def conflict_detail(row: tuple) -> str:
+    """Why a conflicting line was quarantined, and what to do."""
+    event_id, _file, _line, stored_file, stored_line, differing, _json = row
+    return (
+        f"event_id {event_id} is already stored for this occurred_at with a different {differing} "
+        f"(from {stored_file or 'a replay'} line {stored_line}); the stored version is kept — give this "
+        "event its own event_id (or leave event_id out to derive one from the content), or fix the "
+        "producer that reuses ids"
+    )
 
 
 def _copy_rows(cur: psycopg.Cursor, fresh: dict[tuple[str, int], tuple]) -> None:
@@ -760,10 +818,34 @@ def move_errors(cur: psycopg.Cursor, rows: list[tuple], run_id: uuid.UUID, count
     cur.execute("TRUNCATE ingest_stage")
 
 
-def write_batch(cur: psycopg.Cursor, batch: ParsedBatch, run_id: uuid.UUID, counts: Counts) -> None:
-    """Write one parsed batch inside the caller's transaction, adding to ``counts``."""
+def write_batch(
+    cur: psycopg.Cursor,
+    batch: ParsedBatch,
+    run_id: uuid.UUID,
+    counts: Counts,
+    *,
+    file_sha256: str | None = None,
+    quarantine_conflicts: bool = True,
+) -> list[tuple]:
+    """Write one parsed batch inside the caller's transaction, adding to ``counts``.
+
+    Conflicting second versions of stored events are quarantined (``conflicting_duplicate``) and
+    returned; with ``quarantine_conflicts=False`` (a replay) they are only returned and not counted.
+    """
+    conflicts: list[tuple] = []
     if batch.plain:
-        copy_events(cur, batch.plain, counts)
+        conflicts = copy_events(cur, batch.plain, counts)
+        if conflicts and quarantine_conflicts:
+            with cur.copy(_QUARANTINE_COPY) as copy:
+                for row in conflicts:
+                    raw = row[6]
+                    copy.write_row(
+                        (run_id, file_sha256, row[1] or "", row[2] or 1, 0, "conflicting_duplicate",
+                         conflict_detail(row), "/event_id", raw,
+                         hashlib.sha256(raw.encode("utf-8")).hexdigest(), False)
+                    )  # fmt: skip
+            counts.quarantined += len(conflicts)
+            batch.quarantine_by_type["conflicting_duplicate"] += len(conflicts)
     if batch.errors:
         move_errors(cur, batch.errors, run_id, counts)
     if batch.quarantine:
@@ -773,6 +855,7 @@ def write_batch(cur: psycopg.Cursor, batch: ParsedBatch, run_id: uuid.UUID, coun
         counts.quarantined += len(batch.quarantine)
     counts.lines += batch.lines
     counts.redactions += batch.redactions
+    return conflicts
 
 
 def stage_sql() -> str:
@@ -939,7 +1022,7 @@ class Ingestor:
         with open(path, "rb") as handle:
             for batch in self._parsed(handle, result, self.now()):
                 write_started = time.perf_counter()
-                write_batch(cur, batch, self.run_id, counts)
+                write_batch(cur, batch, self.run_id, counts, file_sha256=result.sha256)
                 self.summary.write_latencies_ms.append((time.perf_counter() - write_started) * 1000)
                 result.quarantine_by_type.update(batch.quarantine_by_type)
                 self._report(file=result.path, lines=counts.lines)

@@ -26,6 +26,7 @@ from orchestration_pipeline.lib.ingest import (
     Counts,
     ParsedBatch,
     add_event,
+    conflict_detail,
     stage_sql,
     write_batch,
 )
@@ -182,6 +183,16 @@ def replay_quarantine(
         def audit(qid: int, failure_type: str, attempts: int, after: dict[str, Any]) -> None:
             entries.append((qid, failure_type, attempts, after))
 
+        def still_failing(qid: int, failure_type: str, attempts: int, kind: str, reason: str) -> None:
+            result.still_failing += 1
+            result.failures_by_type[kind] = result.failures_by_type.get(kind, 0) + 1
+            cur.execute(
+                """UPDATE quarantine SET replay_attempts = replay_attempts + 1, last_replay_at = %s,
+                          last_replay_detail = %s WHERE quarantine_id = %s""",
+                (stamp, reason[:2000], qid),
+            )
+            audit(qid, failure_type, attempts, {"outcome": "still_failing", "failure_type": kind})
+
         for qid, raw_line, truncated, source_file_, source_line, failure_type, attempts in rows:
             result.examined += 1
             parsed = None if truncated else parse_line(raw_line.encode("utf-8"), now=stamp)
@@ -191,21 +202,24 @@ def replay_quarantine(
                     if truncated
                     else parsed.detail
                 )
-                kind = "payload_too_large" if truncated else parsed.failure_type
-                result.still_failing += 1
-                result.failures_by_type[kind] = result.failures_by_type.get(kind, 0) + 1
-                cur.execute(
-                    """UPDATE quarantine SET replay_attempts = replay_attempts + 1, last_replay_at = %s,
-                              last_replay_detail = %s WHERE quarantine_id = %s""",
-                    (stamp, reason[:2000], qid),
+                still_failing(
+                    qid,
+                    failure_type,
+                    attempts,
+                    "payload_too_large" if truncated else parsed.failure_type,
+                    reason,
                 )
-                audit(qid, failure_type, attempts, {"outcome": "still_failing", "failure_type": kind})
                 continue
             # the same write path as ingestion, one row at a time: each row's outcome is recorded
             batch = ParsedBatch(lines=1)
             add_event(batch, parsed, source_file_, source_line)
             counts = Counts()
-            write_batch(cur, batch, result.run_id, counts)
+            conflicts = write_batch(cur, batch, result.run_id, counts, quarantine_conflicts=False)
+            if conflicts:  # still a second version of a stored event: it stays quarantined
+                still_failing(
+                    qid, failure_type, attempts, "conflicting_duplicate", conflict_detail(conflicts[0])
+                )
+                continue
             if counts.accepted:
                 outcome, result.accepted = "accepted", result.accepted + 1
             elif counts.collapsed:

@@ -152,6 +152,46 @@ def test_bad_lines_are_quarantined_with_location_and_never_lost(orch_conn, tmp_p
     assert all(r["source_file"].endswith("bad.jsonl") for r in rows)
 
 
+def test_a_second_version_of_a_stored_event_is_quarantined_not_dropped(orch_conn, tmp_path):
+    first = make_event("task_start", task_id="T-1", status="started")
+    metric = make_event("metric", payload={"name": "rows", "value": 1})
+    ingest(orch_conn, write_jsonl(tmp_path / "a.jsonl", [first, metric]))
+    edited = {**first, "task_id": "T-2"}  # same event_id and occurred_at, other content
+    edited_metric = {**metric, "payload": {"name": "rows", "value": 2}}
+    summary = ingest(orch_conn, write_jsonl(tmp_path / "b.jsonl", [first, edited, edited_metric]))
+    assert (summary["lines"], summary["duplicates"], summary["quarantined"]) == (3, 1, 2)
+    assert summary["balanced"] and summary["quarantine_by_type"] == {"conflicting_duplicate": 2}
+    # the stored versions are kept, nothing was added twice
+    assert orch_conn.execute(
+        "SELECT task_id FROM events WHERE event_id = %s", (first["event_id"],)
+    ).fetchall() == [("T-1",)]
+    assert count(orch_conn, "SELECT count(*) FROM metrics WHERE event_id = %s", metric["event_id"]) == 1
+    rows = sorted(list_quarantine(orch_conn), key=lambda r: r["source_line"])
+    assert [(r["failure_type"], r["source_line"], r["json_pointer"]) for r in rows] == [
+        ("conflicting_duplicate", 2, "/event_id"),
+        ("conflicting_duplicate", 3, "/event_id"),
+    ]
+    assert "different task_id" in rows[0]["detail"] and "a.jsonl line 1" in rows[0]["detail"]
+    assert "different payload" in rows[1]["detail"]
+    kept = orch_conn.execute(
+        "SELECT raw_line FROM quarantine WHERE quarantine_id = %s", (rows[0]["quarantine_id"],)
+    ).fetchone()[0]
+    assert json.loads(kept)["task_id"] == "T-2"  # the second version is kept, as JSON
+    # a replay cannot make it fit: it stays quarantined, with the reason
+    result = replay_quarantine(orch_conn, **WHO).as_dict()
+    assert (result["examined"], result["still_failing"], result["accepted"]) == (2, 2, 0)
+    assert count(orch_conn, "SELECT count(*) FROM quarantine") == 2
+
+
+def test_a_repeat_within_one_batch_with_other_content_is_a_conflict_too(orch_conn, tmp_path):
+    event = make_event("decision", payload={"rationale": "first"})
+    other = {**event, "payload": {"rationale": "second"}}
+    summary = ingest(orch_conn, write_jsonl(tmp_path / "a.jsonl", [event, event, other]))
+    assert (summary["accepted"], summary["duplicates"], summary["quarantined"]) == (1, 1, 1)
+    stored = orch_conn.execute("SELECT payload->>'rationale' FROM events").fetchall()
+    assert stored == [("first",)]
+
+
 def test_replay_after_a_fix(orch_conn, tmp_path):
     future = make_event(occurred_at=(datetime.now(UTC) + timedelta(days=2)).isoformat())
     ingest(orch_conn, write_jsonl(tmp_path / "f.jsonl", [future, "{still broken"]))
