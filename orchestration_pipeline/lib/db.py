@@ -37,7 +37,7 @@ _LOCK_KEYS = {
 def redact_dsn(dsn: str) -> str:
     """The DSN with any password replaced, for messages and logs: in the URL's user info (up to
     its last ``@``), as a ``?password=`` parameter, or as a ``password=`` key-value setting."""
-    dsn = re.sub(r"(://[^:/@\s]*:)[^/?#\s]*@", r"\1***@", dsn)
+    dsn = re.sub(r"(://[^:/@\s]*:)[^/\s]*@", r"\1***@", dsn)  # libpq ends user info at "/" only
     return re.sub(r"(?i)((?:^|[\s?&])password\s*=\s*)('(?:[^'\\]|\\.)*'|[^\s&]*)", r"\1***", dsn)
 
 

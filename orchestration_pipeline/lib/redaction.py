@@ -32,24 +32,34 @@ _SECRET_WORDS = (
 _SECRET_KEY = re.compile(rf"^(?:.*_)?(?:{_SECRET_WORDS})$")
 # Bounded repeats keep every pattern linear on megabyte-long lines (no catastrophic backtracking).
 _BEARER = re.compile(r"(?i)\b(bearer)\s+[A-Za-z0-9\-._~+/]{8,}=*")
-# The password runs to the last "@" of the authority, so one containing "@" is redacted whole.
+# The password runs to the last "@" of the authority, so one containing "@" (or "?", "#", "/") is
+# redacted whole; "host:8080/path@x" (a port, then a path) is not a password.
 _URL_PASSWORD = re.compile(
-    r"(\b[A-Za-z][A-Za-z0-9+.\-]{0,31}://[^:/\s@\"']{0,256}:)(?!\[REDACTED\]@)([^\s\"'?#]{1,512})(@)(?=[^@\s\"'/?#]{0,256}(?:[/\s\"'?#]|$))"
+    r"(\b[A-Za-z][A-Za-z0-9+.\-]{0,31}://[^:/\s@\"']{0,256}:)(?!\[REDACTED\]@)(?!\d{1,5}/)"
+    r"([^\s\"'/]{1,512}|[^\s\"'?#]{1,512})(@)(?=[^@\s\"'/?#]{0,256}(?:[/\s\"'?#]|$))"
 )
-# A key that names a secret, as written in text: words joined by "_" or "-" (X-Api-Key, db_password).
-_TEXT_SECRET_KEY = (
-    r"(?:[A-Za-z0-9]{1,32}[_-]){0,4}(?:password|passwd|passphrase|pwd|secret|token|api[_-]?key"
-    r"|access[_-]?key|private[_-]?key|credentials?|jwt)"
+# A value after "key=" or "key: ": quoted (to the matching quote, JSON-escaped quotes too) or bare
+# (to a delimiter). A bare value never starts with "-": "--with-token --hostname x" has none.
+_QUOTED_OR_BARE = (
+    r"(?P<value>\"(?:[^\"\\]|\\.){0,512}\""
+    r"|\\\"(?:[^\"\\]|\\(?!\")){0,512}\\\""
+    r"|'[^'\n]{0,512}'"
+    r"|(?!-)(?:[^\s;&\"',}\\]|\\(?!\")){1,512})"
 )
-# Its value after "=" or ":" (perhaps quoted, perhaps JSON-escaped quotes), up to a delimiter.
-_SEPARATOR = r"\\?[\"']?\s{0,8}[:=]\s{0,8}\\?[\"']?"
-_VALUE = r"(?!\[REDACTED\])([^\s;&\"',}\\]{1,512})"
+# key=value and key: value in text, for any key-like word; the callback keeps only secret keys.
+# A key and its separator; the value is matched after it (_VALUE) only for a key that names a
+# secret, so the scan goes on inside other values ("reason: password=…") and stays linear.
+_KV_SECRET = re.compile(r"(?<![\w.-])(?P<key>[A-Za-z_][\w.-]{0,127})(?:\\?[\"'])?\s{0,8}[:=]\s{0,8}")
+_FLAG_SECRET = re.compile(r"(?<![\w-])--(?P<key>[A-Za-z][\w-]{0,63})(?:=|\s+)")
+_VALUE = re.compile(_QUOTED_OR_BARE)
+# Flags that never take a value although they name a secret (--no-password, --with-token).
+_VALUELESS_FLAG = re.compile(r"(?i)^(?:no|with|without|ask|prompt|show|skip)[_-]")
+# Secret words a key may end with when written glued, without a separator (PGPASSWORD).
+_GLUED_SECRET = re.compile(r"(?i)(?:password|passwd|passphrase|secret|token|apikey|accesskey|privatekey)$")
 _AUTH_HEADER = re.compile(
-    rf"(?i)(\bauthorization\b{_SEPARATOR}(?:(?:basic|bearer|token|digest|negotiate)\s+)?+){_VALUE}"
+    r"(?i)(\bauthorization\b(?:\\?[\"'])?\s{0,8}[:=]\s{0,8}\\?[\"']?"
+    r"(?:(?:basic|bearer|token|digest|negotiate)\s+)?+)(?!\[REDACTED\])(?!-)([^\s;&\"',}\\]{1,2048})"
 )
-_FLAG_SECRET = re.compile(rf"(?i)((?<![\w-])--{_TEXT_SECRET_KEY}(?:\s+|=)){_VALUE}")
-_KV_SECRET = re.compile(rf"(?i)(\b{_TEXT_SECRET_KEY}\b{_SEPARATOR}){_VALUE}")
-_SECRET_FLAG = re.compile(rf"(?i)--{_TEXT_SECRET_KEY}")  # an argv element whose next one is secret
 _PAIR_NAMES = ("name", "key", "header")  # {"name": "Authorization", "value": "…"}
 # For raw text that is not valid JSON: a quoted key (any characters, escapes included) and its colon,
 # then the value: a string (perhaps cut off), or a bare token.
@@ -70,6 +80,29 @@ def is_secret_key(key: str) -> bool:
     return bool(_SECRET_KEY.match(_normalise_key(key)))
 
 
+def _text_key_is_secret(key: str) -> bool:
+    """A key as written in text: a secret-named key (``api_key``, ``accessToken``), or a glued one
+    (``PGPASSWORD``, ``db.password``)."""
+    return is_secret_key(key) or bool(_GLUED_SECRET.search(key))
+
+
+def _redacted_value(value: str) -> str | None:
+    """The value with its content replaced (quotes kept), or None when there is nothing to redact."""
+    for quote in ('\\"', '"', "'"):
+        if len(value) >= 2 * len(quote) and value.startswith(quote) and value.endswith(quote):
+            inner = value[len(quote) : -len(quote)]
+            return None if inner in ("", REDACTED) else f"{quote}{REDACTED}{quote}"
+    return None if value == REDACTED else REDACTED
+
+
+def _is_secret_flag(text: str) -> bool:
+    """``--password``-style argv element whose next element is the secret."""
+    if not text.startswith("--") or "=" in text:
+        return False
+    key = text[2:]
+    return bool(key) and not _VALUELESS_FLAG.match(key) and _text_key_is_secret(key)
+
+
 def redact_text(text: str) -> tuple[str, int]:
     """Redact secrets inside free text; returns the new text and the number of redactions."""
     count = 0
@@ -80,11 +113,34 @@ def redact_text(text: str) -> tuple[str, int]:
         count += n
         return value
 
+    def keyed(pattern: re.Pattern[str], value: str, *, flag: bool) -> str:
+        nonlocal count
+        out, pos = [], 0
+        while (match := pattern.search(value, pos)) is not None:
+            key = match["key"]
+            if (
+                (key.lower() == "authorization" and not flag)  # _AUTH_HEADER's, scheme and all
+                or (flag and _VALUELESS_FLAG.match(key))
+                or not _text_key_is_secret(key)
+                or (secret := _VALUE.match(value, match.end())) is None
+                or (replacement := _redacted_value(secret[0])) is None
+            ):
+                out.append(value[pos : match.end()])
+                pos = match.end()
+                continue
+            count += 1
+            out.append(value[pos : match.end()] + replacement)
+            pos = secret.end()
+        out.append(value[pos:])
+        return "".join(out)
+
     text = sub(_BEARER, rf"\1 {REDACTED}", text)
     text = sub(_AUTH_HEADER, rf"\1{REDACTED}", text)
     text = sub(_URL_PASSWORD, rf"\1{REDACTED}\3", text)
-    text = sub(_FLAG_SECRET, rf"\1{REDACTED}", text)
-    text = sub(_KV_SECRET, rf"\1{REDACTED}", text)
+    if "--" in text:
+        text = keyed(_FLAG_SECRET, text, flag=True)
+    if ":" in text or "=" in text:
+        text = keyed(_KV_SECRET, text, flag=False)
     return text, count
 
 
@@ -172,14 +228,11 @@ def redact_value(value: Any) -> tuple[Any, int]:
         return value, total
     if isinstance(value, list):
         total = 0
+        previous = None  # the element before, as it was (not as redacted)
         for i, item in enumerate(value):
-            previous = value[i - 1] if i else None
-            if (
-                isinstance(item, str)
-                and item != REDACTED
-                and isinstance(previous, str)
-                and _SECRET_FLAG.fullmatch(previous)
-            ):
+            follows_flag = isinstance(previous, str) and _is_secret_flag(previous)
+            previous = item
+            if follows_flag and isinstance(item, str) and item != REDACTED and not item.startswith("-"):
                 value[i] = REDACTED  # ["mysql", "--password", "…"]
                 total += 1
                 continue

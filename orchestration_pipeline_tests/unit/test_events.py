@@ -168,7 +168,10 @@ def test_top_level_fields_outside_the_envelope_are_kept_in_the_payload():
         "rationale": "why",
         "envelope_extra": {"attempt": 2, "host": "build-7"},
     }
-    assert ev.event_id == parse_line(raw, now=NOW).event_id  # still derived from the line as written
+    # the id is derived from the line as written, extra fields included
+    assert ev.event_id == derive_event_id(json.loads(raw))
+    plain = parse_line(line(payload={"rationale": "why"}), now=NOW)
+    assert plain.event_id != ev.event_id
 
 
 def test_a_payload_that_already_uses_the_reserved_key_is_quarantined_not_overwritten():

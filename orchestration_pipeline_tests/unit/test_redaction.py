@@ -202,6 +202,21 @@ def test_raw_line_redaction_keeps_the_rest():
         ("mysql --password LEAKF1 -h db", "LEAKF1"),
         ("X-Api-Key: LEAKF3", "LEAKF3"),
         ("DB_PASSWORD=LEAKF4", "LEAKF4"),
+        ("postgresql://u:p#LEAKG1@db/x", "LEAKG1"),  # "#" or "?" inside the password
+        ("connect mysql://root:a?LEAKG2#b@db:3306/x failed", "LEAKG2"),
+        ("dbPassword=LEAKH1", "LEAKH1"),  # camelCase and glued keys
+        ("GET /cb?accessToken=LEAKH2&x=1", "LEAKH2"),
+        ("export PGPASSWORD=LEAKH3; psql", "LEAKH3"),
+        ("TF_VAR_prod_eu_app_db_password=LEAKH4", "LEAKH4"),
+        ("signing_key: LEAKH5", "LEAKH5"),
+        ("Cookie: sid=LEAKH6", "LEAKH6"),
+        ('{"password": "correct horse LEAKI1 staple"}', "LEAKI1"),  # quoted values, whole
+        ("password='my LEAKI2 phrase'", "LEAKI2"),
+        ('run --password "LEAKI3"', "LEAKI3"),
+        ("cli --no-password --token LEAKI4", "LEAKI4"),
+        ("rotated: password=LEAKL1", "LEAKL1"),  # inside another key's value
+        ("a: b: c: password: LEAKL2", "LEAKL2"),
+        ("x=password=LEAKL3", "LEAKL3"),
     ],
 )
 def test_secrets_inside_text_are_redacted(text, secret):
@@ -221,6 +236,11 @@ def test_secrets_inside_text_are_redacted(text, secret):
         "key: 2, ok: 1",
         "the password policy changed",
         "retry after 30s",
+        "git+https://localhost:8080/@scope/pkg@1.2.3",  # a port and a path, not a password
+        "docker://ghcr.io:443/org/app@sha256:abc",
+        "gh auth login --with-token --hostname github.com",  # flags that take no value
+        "psql --password -h db",
+        "error: timeout=30 retries=3",
     ],
 )
 def test_ordinary_text_is_left_alone(text):
@@ -243,3 +263,6 @@ def test_structured_secrets_beyond_key_names():
     assert redacted["headers"][1] == {"name": "Accept", "value": "json"}
     assert redacted["argv"] == ["mysql", "--password", REDACTED, "--host", "db"]
     assert count == 4
+    # a flag with no value does not pass the rule on to the next word
+    argv, n = redact_value(["cmd", "--token", "--password", "LEAKJ1", "--with-token", "github.com"])
+    assert argv == ["cmd", "--token", "--password", REDACTED, "--with-token", "github.com"] and n == 1

@@ -62,6 +62,7 @@ def test_settings_module_reads_nothing_at_import():
     [
         "postgresql://svc:TopS3cret@db:5432/x",
         "postgresql://svc:p@TopS3cret@db/x",  # an @ inside the password
+        "postgresql://svc:p?TopS3cret#@db/x",  # "?" and "#" too
         "postgresql://svc@db:5499/x?password=TopS3cret",
         "postgresql://db/x?sslmode=require&password=TopS3cret&application_name=a",
         "host=db port=5499 user=svc password=TopS3cret dbname=x",
