@@ -41,6 +41,20 @@ HERE = Path(__file__).resolve().parent
 FLIP = "UPDATE policies SET enabled = NOT enabled, updated_at = now() WHERE policy_id = %s RETURNING enabled"
 
 
+def _entry(request_id: str, policy_id: str, enabled: bool) -> dict:
+    """The audit entry of one flip: who, which policy, before and after."""
+    return {
+        "actor": "bench",
+        "request_id": request_id,
+        "operation": "update",
+        "entity_type": "policy",
+        "entity_id": policy_id,
+        "before": {"enabled": not enabled},
+        "after": {"enabled": enabled},
+        "source": "benchmarks/audit.py",
+    }
+
+
 def _worker(dsn: str, ids: list[str], audited: bool, start, stop, out) -> None:
     """One writer process: commit one mutation per transaction until told to stop."""
     done = 0
@@ -52,17 +66,7 @@ def _worker(dsn: str, ids: list[str], audited: bool, start, stop, out) -> None:
             i += 1
             enabled = conn.execute(FLIP, (policy_id,)).fetchone()[0]
             if audited:
-                record_audit(
-                    conn,
-                    actor="bench",
-                    request_id=f"bench-{i}",
-                    operation="update",
-                    entity_type="policy",
-                    entity_id=policy_id,
-                    before={"enabled": not enabled},
-                    after={"enabled": enabled},
-                    source="benchmarks/audit.py",
-                )
+                record_audit(conn, **_entry(f"bench-{i}", policy_id, enabled))
             conn.commit()
             done += 1
     out.put(done)
@@ -94,16 +98,7 @@ def _cpu_breakdown(dsn: str, ids: list[str], transactions: int) -> dict[str, dic
                 for i in range(transactions):
                     policy_id = ids[i % len(ids)]
                     enabled = conn.execute(FLIP, (policy_id,)).fetchone()[0]
-                    content = dict(
-                        actor="bench",
-                        request_id=f"bench-cpu-{i}",
-                        operation="update",
-                        entity_type="policy",
-                        entity_id=policy_id,
-                        before={"enabled": not enabled},
-                        after={"enabled": enabled},
-                        source="benchmarks/audit.py",
-                    )
+                    content = _entry(f"bench-cpu-{i}", policy_id, enabled)
                     if variant == "audited":
                         record_audit(conn, **content)
                     elif variant == "plain_insert":

@@ -23,18 +23,4 @@ CREATE TEMP TABLE IF NOT EXISTS ingest_stage (
 -- Lines of a batch whose (event_id, occurred_at) is already stored, or repeated within the batch:
 -- compared with the stored row to tell a duplicate (same content) from a conflicting second
 -- version of the event, which is quarantined.
-CREATE TEMP TABLE IF NOT EXISTS ingest_repeats (
-    event_id          uuid        NOT NULL,
-    event_type        text        NOT NULL,
-    occurred_at       timestamptz NOT NULL,
-    session_id        text,
-    task_id           text,
-    source            text,
-    stage             text,
-    severity          text,
-    status            text,
-    duration_ms       bigint,
-    payload           jsonb       NOT NULL,
-    source_file       text,
-    source_line       integer
-) ON COMMIT DELETE ROWS;
+CREATE TEMP TABLE IF NOT EXISTS ingest_repeats (LIKE ingest_stage) ON COMMIT DELETE ROWS;
