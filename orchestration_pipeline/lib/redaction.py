@@ -35,31 +35,44 @@ _BEARER = re.compile(r"(?i)\b(bearer)\s+[A-Za-z0-9\-._~+/]{8,}=*")
 # The password runs to the last "@" of the authority, so one containing "@" (or "?", "#", "/") is
 # redacted whole; "host:8080/path@x" (a port, then a path) is not a password.
 _URL_PASSWORD = re.compile(
-    r"(\b[A-Za-z][A-Za-z0-9+.\-]{0,31}://[^:/\s@\"']{0,256}:)(?!\[REDACTED\]@)(?!\d{1,5}/)"
+    r"(\b[A-Za-z][A-Za-z0-9+.\-]{0,31}://[^:/\s@\"']{0,256}:)(?!\[REDACTED\])(?!\d{1,5}/)"
     r"([^\s\"'/]{1,512}|[^\s\"'?#]{1,512})(@)(?=[^@\s\"'/?#]{0,256}(?:[/\s\"'?#]|$))"
 )
-# A value after "key=" or "key: ": quoted (to the matching quote, JSON-escaped quotes too) or bare
-# (to a delimiter). A bare value never starts with "-": "--with-token --hostname x" has none.
-_QUOTED_OR_BARE = (
-    r"(?P<value>\"(?:[^\"\\]|\\.){0,512}\""
+# A value after "key=" or "key: ": quoted (to the matching quote, JSON-escaped quotes too, across
+# lines; an unclosed quote runs to the end of the line), a YAML block (| or > then indented lines),
+# or bare: to a delimiter, and after ":" to the end of the line ("password: two words").
+_QUOTED = (
+    r"\"(?:[^\"\\]|\\[\s\S]){0,512}\""
     r"|\\\"(?:[^\"\\]|\\(?!\")){0,512}\\\""
-    r"|'[^'\n]{0,512}'"
-    r"|(?!-)(?:[^\s;&\"',}\\]|\\(?!\")){1,512})"
+    r"|'[^']{0,512}'"
+    r"|[\"'][^\n]{0,512}"
+    r"|[|>][-+]?[ \t]*\n(?:[ \t]+[^\n]*(?:\n|$)){1,64}"
 )
-# key=value and key: value in text, for any key-like word; the callback keeps only secret keys.
-# A key and its separator; the value is matched after it (_VALUE) only for a key that names a
-# secret, so the scan goes on inside other values ("reason: password=…") and stays linear.
-_KV_SECRET = re.compile(r"(?<![\w.-])(?P<key>[A-Za-z_][\w.-]{0,127})(?:\\?[\"'])?\s{0,8}[:=]\s{0,8}")
+_VALUE_AFTER_EQUALS = re.compile(rf"{_QUOTED}|(?!--[A-Za-z])(?:[^\s;&\"',}}\\]|\\(?![nrt\"\\]))" + "{1,512}")
+_VALUE_AFTER_COLON = re.compile(rf"{_QUOTED}|(?!--[A-Za-z])(?:[^\n;&\"',}}\\]|\\(?![nrt\"\\]))" + "{1,512}")
+_FLAG_VALUE = re.compile(rf"{_QUOTED}|(?!-)(?:[^\s;&\"',}}\\]|\\(?![nrt\"\\]))" + "{1,512}")
+# A key and its separator, for any key-like word (also a Java -Dkey=value property); the value is
+# matched after it only for a key that names a secret, so the scan goes on inside other values
+# ("reason: password=…") and stays linear.
+_KV_SECRET = re.compile(
+    r"(?:(?<=-D)|(?<![\w.:-]))(?P<key>[A-Za-z_][\w.-]{0,127})(?:\\?[\"'])?[ \t]{0,32}(?P<sep>[:=])[ \t]{0,32}"
+)
 _FLAG_SECRET = re.compile(r"(?<![\w-])--(?P<key>[A-Za-z][\w-]{0,63})(?:=|\s+)")
-_VALUE = re.compile(_QUOTED_OR_BARE)
 # Flags that never take a value although they name a secret (--no-password, --with-token).
 _VALUELESS_FLAG = re.compile(r"(?i)^(?:no|with|without|ask|prompt|show|skip)[_-]")
-# Secret words a key may end with when written glued, without a separator (PGPASSWORD).
-_GLUED_SECRET = re.compile(r"(?i)(?:password|passwd|passphrase|secret|token|apikey|accesskey|privatekey)$")
+# Secret words a key may end with when written glued, without a separator (PGPASSWORD, db.password).
+_GLUED_SECRET = re.compile(
+    r"(?i)(?:password|passwd|passphrase|secret|token|apikey|accesskey|accountkey|privatekey)$"
+)
 _AUTH_HEADER = re.compile(
     r"(?i)(\bauthorization\b(?:\\?[\"'])?\s{0,8}[:=]\s{0,8}\\?[\"']?"
-    r"(?:(?:basic|bearer|token|digest|negotiate)\s+)?+)(?!\[REDACTED\])(?!-)([^\s;&\"',}\\]{1,2048})"
+    r"(?:(?:basic|bearer|token|digest|negotiate)\s+)?+)(?!\[REDACTED\])([^\s;&\"',}\\]{1,2048})"
 )
+# A PEM private key, armour and all (to the end of the text when it was cut off).
+_PEM_PRIVATE_KEY = re.compile(
+    r"-----BEGIN [A-Z0-9 ]{0,40}PRIVATE KEY-----(?:(?!-----END)[\s\S]){0,65536}(?:-----END [A-Z0-9 ]{0,40}PRIVATE KEY-----)?"
+)
+_REST_OF_LINE = re.compile(r"[^\n]{1,2048}")
 _PAIR_NAMES = ("name", "key", "header")  # {"name": "Authorization", "value": "…"}
 # For raw text that is not valid JSON: a quoted key (any characters, escapes included) and its colon,
 # then the value: a string (perhaps cut off), or a bare token.
@@ -72,27 +85,33 @@ _STRUCTURE = re.compile(r'["{}\[\]]')
 
 
 def _normalise_key(key: str) -> str:
-    return re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", key.strip()).replace("-", "_").replace(" ", "_").lower()
+    key = re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", key.strip())
+    return key.replace("-", "_").replace(" ", "_").replace(".", "_").lower()
 
 
 def is_secret_key(key: str) -> bool:
-    """True when a mapping key names a secret (``api_key``, ``GithubToken``, ``db-password``)."""
-    return bool(_SECRET_KEY.match(_normalise_key(key)))
+    """True when a mapping key names a secret (``api_key``, ``GithubToken``, ``db-password``,
+    ``db.password``), also written glued (``PGPASSWORD``, ``GITHUBTOKEN``)."""
+    return bool(_SECRET_KEY.match(_normalise_key(key)) or _GLUED_SECRET.search(key.strip()))
 
 
-def _text_key_is_secret(key: str) -> bool:
-    """A key as written in text: a secret-named key (``api_key``, ``accessToken``), or a glued one
-    (``PGPASSWORD``, ``db.password``)."""
-    return is_secret_key(key) or bool(_GLUED_SECRET.search(key))
+def _keeps_value(key: str, value: object) -> bool:
+    """``PWD`` holding a path is the working directory (environment dumps), not a password."""
+    return key.strip().lower() == "pwd" and isinstance(value, str) and value.startswith(("/", "~"))
 
 
 def _redacted_value(value: str) -> str | None:
     """The value with its content replaced (quotes kept), or None when there is nothing to redact."""
     for quote in ('\\"', '"', "'"):
-        if len(value) >= 2 * len(quote) and value.startswith(quote) and value.endswith(quote):
-            inner = value[len(quote) : -len(quote)]
-            return None if inner in ("", REDACTED) else f"{quote}{REDACTED}{quote}"
-    return None if value == REDACTED else REDACTED
+        if value.startswith(quote):
+            closed = len(value) >= 2 * len(quote) and value.endswith(quote)
+            inner = value[len(quote) : -len(quote)] if closed else value[len(quote) :]
+            if not inner.strip() or inner.startswith(REDACTED):
+                return None
+            return f"{quote}{REDACTED}{quote}" if closed else f"{quote}{REDACTED}"
+    if value[0] in "|>" and "\n" in value:  # a YAML block, lines and all
+        return REDACTED + ("\n" if value.endswith("\n") else "")
+    return None if value.startswith(REDACTED) else REDACTED
 
 
 def _is_secret_flag(text: str) -> bool:
@@ -100,7 +119,7 @@ def _is_secret_flag(text: str) -> bool:
     if not text.startswith("--") or "=" in text:
         return False
     key = text[2:]
-    return bool(key) and not _VALUELESS_FLAG.match(key) and _text_key_is_secret(key)
+    return bool(key) and not _VALUELESS_FLAG.match(key) and is_secret_key(key)
 
 
 def redact_text(text: str) -> tuple[str, int]:
@@ -118,11 +137,19 @@ def redact_text(text: str) -> tuple[str, int]:
         out, pos = [], 0
         while (match := pattern.search(value, pos)) is not None:
             key = match["key"]
+            low = key.lower()
+            if flag:
+                value_pattern = _FLAG_VALUE
+            elif low in ("cookie", "set-cookie", "set_cookie"):
+                value_pattern = _REST_OF_LINE  # every cookie of the header
+            else:
+                value_pattern = _VALUE_AFTER_COLON if match["sep"] == ":" else _VALUE_AFTER_EQUALS
             if (
-                (key.lower() == "authorization" and not flag)  # _AUTH_HEADER's, scheme and all
+                (low.endswith("authorization") and not flag)  # _AUTH_HEADER's, scheme and all
                 or (flag and _VALUELESS_FLAG.match(key))
-                or not _text_key_is_secret(key)
-                or (secret := _VALUE.match(value, match.end())) is None
+                or not is_secret_key(key)
+                or (secret := value_pattern.match(value, match.end())) is None
+                or _keeps_value(key, secret[0])
                 or (replacement := _redacted_value(secret[0])) is None
             ):
                 out.append(value[pos : match.end()])
@@ -134,9 +161,12 @@ def redact_text(text: str) -> tuple[str, int]:
         out.append(value[pos:])
         return "".join(out)
 
+    if "-----BEGIN" in text:
+        text = sub(_PEM_PRIVATE_KEY, REDACTED, text)
     text = sub(_BEARER, rf"\1 {REDACTED}", text)
     text = sub(_AUTH_HEADER, rf"\1{REDACTED}", text)
-    text = sub(_URL_PASSWORD, rf"\1{REDACTED}\3", text)
+    if "@" in text:
+        text = sub(_URL_PASSWORD, rf"\1{REDACTED}\3", text)
     if "--" in text:
         text = keyed(_FLAG_SECRET, text, flag=True)
     if ":" in text or "=" in text:
@@ -180,7 +210,7 @@ def redact_raw_line(text: str) -> tuple[str, int]:
     pairs, out, pos = 0, [], 0
     while (m := _JSON_KEY.search(text, pos)) is not None:
         start = m.end()
-        if start < len(text) and text[start] in "{[":
+        if start < len(text) and text[start] in "{[" and not text.startswith(REDACTED, start):
             if _raw_key_is_secret(m.group(1)):
                 end = _container_end(text, start)
                 out.append(text[pos:start] + f'"{REDACTED}"')
@@ -192,7 +222,11 @@ def redact_raw_line(text: str) -> tuple[str, int]:
             continue
         value = _JSON_STRING.match(text, start) or _BARE_VALUE.match(text, start)
         end = value.end() if value else start
-        if value and _raw_key_is_secret(m.group(1)) and value.group(0) != f'"{REDACTED}"':
+        if (
+            value
+            and _raw_key_is_secret(m.group(1))
+            and not value.group(0).lstrip('"').startswith(REDACTED[:-1])
+        ):
             out.append(text[pos:start] + f'"{REDACTED}"')
             pairs += 1
         else:
@@ -215,7 +249,13 @@ def redact_value(value: Any) -> tuple[Any, int]:
             value["value"] = REDACTED
             total += 1
         for key, item in value.items():
-            if isinstance(key, str) and is_secret_key(key) and item is not None and item != REDACTED:
+            if (
+                isinstance(key, str)
+                and is_secret_key(key)
+                and item is not None
+                and item != REDACTED
+                and not _keeps_value(key, item)
+            ):
                 if isinstance(item, (dict, list)) and not item:
                     continue
                 value[key] = REDACTED

@@ -266,3 +266,105 @@ def test_structured_secrets_beyond_key_names():
     # a flag with no value does not pass the rule on to the next word
     argv, n = redact_value(["cmd", "--token", "--password", "LEAKJ1", "--with-token", "github.com"])
     assert argv == ["cmd", "--token", "--password", REDACTED, "--with-token", "github.com"] and n == 1
+
+
+_TRICKY = st.lists(
+    st.sampled_from(
+        [
+            "password",
+            "Pwd",
+            "token",
+            "api_key",
+            "Cookie",
+            "authorization",
+            "Bearer ",
+            "--token",
+            "-D",
+            "PGPASSWORD",
+            "://",
+            "u:",
+            "@",
+            "h/",
+            ":",
+            "=",
+            " ",
+            "\n",
+            "  ",
+            '"',
+            "'",
+            "\\",
+            '\\"',
+            "|",
+            ">",
+            ";",
+            ",",
+            "&",
+            "x",
+            "hunter2",
+            "[REDACTED]",
+            "-----BEGIN RSA PRIVATE KEY-----",
+            "-----END RSA PRIVATE KEY-----",
+            "{",
+            "[",
+            "]",
+            "-",
+        ]
+    ),
+    max_size=12,
+).map("".join)
+
+
+@settings(max_examples=3000, deadline=None)
+@given(_TRICKY)
+def test_redacting_twice_changes_nothing(text):
+    once, _ = redact_text(text)
+    assert redact_text(once) == (once, 0)
+    raw_once, _ = redact_raw_line(text)
+    assert redact_raw_line(raw_once) == (raw_once, 0)
+
+
+@pytest.mark.parametrize(
+    ("text", "secret"),
+    [
+        ("password=-Xk9LEAKM1", "LEAKM1"),  # a value starting with "-"
+        ("private_key: -----BEGIN RSA PRIVATE KEY-----\nLEAKM2\n-----END RSA PRIVATE KEY-----", "LEAKM2"),
+        ("-----BEGIN OPENSSH PRIVATE KEY-----\nb3Blbn LEAKM3", "LEAKM3"),  # cut off
+        ("PASSWORD='abc\nLEAKM4'", "LEAKM4"),  # across lines
+        ('password="LEAKM5', "LEAKM5"),  # never closed
+        ("password: |\n  LEAKM6\n  more\nnext: 1", "LEAKM6"),  # a YAML block
+        ("mvn deploy -Dgpg.passphrase=LEAKM7", "LEAKM7"),
+        ("Cookie: theme=dark; sessionid=LEAKM8", "LEAKM8"),
+        ("password: correct horse LEAKM9", "LEAKM9"),
+        ("AccountName=a;AccountKey=LEAKN1==;EndpointSuffix=x", "LEAKN1"),
+    ],
+)
+def test_harder_secret_shapes_are_redacted(text, secret):
+    assert secret not in redact_text(text)[0]
+
+
+@pytest.mark.parametrize(
+    ("text", "kept"),
+    [
+        ("https://x-access-token:LEAK@github.com/o/r.git", "@github.com/o/r.git"),
+        ("arn:aws:secretsmanager:us-east-1:1:secret:prod/db-AbCdEf", "secret:prod/db-AbCdEf"),
+        ("PWD=/home/ci/build", "/home/ci/build"),
+        ("Proxy-Authorization: Basic LEAK", "Basic"),
+    ],
+)
+def test_what_surrounds_a_secret_is_kept(text, kept):
+    redacted, count = redact_text(text)
+    assert kept in redacted and "LEAK" not in redacted and count <= 1
+
+
+def test_glued_and_dotted_keys_in_objects():
+    value, count = redact_value(
+        {
+            "env": {"PGPASSWORD": "a", "db.password": "b", "PWD": "/home/x"},
+            "vars": [{"name": "GITHUBTOKEN", "value": "c"}],
+        }
+    )
+    assert value == {
+        "env": {"PGPASSWORD": REDACTED, "db.password": REDACTED, "PWD": "/home/x"},
+        "vars": [{"name": "GITHUBTOKEN", "value": REDACTED}],
+    }
+    assert count == 3
