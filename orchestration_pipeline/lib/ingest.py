@@ -53,7 +53,7 @@ from orchestration_pipeline.lib.events import (
 )
 from orchestration_pipeline.lib.parse_worker import read_frame, write_frame
 from orchestration_pipeline.lib.project_files import runtime_sql
-from orchestration_pipeline.lib.redaction import lines_with_markers
+from orchestration_pipeline.lib.redaction import REDACTED, lines_with_markers
 from orchestration_pipeline.lib.telemetry import record_metric
 
 INGEST_TABLES = (
@@ -739,20 +739,23 @@ def copy_events(
     return conflicts
 
 
-# The held-back lines whose content differs from the stored event with their id and time:
-# which fields differ, where the stored version came from, and the line rebuilt as JSON.
-CONFLICTS_SQL = """
+# The held-back lines whose content differs from the stored event with their id and time: both
+# versions' fields, where the stored one came from, and the line rebuilt as JSON.
+_CONFLICT_FIELDS = (
+    "event_type",
+    "session_id",
+    "task_id",
+    "source",
+    "stage",
+    "severity",
+    "status",
+    "duration_ms",
+    "payload",
+)
+CONFLICTS_SQL = f"""
 SELECT r.event_id::text, r.source_file, r.source_line, e.source_file, e.source_line,
-       array_to_string(array_remove(ARRAY[
-           CASE WHEN r.event_type IS DISTINCT FROM e.event_type THEN 'event_type' END,
-           CASE WHEN r.session_id IS DISTINCT FROM e.session_id THEN 'session_id' END,
-           CASE WHEN r.task_id IS DISTINCT FROM e.task_id THEN 'task_id' END,
-           CASE WHEN r.source IS DISTINCT FROM e.source THEN 'source' END,
-           CASE WHEN r.stage IS DISTINCT FROM e.stage THEN 'stage' END,
-           CASE WHEN r.severity IS DISTINCT FROM e.severity THEN 'severity' END,
-           CASE WHEN r.status IS DISTINCT FROM e.status THEN 'status' END,
-           CASE WHEN r.duration_ms IS DISTINCT FROM e.duration_ms THEN 'duration_ms' END,
-           CASE WHEN r.payload IS DISTINCT FROM e.payload THEN 'payload' END], NULL), ', '),
+       jsonb_build_array({", ".join(f"r.{f}" for f in _CONFLICT_FIELDS)}),
+       jsonb_build_array({", ".join(f"e.{f}" for f in _CONFLICT_FIELDS)}),
        jsonb_build_object(
            'event_id', r.event_id, 'event_type', r.event_type,
            'occurred_at', to_char(r.occurred_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'),
@@ -761,19 +764,45 @@ SELECT r.event_id::text, r.source_file, r.source_line, e.source_file, e.source_l
            'payload', r.payload)::text
 FROM ingest_repeats r
 JOIN events e ON e.event_id = r.event_id AND e.occurred_at = r.occurred_at
-WHERE (r.event_type, r.session_id, r.task_id, r.source, r.stage, r.severity, r.status, r.duration_ms, r.payload)
-      IS DISTINCT FROM
-      (e.event_type, e.session_id, e.task_id, e.source, e.stage, e.severity, e.status, e.duration_ms, e.payload)
+WHERE ({", ".join(f"r.{f}" for f in _CONFLICT_FIELDS)})
+      IS DISTINCT FROM ({", ".join(f"e.{f}" for f in _CONFLICT_FIELDS)})
 ORDER BY r.source_line
 """
 
 
+def same_but_for_redaction(new: Any, stored: Any) -> bool:
+    """Equal, or different only where one side holds a redaction: the same line parsed by another
+    version of the redaction rules, or by the quarantine path, is not a second version of it."""
+    if new == stored:
+        return True
+    if isinstance(new, str) and isinstance(stored, str):
+        return REDACTED in new or REDACTED in stored
+    if isinstance(new, str) and new == REDACTED or isinstance(stored, str) and stored == REDACTED:
+        return True  # a whole object or list redacted on one side
+    if isinstance(new, dict) and isinstance(stored, dict):
+        return new.keys() == stored.keys() and all(same_but_for_redaction(new[k], stored[k]) for k in new)
+    if isinstance(new, list) and isinstance(stored, list):
+        return len(new) == len(stored) and all(map(same_but_for_redaction, new, stored))
+    return False
+
+
 def _conflicts(cur: psycopg.Cursor, held: list[tuple]) -> list[tuple]:
+    """(event_id, file, line, stored file, stored line, differing fields, rebuilt JSON) of each
+    held-back line that is a second version of its stored event."""
     with cur.copy(f"COPY ingest_repeats ({_EVENT_COLUMNS}) FROM STDIN") as copy:
         copy.write(b"".join(item[2] for item in held))
     rows = cur.execute(CONFLICTS_SQL).fetchall()
     cur.execute("TRUNCATE ingest_repeats")
-    return rows
+    conflicts = []
+    for event_id, file, line, stored_file, stored_line, new, stored, rebuilt in rows:
+        differing = [
+            f
+            for f, a, b in zip(_CONFLICT_FIELDS, new, stored, strict=True)
+            if not same_but_for_redaction(a, b)
+        ]
+        if differing:
+            conflicts.append((event_id, file, line, stored_file, stored_line, ", ".join(differing), rebuilt))
+    return conflicts
 
 
 def conflict_detail(row: tuple) -> str:
@@ -831,6 +860,8 @@ def write_batch(
 
     Conflicting second versions of stored events are quarantined (``conflicting_duplicate``) and
     returned; with ``quarantine_conflicts=False`` (a replay) they are only returned and not counted.
+    Such a quarantine row holds the event as parsed and redacted, rebuilt as JSON (its raw_sha256
+    is of that text), and byte_offset 0: the writer no longer has the line's bytes or offset.
     """
     conflicts: list[tuple] = []
     if batch.plain:

@@ -299,3 +299,20 @@ def test_offsets_postgres_refuses_are_stored_as_the_same_instant(orch_conn, tmp_
     assert sorted(stored) == sorted(at.values())
     assert count(orch_conn, "SELECT count(*) FROM artifacts WHERE occurred_at = %s", at["+16:00"]) == 1
     assert count(orch_conn, "SELECT count(*) FROM metrics WHERE name = 'm'") == 2
+
+
+def test_a_resend_that_differs_only_where_redaction_differed_is_a_duplicate(orch_conn, tmp_path):
+    """The stored version was redacted by other rules (an older release, or the quarantine path):
+    the re-sent line is the same event, not a second version."""
+    event = make_event("decision", payload={"rationale": "ran: export PGPASSWORD=hunter2; psql"})
+    ingest(orch_conn, write_jsonl(tmp_path / "a.jsonl", [event]))
+    # as an older release stored it: the secret inside the text not yet redacted
+    with orch_conn.transaction():
+        orch_conn.execute("ALTER TABLE events DISABLE TRIGGER USER")
+        orch_conn.execute(
+            "UPDATE events SET payload = %s::jsonb WHERE event_id = %s",
+            (json.dumps({"rationale": "ran: export PGPASSWORD=hunter2; psql"}), event["event_id"]),
+        )
+        orch_conn.execute("ALTER TABLE events ENABLE TRIGGER USER")
+    summary = ingest(orch_conn, write_jsonl(tmp_path / "b.jsonl", [event, make_event()]))
+    assert (summary["accepted"], summary["duplicates"], summary["quarantined"]) == (1, 1, 0)
