@@ -35,8 +35,8 @@ _BEARER = re.compile(r"(?i)\b(bearer)\s+[A-Za-z0-9\-._~+/]{8,}=*")
 # The password runs to the last "@" of the authority, so one containing "@" (or "?", "#", "/") is
 # redacted whole; "host:8080/path@x" (a port, then a path) is not a password.
 _URL_PASSWORD = re.compile(
-    r"(\b[A-Za-z][A-Za-z0-9+.\-]{0,31}://[^:/\s@\"']{0,256}:)(?!\[REDACTED\])(?!\d{1,5}/)"
-    r"([^\s\"'/]{1,512}|[^\s\"'?#]{1,512})(@)(?=[^@\s\"'/?#]{0,256}(?:[/\s\"'?#]|$))"
+    r"(\b[A-Za-z][A-Za-z0-9+.\-]{0,31}://(?!\[)[^:/\s@\"']{0,256}:)(?!\[REDACTED\])(?!\d{1,5}(?:[/?#]|$))"
+    r"([^\s\"'/]{1,512}|[^\s\"'?#]{1,512})(@)(?!sha\d{1,3}:)(?=[^@\s\"'/?#]{0,256}(?:[/\s\"'?#]|$))"
 )
 # A value after "key=" or "key: ": quoted (to the matching quote, JSON-escaped quotes too, across
 # lines; an unclosed quote runs to the end of the line), a YAML block (| or > then indented lines),
@@ -55,8 +55,13 @@ _FLAG_VALUE = re.compile(rf"{_QUOTED}|(?!-)(?:[^\s;&\"',}}\\]|\\(?![nrt\"\\]))" 
 # matched after it only for a key that names a secret, so the scan goes on inside other values
 # ("reason: password=…") and stays linear.
 _KV_SECRET = re.compile(
-    r"(?:(?<=-D)|(?<![\w.:-]))(?P<key>[A-Za-z_][\w.-]{0,127})(?:\\?[\"'])?[ \t]{0,32}(?P<sep>[:=])[ \t]{0,32}"
+    r"(?:(?<=-D)|(?<=\s-)|(?<=\A-)|(?<=:)|(?<![\w.:-]))(?P<key>[A-Za-z_][\w.-]{0,127})"
+    r"(?:\\?[\"'])?[ \t]{0,32}(?P<sep>=>|[:=])[ \t]{0,32}"
 )
+# A string prefix before a quoted value (b'…', u'…', f"…"), kept as it is.
+_STRING_PREFIX = re.compile(r"[bBuUrRfF]{1,2}(?=[\"'])")
+# Bare values that are never secrets: flags and empties (automountServiceAccountToken: false).
+_PLAIN_WORD = re.compile(r"(?i)(?:true|false|null|none|yes|no)(?![\w.-])")
 _FLAG_SECRET = re.compile(r"(?<![\w-])--(?P<key>[A-Za-z][\w-]{0,63})(?:=|\s+)")
 # Flags that never take a value although they name a secret (--no-password, --with-token).
 _VALUELESS_FLAG = re.compile(r"(?i)^(?:no|with|without|ask|prompt|show|skip)[_-]")
@@ -65,7 +70,7 @@ _GLUED_SECRET = re.compile(
     r"(?i)(?:password|passwd|passphrase|secret|token|apikey|accesskey|accountkey|privatekey)$"
 )
 _AUTH_HEADER = re.compile(
-    r"(?i)(\bauthorization\b(?:\\?[\"'])?\s{0,8}[:=]\s{0,8}\\?[\"']?"
+    r"(?i)((?<![A-Za-z])authorization\b(?:\\?[\"'])?\s{0,8}[:=]\s{0,8}\\?[\"']?"
     r"(?:(?:basic|bearer|token|digest|negotiate)\s+)?+)(?!\[REDACTED\])([^\s;&\"',}\\]{1,2048})"
 )
 # A PEM private key, armour and all (to the end of the text when it was cut off).
@@ -73,12 +78,13 @@ _PEM_PRIVATE_KEY = re.compile(
     r"-----BEGIN [A-Z0-9 ]{0,40}PRIVATE KEY-----(?:(?!-----END)[\s\S]){0,65536}(?:-----END [A-Z0-9 ]{0,40}PRIVATE KEY-----)?"
 )
 _REST_OF_LINE = re.compile(r"[^\n]{1,2048}")
+_FIRST_WORD = re.compile(r"[^\s]{0,512}")
 _PAIR_NAMES = ("name", "key", "header")  # {"name": "Authorization", "value": "…"}
 # For raw text that is not valid JSON: a quoted key (any characters, escapes included) and its colon,
 # then the value: a string (perhaps cut off), or a bare token.
 _JSON_KEY = re.compile(r'"((?:[^"\\]|\\.){1,128})"\s{0,8}:\s{0,8}')
 _JSON_STRING = re.compile(r'"(?:[^"\\]|\\.)*"?')
-_BARE_VALUE = re.compile(r"[^,}\]\s]{1,512}")
+_BARE_VALUE = re.compile(r"[^,}\]\s\"]{1,512}")
 _STRUCTURE = re.compile(r'["{}\[\]]')
 # A cheap pre-filter: lines without any of these substrings cannot hold a secret we redact.
 # (pass, pwd, secret, token, key, auth, bearer, credential, cookie, ://)
@@ -144,19 +150,32 @@ def redact_text(text: str) -> tuple[str, int]:
                 value_pattern = _REST_OF_LINE  # every cookie of the header
             else:
                 value_pattern = _VALUE_AFTER_COLON if match["sep"] == ":" else _VALUE_AFTER_EQUALS
+            start = match.end()
+            if (prefix := _STRING_PREFIX.match(value, start)) is not None:
+                start = prefix.end()
             if (
                 (low.endswith("authorization") and not flag)  # _AUTH_HEADER's, scheme and all
                 or (flag and _VALUELESS_FLAG.match(key))
+                or (
+                    not flag and value[match.start() - 1 : match.start()] == ":" and match["sep"] == ":"
+                )  # arn:…:secret:x
+                or low == "publickeytoken"  # a .NET assembly's public key hash
                 or not is_secret_key(key)
-                or (secret := value_pattern.match(value, match.end())) is None
-                or _keeps_value(key, secret[0])
-                or (replacement := _redacted_value(secret[0])) is None
+                or _PLAIN_WORD.match(value, start)
+                or _keeps_value(key, value[start : start + 1])  # PWD=/path: decided by its first character
+                or (secret := value_pattern.match(value, start)) is None
             ):
                 out.append(value[pos : match.end()])
                 pos = match.end()
                 continue
+            if (replacement := _redacted_value(secret[0])) is None:
+                # already redacted: step over its first word, not into it
+                kept = _FIRST_WORD.match(value, start)
+                out.append(value[pos : kept.end()])
+                pos = kept.end()
+                continue
             count += 1
-            out.append(value[pos : match.end()] + replacement)
+            out.append(value[pos:start] + replacement)
             pos = secret.end()
         out.append(value[pos:])
         return "".join(out)
@@ -234,25 +253,63 @@ def redact_raw_line(text: str) -> tuple[str, int]:
         pos = end
     out.append(text[pos:])
     text, n_text = redact_text("".join(out))
-    return text, pairs + n_text
+    text, n_pairs = _redact_raw_pairs(text)
+    return text, pairs + n_text + n_pairs
+
+
+# What redact_value does for {"name": "DB_PASSWORD", "value": …} and ["--password", …], on raw text.
+_RAW_PAIR = re.compile(
+    r'"(?i:name|key|header)"\s{0,8}:\s{0,8}"(?P<name>(?:[^"\\]|\\.){1,128})"\s{0,8},\s{0,8}'
+    r'"(?i:value)"\s{0,8}:\s{0,8}(?P<value>"(?:[^"\\]|\\.){0,4096}"?)'
+)
+_RAW_FLAG = re.compile(
+    r'"(?P<name>--[A-Za-z][\w-]{0,63})"\s{0,8},\s{0,8}(?P<value>"(?:[^"\\]|\\.){0,4096}"?)'
+)
+
+
+def _redact_raw_pairs(text: str) -> tuple[str, int]:
+    if '"' not in text:
+        return text, 0
+    count = 0
+
+    def pair(match: re.Match[str], *, flag: bool) -> str:
+        nonlocal count
+        name, value = match["name"], match["value"].strip('"')
+        secret = _is_secret_flag(name) and not (value.startswith("-") and not value.startswith("-----BEGIN"))
+        if not (secret if flag else is_secret_key(name)) or not value or value.startswith(REDACTED):
+            return match[0]
+        count += 1
+        return match[0][: match.start("value") - match.start()] + f'"{REDACTED}"'
+
+    text = _RAW_PAIR.sub(lambda m: pair(m, flag=False), text)
+    text = _RAW_FLAG.sub(lambda m: pair(m, flag=True), text)
+    return text, count
 
 
 def redact_value(value: Any) -> tuple[Any, int]:
     """Redact a decoded JSON value in place where possible; returns (value, redactions)."""
     if isinstance(value, dict):
         total = 0
+        lowered = {k.lower(): k for k in value if isinstance(k, str)}
+        value_key = lowered.get("value")
         if (
-            isinstance(value.get("value"), str)
-            and value["value"] != REDACTED
-            and any(isinstance(value.get(n), str) and is_secret_key(value[n]) for n in _PAIR_NAMES)
+            value_key is not None
+            and isinstance(value[value_key], str)
+            and value[value_key] != REDACTED
+            and any(
+                isinstance(value.get(lowered.get(n)), str) and is_secret_key(value[lowered[n]])
+                for n in _PAIR_NAMES
+                if n in lowered
+            )
         ):
-            value["value"] = REDACTED
+            value[value_key] = REDACTED
             total += 1
         for key, item in value.items():
             if (
                 isinstance(key, str)
                 and is_secret_key(key)
                 and item is not None
+                and not isinstance(item, bool)  # hasPassword: true is not a secret
                 and item != REDACTED
                 and not _keeps_value(key, item)
             ):
@@ -268,11 +325,26 @@ def redact_value(value: Any) -> tuple[Any, int]:
         return value, total
     if isinstance(value, list):
         total = 0
+        if (  # a header tuple: ["Authorization", "Basic …"]
+            len(value) == 2
+            and isinstance(value[0], str)
+            and isinstance(value[1], str)
+            and value[1] != REDACTED
+            and not value[0].startswith("-")
+            and is_secret_key(value[0])
+        ):
+            value[1] = REDACTED
+            return value, 1
         previous = None  # the element before, as it was (not as redacted)
         for i, item in enumerate(value):
             follows_flag = isinstance(previous, str) and _is_secret_flag(previous)
             previous = item
-            if follows_flag and isinstance(item, str) and item != REDACTED and not item.startswith("-"):
+            if (
+                follows_flag
+                and isinstance(item, str)
+                and not item.startswith(REDACTED)
+                and (not item.startswith("-") or item.startswith("-----BEGIN"))
+            ):
                 value[i] = REDACTED  # ["mysql", "--password", "…"]
                 total += 1
                 continue

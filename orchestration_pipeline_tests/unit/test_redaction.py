@@ -368,3 +368,56 @@ def test_glued_and_dotted_keys_in_objects():
         "vars": [{"name": "GITHUBTOKEN", "value": REDACTED}],
     }
     assert count == 3
+
+
+@pytest.mark.parametrize(
+    ("text", "secret"),
+    [
+        ("//registry.npmjs.org/:_authToken=LEAKP1", "LEAKP1"),  # .npmrc
+        ('$env:GITHUB_TOKEN = "LEAKP2"', "LEAKP2"),  # PowerShell
+        ("./server -db-password=LEAKP3 -port=8080", "LEAKP3"),  # a single-dash flag
+        ("HTTP_AUTHORIZATION=Basic LEAKP4", "LEAKP4"),
+        ("password => 'LEAKP5'", "LEAKP5"),
+        ("token=b'LEAKP6'", "LEAKP6"),  # a string prefix before the quote
+    ],
+)
+def test_secret_keys_in_more_syntaxes(text, secret):
+    assert secret not in redact_text(text)[0]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "docker://alpine:3.19@sha256:0123abc",
+        "http://localhost:3000?email=bob@example.com",
+        "http://[::1]:8080/x@y",
+        "automountServiceAccountToken: false",
+        "requirePassword=true",
+        "System.Runtime, Version=4.0.0.0, Culture=neutral, PublicKeyToken=b03f5f7f11d50a3a",
+    ],
+)
+def test_more_ordinary_text_is_left_alone(text):
+    assert redact_text(text) == (text, 0)
+
+
+def test_raw_lines_get_the_pair_and_argv_rules_too():
+    for raw in (
+        '{"env":[{"name":"DB_PASSWORD","value":"LEAKQ1"}], cut',
+        '{"argv":["psql","--password","LEAKQ2"], cut',
+    ):
+        redacted, count = redact_raw_line(raw)
+        assert "LEAKQ" not in redacted and count == 1
+        assert redact_raw_line(redacted) == (redacted, 0)
+
+
+def test_more_pair_shapes_and_booleans_in_objects():
+    value, count = redact_value(
+        {
+            "aws": {"Name": "Authorization", "Value": "LEAKR1"},
+            "headers": [["Authorization", "Basic LEAKR2"], ["Accept", "json"]],
+            "spec": {"automountServiceAccountToken": False, "hasPassword": True},
+        }
+    )
+    assert "LEAKR" not in json.dumps(value) and count == 2
+    assert value["headers"][1] == ["Accept", "json"]
+    assert value["spec"] == {"automountServiceAccountToken": False, "hasPassword": True}
