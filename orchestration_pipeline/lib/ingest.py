@@ -191,6 +191,7 @@ class FileResult:
     skipped: bool = False  # already in the ledger (re-dropped or renamed)
     parse_ms: int = 0
     quarantine_by_type: Counter = field(default_factory=Counter)
+    superseded: list[int] = field(default_factory=list)  # quarantine ids of partial lines now read in full
 
 
 @dataclass
@@ -218,6 +219,8 @@ class IngestSummary:
             "skipped_files": self.skipped_files,
             **asdict(self.counts),
             "quarantine_by_type": dict(sorted(self.quarantine_by_type.items())),
+            # quarantined partial last lines of files that were still being written, now read in full
+            "superseded_quarantine": sum(len(r.superseded) for r in self.file_results),
             "balanced": self.counts.balanced,
             "elapsed_s": round(elapsed, 3),
             "lines_per_s": round(self.counts.lines / elapsed) if elapsed > 0 else None,
@@ -889,6 +892,50 @@ def write_batch(
     return conflicts
 
 
+# Pending quarantine rows from earlier versions of this path whose line was the file's unterminated
+# last line (it ran to the end of that version), with that version's size.
+_PARTIAL_LINES_SQL = """
+SELECT q.quarantine_id, q.source_line, q.byte_offset, f.size_bytes - q.byte_offset, q.raw_sha256
+FROM quarantine q
+JOIN ingest_files f ON f.file_sha256 = q.file_sha256
+WHERE q.source_file = %(path)s AND q.replayed_at IS NULL AND NOT q.raw_truncated
+  AND q.file_sha256 <> %(sha)s AND f.size_bytes > q.byte_offset
+"""
+
+
+def supersede_partial_lines(cur: psycopg.Cursor, path: Path, source_file: str, sha256: str) -> list[int]:
+    """Resolve the quarantined partial last line of an earlier version of this file.
+
+    A producer still writing a file when it was ingested leaves its last line cut off; that line
+    was quarantined. When the grown file is ingested, the same bytes start the line at the same
+    offset, and this ingestion has just processed that line in full (accepted, a duplicate, or
+    quarantined afresh). The old row is then marked as resolved (``replayed_at``, with the reason
+    in ``last_replay_detail``) instead of staying pending forever. Returns the resolved ids.
+    """
+    rows = cur.execute(_PARTIAL_LINES_SQL, {"path": source_file, "sha": sha256}).fetchall()
+    resolved = []
+    if rows:
+        with open(path, "rb") as handle:
+            for quarantine_id, line, offset, length, raw_sha256 in rows:
+                handle.seek(offset)
+                head = handle.read(length + 1)
+                # the same bytes, and the line goes on in this version (it was cut, not complete)
+                if len(head) == length + 1 and head[-1:] not in (b"\n", b"\r"):
+                    if hashlib.sha256(head[:length]).hexdigest() == raw_sha256:
+                        resolved.append((quarantine_id, line))
+    for quarantine_id, line in resolved:
+        cur.execute(
+            """UPDATE quarantine SET replayed_at = now(), last_replay_detail = %s
+               WHERE quarantine_id = %s""",
+            (
+                f"superseded: {source_file} grew after this partial last line was read; line {line} "
+                f"was ingested in full from the longer file (sha256 {sha256[:12]}…)",
+                quarantine_id,
+            ),
+        )
+    return [quarantine_id for quarantine_id, _ in resolved]
+
+
 def stage_sql() -> str:
     """DDL of the session temp table that error events are staged in."""
     return runtime_sql("ingest_stage.sql")
@@ -1059,6 +1106,7 @@ class Ingestor:
                 self._report(file=result.path, lines=counts.lines)
         result.counts = counts
         result.parse_ms = int((time.perf_counter() - started) * 1000)
+        result.superseded = supersede_partial_lines(cur, path, result.path, result.sha256)
         if not counts.balanced:  # a bug, never bad input: refuse to commit an unbalanced file
             raise RuntimeError(f"line accounting does not balance for {path}: {counts}")
         self.conn.execute(

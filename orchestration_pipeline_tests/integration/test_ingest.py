@@ -316,3 +316,32 @@ def test_a_resend_that_differs_only_where_redaction_differed_is_a_duplicate(orch
         orch_conn.execute("ALTER TABLE events ENABLE TRIGGER USER")
     summary = ingest(orch_conn, write_jsonl(tmp_path / "b.jsonl", [event, make_event()]))
     assert (summary["accepted"], summary["duplicates"], summary["quarantined"]) == (1, 1, 0)
+
+
+def test_a_partial_last_line_read_in_full_later_leaves_no_stale_quarantine_row(orch_conn, tmp_path):
+    """A producer was still writing: its cut-off last line was quarantined. When the grown file is
+    ingested, that row is resolved, not left pending for a replay that can never succeed."""
+    done, growing = make_event(), make_event(task_id="T-grow")
+    path = tmp_path / "live.jsonl"
+    whole = json.dumps(growing)
+    path.write_text(json.dumps(done) + "\n" + whole[:25])
+    first = ingest(orch_conn, path)
+    assert (first["accepted"], first["quarantine_by_type"]) == (1, {"malformed_json": 1})
+    path.write_text(json.dumps(done) + "\n" + whole + "\n" + json.dumps(make_event()) + "\n")
+    second = ingest(orch_conn, path)
+    assert (second["accepted"], second["duplicates"], second["superseded_quarantine"]) == (2, 1, 1)
+    assert list_quarantine(orch_conn) == []  # nothing pending
+    row = orch_conn.execute("SELECT replayed_at IS NOT NULL, last_replay_detail FROM quarantine").fetchone()
+    assert row[0] and "superseded" in row[1] and "line 2" in row[1]
+    assert count(orch_conn, "SELECT count(*) FROM events WHERE task_id = 'T-grow'") == 1
+
+
+def test_a_quarantined_line_that_was_complete_is_not_superseded(orch_conn, tmp_path):
+    path = tmp_path / "f.jsonl"
+    path.write_text('{"broken": \n')
+    ingest(orch_conn, path)
+    path.write_text('{"broken": \n' + json.dumps(make_event()) + "\n")
+    assert ingest(orch_conn, path)["superseded_quarantine"] == 0
+    # a bad line that had ended: the first row stays pending (the new version quarantined it too)
+    pending = sorted(r["quarantine_id"] for r in list_quarantine(orch_conn))
+    assert pending == [1, 2]
