@@ -35,7 +35,7 @@ _BEARER = re.compile(r"(?i)\b(bearer)\s+[A-Za-z0-9\-._~+/]{8,}=*")
 # The password runs to the last "@" of the authority, so one containing "@" (or "?", "#", "/") is
 # redacted whole; "host:8080/path@x" (a port, then a path) is not a password.
 _URL_PASSWORD = re.compile(
-    r"(\b[A-Za-z][A-Za-z0-9+.\-]{0,31}://(?!\[)[^:/\s@\"']{0,256}:)(?!\[REDACTED\])(?!\d{1,5}(?:[/?#]|$))"
+    r"(\b[A-Za-z][A-Za-z0-9+.\-]{0,31}://(?!\[)[^:/\s@\"']{0,256}:)(?!\[REDACTED\])(?!\d{1,5}(?:/|$|[?#][^@\s]{0,256}=))"
     r"([^\s\"'/]{1,512}|[^\s\"'?#]{1,512})(@)(?!sha\d{1,3}:)(?=[^@\s\"'/?#]{0,256}(?:[/\s\"'?#]|$))"
 )
 # A value after "key=" or "key: ": quoted (to the matching quote, JSON-escaped quotes too, across
@@ -55,13 +55,14 @@ _FLAG_VALUE = re.compile(rf"{_QUOTED}|(?!-)(?:[^\s;&\"',}}\\]|\\(?![nrt\"\\]))" 
 # matched after it only for a key that names a secret, so the scan goes on inside other values
 # ("reason: password=…") and stays linear.
 _KV_SECRET = re.compile(
-    r"(?:(?<=-D)|(?<=\s-)|(?<=\A-)|(?<=:)|(?<![\w.:-]))(?P<key>[A-Za-z_][\w.-]{0,127})"
+    r"(?:(?<=-D)|(?<=\s-)(?!D[A-Za-z_])|(?<=\A-)(?!D[A-Za-z_])|(?<=:)|(?<![\w.:-]))(?P<key>[A-Za-z_][\w.-]{0,127})"
     r"(?:\\?[\"'])?[ \t]{0,32}(?P<sep>=>|[:=])[ \t]{0,32}"
 )
 # A string prefix before a quoted value (b'…', u'…', f"…"), kept as it is.
 _STRING_PREFIX = re.compile(r"[bBuUrRfF]{1,2}(?=[\"'])")
+_PREFIX_ONLY = re.compile(r"[bBuUrRfF]{1,2}")
 # Bare values that are never secrets: flags and empties (automountServiceAccountToken: false).
-_PLAIN_WORD = re.compile(r"(?i)(?:true|false|null|none|yes|no)(?![\w.-])")
+_PLAIN_WORD = re.compile(r"(?i)(?:true|false|null|none|yes|no)(?=[\s;&,}\]\"']|$)")
 _FLAG_SECRET = re.compile(r"(?<![\w-])--(?P<key>[A-Za-z][\w-]{0,63})(?:=|\s+)")
 # Flags that never take a value although they name a secret (--no-password, --with-token).
 _VALUELESS_FLAG = re.compile(r"(?i)^(?:no|with|without|ask|prompt|show|skip)[_-]")
@@ -71,15 +72,19 @@ _GLUED_SECRET = re.compile(
 )
 _AUTH_HEADER = re.compile(
     r"(?i)((?<![A-Za-z])authorization\b(?:\\?[\"'])?\s{0,8}[:=]\s{0,8}\\?[\"']?"
-    r"(?:(?:basic|bearer|token|digest|negotiate)\s+)?+)(?!\[REDACTED\])([^\s;&\"',}\\]{1,2048})"
+    r"(?:(?:basic|bearer|token|digest|negotiate)\s+)?+)(?!\[REDACTED\])"
+    r"(?!(?:true|false|null|none|yes|no|enabled|disabled)(?=[\s;&,}\]\"']|$))([^\s;&\"',}\\]{1,2048})"
 )
 # A PEM private key, armour and all (to the end of the text when it was cut off).
 _PEM_PRIVATE_KEY = re.compile(
     r"-----BEGIN [A-Z0-9 ]{0,40}PRIVATE KEY-----(?:(?!-----END)[\s\S]){0,65536}(?:-----END [A-Z0-9 ]{0,40}PRIVATE KEY-----)?"
 )
 _REST_OF_LINE = re.compile(r"[^\n]{1,2048}")
-_FIRST_WORD = re.compile(r"[^\s]{0,512}")
-_PAIR_NAMES = ("name", "key", "header")  # {"name": "Authorization", "value": "…"}
+_PAIR_NAMES = ("name", "key", "header")
+# A header name as written in a [name, value] tuple: Authorization, Cookie, or dashed (X-Api-Key).
+_HEADER_NAME = re.compile(
+    r"(?i)(?:(?:proxy-)?authorization|cookie|set-cookie|[A-Za-z0-9]+(?:-[A-Za-z0-9]+)+)$"
+)  # {"name": "Authorization", "value": "…"}
 # For raw text that is not valid JSON: a quoted key (any characters, escapes included) and its colon,
 # then the value: a string (perhaps cut off), or a bare token.
 _JSON_KEY = re.compile(r'"((?:[^"\\]|\\.){1,128})"\s{0,8}:\s{0,8}')
@@ -118,6 +123,18 @@ def _redacted_value(value: str) -> str | None:
     if value[0] in "|>" and "\n" in value:  # a YAML block, lines and all
         return REDACTED + ("\n" if value.endswith("\n") else "")
     return None if value.startswith(REDACTED) else REDACTED
+
+
+def _kept_length(value: str) -> int:
+    """How much of a value with nothing to redact (empty, or already redacted) to step over."""
+    for quote in ('\\"', '"', "'"):
+        if value.startswith(quote):
+            closed = len(value) >= 2 * len(quote) and value.endswith(quote)
+            inner = value[len(quote) : -len(quote)] if closed else value[len(quote) :]
+            if closed and inner.strip() in ("", REDACTED):
+                return len(value)
+            return len(quote) + (len(REDACTED) if inner.startswith(REDACTED) else 0)
+    return len(REDACTED) if value.startswith(REDACTED) else 0
 
 
 def _is_secret_flag(text: str) -> bool:
@@ -169,10 +186,10 @@ def redact_text(text: str) -> tuple[str, int]:
                 pos = match.end()
                 continue
             if (replacement := _redacted_value(secret[0])) is None:
-                # already redacted: step over its first word, not into it
-                kept = _FIRST_WORD.match(value, start)
-                out.append(value[pos : kept.end()])
-                pos = kept.end()
+                # empty or already redacted: step over just that, then scan on
+                step = start + _kept_length(secret[0])
+                out.append(value[pos:step])
+                pos = max(step, match.end())
                 continue
             count += 1
             out.append(value[pos:start] + replacement)
@@ -241,6 +258,8 @@ def redact_raw_line(text: str) -> tuple[str, int]:
             continue
         value = _JSON_STRING.match(text, start) or _BARE_VALUE.match(text, start)
         end = value.end() if value else start
+        if value and end < len(text) and text[end] == '"' and _PREFIX_ONLY.fullmatch(value.group(0)):
+            end = _JSON_STRING.match(text, end).end()  # b"…": the prefix and its string
         if (
             value
             and _raw_key_is_secret(m.group(1))
@@ -260,11 +279,9 @@ def redact_raw_line(text: str) -> tuple[str, int]:
 # What redact_value does for {"name": "DB_PASSWORD", "value": …} and ["--password", …], on raw text.
 _RAW_PAIR = re.compile(
     r'"(?i:name|key|header)"\s{0,8}:\s{0,8}"(?P<name>(?:[^"\\]|\\.){1,128})"\s{0,8},\s{0,8}'
-    r'"(?i:value)"\s{0,8}:\s{0,8}(?P<value>"(?:[^"\\]|\\.){0,4096}"?)'
+    r'"(?i:value)"\s{0,8}:\s{0,8}(?P<value>"(?:[^"\\]|\\.)*"?)'
 )
-_RAW_FLAG = re.compile(
-    r'"(?P<name>--[A-Za-z][\w-]{0,63})"\s{0,8},\s{0,8}(?P<value>"(?:[^"\\]|\\.){0,4096}"?)'
-)
+_RAW_FLAG = re.compile(r'"(?P<name>--[A-Za-z][\w-]{0,63})"\s{0,8},\s{0,8}(?P<value>"(?:[^"\\]|\\.)*"?)')
 
 
 def _redact_raw_pairs(text: str) -> tuple[str, int]:
@@ -290,20 +307,14 @@ def redact_value(value: Any) -> tuple[Any, int]:
     """Redact a decoded JSON value in place where possible; returns (value, redactions)."""
     if isinstance(value, dict):
         total = 0
-        lowered = {k.lower(): k for k in value if isinstance(k, str)}
-        value_key = lowered.get("value")
-        if (
-            value_key is not None
-            and isinstance(value[value_key], str)
-            and value[value_key] != REDACTED
-            and any(
-                isinstance(value.get(lowered.get(n)), str) and is_secret_key(value[lowered[n]])
-                for n in _PAIR_NAMES
-                if n in lowered
-            )
-        ):
-            value[value_key] = REDACTED
-            total += 1
+        if any(
+            isinstance(k, str) and k.lower() in _PAIR_NAMES and isinstance(v, str) and is_secret_key(v)
+            for k, v in value.items()
+        ):  # {"name": "Authorization", "value": …}, any capitalisation
+            for k, v in value.items():
+                if isinstance(k, str) and k.lower() == "value" and isinstance(v, str) and v != REDACTED:
+                    value[k] = REDACTED
+                    total += 1
         for key, item in value.items():
             if (
                 isinstance(key, str)
@@ -325,20 +336,22 @@ def redact_value(value: Any) -> tuple[Any, int]:
         return value, total
     if isinstance(value, list):
         total = 0
-        if (  # a header tuple: ["Authorization", "Basic …"]
+        if (  # a header tuple: ["Authorization", "Basic …"], ["X-Api-Key", "…"]
             len(value) == 2
             and isinstance(value[0], str)
             and isinstance(value[1], str)
             and value[1] != REDACTED
-            and not value[0].startswith("-")
+            and _HEADER_NAME.match(value[0])
             and is_secret_key(value[0])
         ):
             value[1] = REDACTED
-            return value, 1
+            total += 1
         previous = None  # the element before, as it was (not as redacted)
         for i, item in enumerate(value):
             follows_flag = isinstance(previous, str) and _is_secret_flag(previous)
             previous = item
+            if item is REDACTED:  # the header tuple's value, just redacted
+                continue
             if (
                 follows_flag
                 and isinstance(item, str)

@@ -421,3 +421,29 @@ def test_more_pair_shapes_and_booleans_in_objects():
     assert "LEAKR" not in json.dumps(value) and count == 2
     assert value["headers"][1] == ["Accept", "json"]
     assert value["spec"] == {"automountServiceAccountToken": False, "hasPassword": True}
+
+
+@pytest.mark.parametrize(
+    ("text", "secret"),
+    [
+        ('{"password":"","api_key":"LEAKS1"}', "LEAKS1"),  # after an empty value
+        ('{"token":"[REDACTED]","refresh_token":"LEAKS2"}', "LEAKS2"),  # after a redacted one
+        ("git clone https://x-access-token:ghp_A@github.com/o/r.git?x=1&token=LEAKS3", "LEAKS3"),
+        ("java -Dapi_key=LEAKS4 -jar app.jar", "LEAKS4"),
+        ("password=True!LEAKS5", "LEAKS5"),  # starts like a plain word, is not one
+        ("redis://default:123#LEAKS6@redis:6379/0", "LEAKS6"),  # digits, then '#': not a port
+    ],
+)
+def test_what_follows_a_kept_value_is_still_examined(text, secret):
+    assert secret not in redact_text(text)[0]
+
+
+def test_two_word_lists_are_not_header_tuples_unless_they_name_a_header():
+    value, count = redact_value({"required": ["password", "email"], "h": [["X-Api-Key", "LEAKT1"]]})
+    assert value == {"required": ["password", "email"], "h": [["X-Api-Key", REDACTED]]} and count == 1
+
+
+def test_long_and_prefixed_values_on_raw_lines():
+    raw = '{"env":[{"name":"DB_PASSWORD","value":"' + "A" * 5000 + 'LEAKU1"}] cut'
+    assert "LEAKU1" not in redact_raw_line(raw)[0]
+    assert "LEAKU2" not in redact_raw_line('{"token": b"LEAKU2"')[0]
