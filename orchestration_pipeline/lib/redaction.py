@@ -48,9 +48,9 @@ _QUOTED = (
     r"|[\"'][^\n]{0,512}"
     r"|[|>][-+]?[ \t]*\n(?:[ \t]+[^\n]*(?:\n|$)){1,64}"
 )
-_VALUE_AFTER_EQUALS = re.compile(rf"{_QUOTED}|(?!--[A-Za-z])(?:[^\s;&\"',}}\\]|\\(?![nrt\"\\]))" + "{1,512}")
-_VALUE_AFTER_COLON = re.compile(rf"{_QUOTED}|(?!--[A-Za-z])(?:[^\n;&\"',}}\\]|\\(?![nrt\"\\]))" + "{1,512}")
-_FLAG_VALUE = re.compile(rf"{_QUOTED}|(?!-)(?:[^\s;&\"',}}\\]|\\(?![nrt\"\\]))" + "{1,512}")
+_VALUE_AFTER_EQUALS = re.compile(rf"{_QUOTED}|(?!--[A-Za-z])(?:[^\s;&|\"',}}\\]|\\(?![nrt\"\\]))" + "{1,512}")
+_VALUE_AFTER_COLON = re.compile(rf"{_QUOTED}|(?!--[A-Za-z])(?:[^\n;&|\"',}}\\]|\\(?![nrt\"\\]))" + "{1,512}")
+_FLAG_VALUE = re.compile(rf"{_QUOTED}|(?!-)(?:[^\s;&|\"',}}\\]|\\(?![nrt\"\\]))" + "{1,512}")
 # A key and its separator, for any key-like word (also a Java -Dkey=value property); the value is
 # matched after it only for a key that names a secret, so the scan goes on inside other values
 # ("reason: password=…") and stays linear.
@@ -62,7 +62,7 @@ _KV_SECRET = re.compile(
 _STRING_PREFIX = re.compile(r"[bBuUrRfF]{1,2}(?=[\"'])")
 _PREFIX_ONLY = re.compile(r"[bBuUrRfF]{1,2}")
 # Bare values that are never secrets: flags and empties (automountServiceAccountToken: false).
-_PLAIN_WORD = re.compile(r"(?i)(?:true|false|null|none|yes|no)(?=[\s;&,}\]\"']|$)")
+_PLAIN_WORD = re.compile(r"(?i)(?:true|false|null|none|yes|no)(?=[\s;&|,}\]\"']|$)")
 _FLAG_SECRET = re.compile(r"(?<![\w-])--(?P<key>[A-Za-z][\w-]{0,63})(?:=|\s+)")
 # Flags that never take a value although they name a secret (--no-password, --with-token).
 _VALUELESS_FLAG = re.compile(r"(?i)^(?:no|with|without|ask|prompt|show|skip)[_-]")

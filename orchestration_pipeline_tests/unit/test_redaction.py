@@ -432,6 +432,7 @@ def test_more_pair_shapes_and_booleans_in_objects():
         ("java -Dapi_key=LEAKS4 -jar app.jar", "LEAKS4"),
         ("password=True!LEAKS5", "LEAKS5"),  # starts like a plain word, is not one
         ("redis://default:123#LEAKS6@redis:6379/0", "LEAKS6"),  # digits, then '#': not a port
+        ("secret=no|client_secret=LEAKS7", "LEAKS7"),  # a pipe ends a bare value
     ],
 )
 def test_what_follows_a_kept_value_is_still_examined(text, secret):
