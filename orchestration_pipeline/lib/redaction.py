@@ -36,7 +36,7 @@ _BEARER = re.compile(r"(?i)\b(bearer)\s+[A-Za-z0-9\-._~+/]{8,}=*")
 # redacted whole; "host:8080/path@x" (a port, then a path) is not a password.
 _URL_PASSWORD = re.compile(
     r"(\b[A-Za-z][A-Za-z0-9+.\-]{0,31}://(?!\[)[^:/\s@\"']{0,256}:)(?!\[REDACTED\])(?!\d{1,5}(?:/|$|[?#][^@\s]{0,256}=))"
-    r"([^\s\"'/]{1,512}|[^\s\"'?#]{1,512})(@)(?!sha\d{1,3}:)(?=[^@\s\"'/?#]{0,256}(?:[/\s\"'?#]|$))"
+    r"(?=[^\s\"']{1,512}@)([^\s\"'/]{1,512}|[^\s\"'?#]{1,512})(@)(?!sha\d{1,3}:)(?=[^@\s\"'/?#]{0,256}(?:[/\s\"'?#]|$))"
 )
 # A value after "key=" or "key: ": quoted (to the matching quote, JSON-escaped quotes too, across
 # lines; an unclosed quote runs to the end of the line), a YAML block (| or > then indented lines),
