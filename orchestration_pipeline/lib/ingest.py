@@ -744,16 +744,9 @@ def copy_events(
 
 # The held-back lines whose content differs from the stored event with their id and time: both
 # versions' fields, where the stored one came from, and the line rebuilt as JSON.
-_CONFLICT_FIELDS = (
-    "event_type",
-    "session_id",
-    "task_id",
-    "source",
-    "stage",
-    "severity",
-    "status",
-    "duration_ms",
-    "payload",
+# An event's content: its stored columns but the identity (event_id, occurred_at) and provenance.
+_CONFLICT_FIELDS = tuple(
+    c for c in _STAGE_COLUMNS[: _STAGE_COLUMNS.index("source_file")] if c not in ("event_id", "occurred_at")
 )
 CONFLICTS_SQL = f"""
 SELECT r.event_id::text, r.source_file, r.source_line, e.source_file, e.source_line,

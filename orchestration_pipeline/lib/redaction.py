@@ -1,18 +1,27 @@
-"""Secret redaction, applied before anything is stored (events, quarantine, error groups).
+"""Secret redaction, applied before anything is stored (events, quarantine, error groups, audit).
 
 Three kinds of secret are replaced with ``"[REDACTED]"``:
 
 * values under keys that name a secret (``password``, ``api_key``, ``github_token``, …), matched
-  on whole ``_``-separated words so that ``token_count`` or ``tokens_used`` are left alone; also
-  the ``value`` of a ``{"name": "Authorization", "value": …}`` pair, and the argument after a
-  ``--password``-style flag in an argv list;
-* inside strings: bearer tokens and other ``Authorization:`` credentials (Basic, Token, …), and
-  ``key=value`` or ``key: value`` where the key names a secret (``api_key=…``, ``"password": "…"``
-  inside a string, ``X-Api-Key: …``, ``--token …``);
+  on whole ``_``-separated words so that ``token_count`` or ``tokens_used`` are left alone, or
+  glued or dotted (``PGPASSWORD``, ``db.password``); booleans are kept (``hasPassword: true``).
+  Also the ``value`` of a ``{"name": "Authorization", "value": …}`` pair (any capitalisation), the
+  value of a header tuple (``["X-Api-Key", "…"]``), and the argument after a ``--password``-style
+  flag in an argv list;
+* inside strings: bearer tokens and other ``Authorization:`` credentials (Basic, Token, …), PEM
+  private keys, and ``key=value``, ``key: value`` or ``key => value`` where the key names a secret
+  (``api_key=…``, ``"password": "…"`` inside a string, ``X-Api-Key: …``, ``--token …``,
+  ``-Dgpg.passphrase=…``, ``:_authToken=…``). A quoted value is redacted to its closing quote (or to
+  the end of the line when it is never closed), a YAML block (``|``) whole, a ``Cookie`` header to
+  its end, a value after ``:`` to the end of the line;
 * passwords inside connection strings (``postgresql://user:pw@host``, also with an empty user
-  or an ``@`` inside the password, and ``password=pw``).
+  or with ``@``, ``?``, ``#`` or ``/`` inside the password, and ``password=pw``); ``host:8080/x@y``
+  and ``image:tag@sha256:…`` are not passwords.
 
 Over-redacting a word of prose (``password: must be 8 characters``) is accepted; leaking is not.
+Each pattern stays linear in the length of the text, and redacting twice changes nothing.
+Not covered: secrets with no key in front of them (a bare ``ghp_…`` or ``AKIA…`` token),
+``curl -u user:pw`` and ``-pPASSWORD``.
 """
 
 from __future__ import annotations
