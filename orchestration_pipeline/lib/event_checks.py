@@ -59,10 +59,13 @@ def events_accounted_for(conn: psycopg.Connection) -> Verdict:
 
 
 COVERAGE_SQL = """
-WITH recent AS (
-    SELECT session_id, event_type, task_id, payload, occurred_at
-    FROM events
+WITH active AS (
+    SELECT DISTINCT session_id FROM events
     WHERE session_id IS NOT NULL AND occurred_at >= now() - %(lookback)s
+), recent AS (
+    -- all of an active session's events, so a pair that straddles the lookback is not a gap
+    SELECT e.session_id, e.event_type, e.task_id, e.payload, e.occurred_at
+    FROM events e JOIN active a USING (session_id)
 ), sessions AS (
     SELECT session_id, max(occurred_at) AS last_event FROM recent GROUP BY 1
 ), pairs AS (
@@ -148,9 +151,9 @@ def policy_violations_complete(conn: psycopg.Connection) -> Verdict:
             """
             WITH violations AS (
                 SELECT coalesce(source, '(unknown source)') AS producer, event_id, occurred_at,
-                       nullif(payload->>'file', '') IS NULL AS no_file,
-                       nullif(payload->>'policy', '') IS NULL AS no_policy,
-                       nullif(payload->>'rule', '') IS NULL AS no_rule
+                       nullif(btrim(payload->>'file'), '') IS NULL AS no_file,
+                       nullif(btrim(payload->>'policy'), '') IS NULL AS no_policy,
+                       nullif(btrim(payload->>'rule'), '') IS NULL AS no_rule
                 FROM events WHERE event_type = 'policy_violation'
             )
             SELECT producer, count(*) AS incomplete,

@@ -126,6 +126,34 @@ def test_core_event_coverage_fails_when_too_many_sessions_have_gaps(orch_dsn, tm
     assert evaluation.metadata["fail_core_missing"].value == 0
 
 
+def test_core_event_coverage_passes_a_pair_that_straddles_the_lookback(orch_dsn, tmp_path):
+    week = 7 * 24 * 60
+    events = []
+    for i in range(3):  # more sessions than the gap limit: each one would fail the check
+        events += [
+            make_event("task_start", session_id=f"long{i}", task_id=f"T{i}", minutes_ago=week + 30),
+            make_event("task_end", session_id=f"long{i}", task_id=f"T{i}", minutes_ago=week - 60),
+        ]
+    _ingest(orch_dsn, *events, tmp_path=tmp_path)
+    evaluation = _checks_only(orch_dsn, tmp_path)["core_event_coverage"]
+    assert evaluation.passed, evaluation.description
+    assert evaluation.metadata["sessions_with_gaps"].value == 0
+
+
+def test_policy_violations_complete_counts_a_blank_field_as_missing(orch_dsn, tmp_path):
+    _ingest(
+        orch_dsn,
+        make_event(
+            "policy_violation",
+            source="src-ws",
+            payload={"host": "h", "file": "   ", "policy": "p", "rule": "r"},
+        ),
+        tmp_path=tmp_path,
+    )
+    evaluation = _checks_only(orch_dsn, tmp_path)["policy_violations_complete"]
+    assert not evaluation.passed and "src-ws" in evaluation.description
+
+
 def test_policy_violations_complete_names_the_producer(orch_dsn, tmp_path):
     _ingest(
         orch_dsn,
