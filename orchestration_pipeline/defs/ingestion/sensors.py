@@ -6,7 +6,7 @@ import dagster as dg
 
 from orchestration_pipeline.defs.ingestion.assets import raw_events
 from orchestration_pipeline.defs.resources import PipelineHome
-from orchestration_pipeline.lib.landing import scan_landing
+from orchestration_pipeline.lib.landing import UnreadableCursor, load_cursor, scan_landing
 
 ingest_job = dg.define_asset_job(
     "ingest_job", selection=dg.AssetSelection.assets(raw_events), description="Ingest new landing files."
@@ -17,12 +17,30 @@ ingest_job = dg.define_asset_job(
 def landing_zone_sensor(
     context: dg.SensorEvaluationContext, pipeline_home: PipelineHome
 ) -> dg.SensorResult | dg.SkipReason:
-    """Cursor: the newest change time seen and the files at that instant (renames set ctime)."""
+    """Cursor: the newest change time seen and the files at that instant (renames set ctime).
+
+    An unreadable cursor (garbage, an older format) is logged and treated as none: a full rescan
+    is safe because ingestion deduplicates by file hash and event id.
+    """
     landing = pipeline_home.landing_dir
-    cursor = json.loads(context.cursor) if context.cursor else None
+    try:
+        cursor = load_cursor(context.cursor)
+        reset = False
+    except UnreadableCursor as exc:
+        context.log.warning(
+            f"landing_zone_sensor: cursor reset, rescanning {landing} from scratch: unreadable cursor "
+            f"{context.cursor[:200]!r}: {exc}"
+        )
+        cursor, reset = None, True
     scan = scan_landing(landing, cursor)
     if not scan.new_files:
-        return dg.SkipReason(f"no new files in {landing}")
+        skip = f"no new files in {landing}"
+        # store the reset cursor, or the warning would repeat on every tick
+        return (
+            dg.SensorResult(skip_reason=skip, cursor=json.dumps(scan.cursor))
+            if reset
+            else dg.SkipReason(skip)
+        )
     return dg.SensorResult(
         run_requests=[dg.RunRequest(run_key=scan.run_key, tags={"landing_files": str(len(scan.new_files))})],
         cursor=json.dumps(scan.cursor),
