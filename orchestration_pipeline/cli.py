@@ -117,14 +117,14 @@ def _shell_quote(value: str) -> str:
 @main.command()
 def down() -> None:
     """Stop the embedded PostgreSQL server under $ORCH_HOME (no-op for configured servers)."""
-    from orchestration_pipeline.lib.embedded import stop_postgres
+    from orchestration_pipeline.lib.embedded import stop_postgres, uses_embedded_postgres
 
     settings = _settings()
     # Checked whatever ORCH_DATABASE_URL says: `eval "$(orchestration-pipeline up --env)"` sets it
-    # to the embedded server's own socket.
+    # to the embedded server's own socket. With nothing running, nothing is created.
     if stop_postgres(settings.orch_home):
         click.echo(f"stopped embedded PostgreSQL in {settings.pg_dir}")
-    elif settings.embedded_postgres:
+    elif uses_embedded_postgres(settings):
         click.echo("embedded PostgreSQL was not running")
     else:
         click.echo(f"no embedded PostgreSQL under {settings.pg_dir}; configured servers are left alone")
@@ -178,20 +178,26 @@ def dev(host: str, port: int) -> None:
     help="First write this many demo sessions into the landing directory.",
 )
 def run(select: str, demo_sessions: int) -> None:
-    """`up`, then materialize the selected assets (and run their checks) once, end to end."""
+    """`up`, then materialize the selected assets (and run their checks) once, end to end.
+
+    Prints one line per failed asset check; exits 1 when any ERROR-severity check failed
+    (WARN failures are printed but leave the exit status 0).
+    """
+    from datetime import UTC, datetime
+
     from orchestration_pipeline.lib.project_files import project_root
     from orchestration_pipeline.lib.services import bring_up, pipeline_environment, prepare_dagster_home
 
+    _validate_selection(select)
     settings = _settings()
     services = bring_up(settings)
     prepare_dagster_home(settings)
     if demo_sessions:
-        from orchestration_pipeline.lib.demo import generate_demo
-
-        written = generate_demo(settings.landing_dir, sessions=demo_sessions)
+        written = _generate_demo(settings.landing_dir, sessions=demo_sessions)
         click.echo(f"wrote {len(written)} demo files to {settings.landing_dir}", err=True)
         _seed_demo_tasks(services.urls.tasks, written)
     env = {**os.environ, **pipeline_environment(services)}
+    started = datetime.now(UTC)
     argv = [
         _dagster_executable(),
         "asset",
@@ -202,14 +208,101 @@ def run(select: str, demo_sessions: int) -> None:
         "orchestration_pipeline.definitions",
     ]
     result = subprocess.run(argv, env=env, cwd=project_root())
+    failed = _failed_checks(settings.dagster_home, pipeline_environment(services), started)
+    for asset, check, severity, description in failed:
+        click.echo(f"check failed: {asset} {check} [{severity}] {description}")
     if result.returncode != 0:
         raise click.ClickException(
             f"materialization failed (exit {result.returncode}) — see the log above, or run "
             "'orchestration-pipeline dev' and open the run in the UI"
         )
+    errors = [f for f in failed if f[2] == "ERROR"]
+    if errors:
+        raise click.ClickException(
+            f"materialized {select!r}, but {len(errors)} ERROR-severity check(s) failed — see the lines "
+            "above, or run 'orchestration-pipeline dev' and open the run in the UI"
+        )
     click.echo(
         f"materialized {select!r}; runs are stored in the dagster database (see them with 'orchestration-pipeline dev')"
     )
+
+
+def _validate_selection(select: str) -> None:
+    """A usage error naming the valid assets when ``select`` matches no asset of the Definitions."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        import dagster as dg
+
+        from orchestration_pipeline.definitions import defs
+
+        definitions = defs() if callable(defs) else defs
+        graph = definitions.resolve_asset_graph()
+        try:
+            keys = dg.AssetSelection.from_coercible(select.split(",")).resolve(graph)
+        except Exception:  # DagsterInvalidSubsetError, or a selection that does not parse
+            keys = set()
+    if not keys:
+        names = sorted(k.to_user_string() for k in graph.get_all_asset_keys())
+        raise click.BadParameter(
+            f"{select!r} selects no asset; valid assets: {', '.join(names)} (or '*' for all)",
+            param_hint="--select",
+        )
+
+
+def _failed_checks(
+    dagster_home: Path, pipeline_env: dict[str, str], started
+) -> list[tuple[str, str, str, str]]:
+    """(asset, check, severity, description) of each failed check of the run started after ``started``.
+
+    `dagster asset materialize` runs in a subprocess: its check evaluations are read back from
+    the run storage of the DagsterInstance under ``dagster_home``.
+    """
+    import warnings
+
+    os.environ.update(pipeline_env)  # dagster.yaml reads the storage URL from the environment
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        import dagster as dg
+
+        try:
+            with dg.DagsterInstance.from_config(str(dagster_home)) as instance:
+                runs = instance.get_runs(filters=dg.RunsFilter(created_after=started), limit=1)
+                if not runs:
+                    return []
+                records = instance.get_records_for_run(
+                    runs[0].run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION, limit=10_000
+                ).records
+        except Exception as exc:  # reporting must not hide the run's own outcome
+            click.echo(f"warning: could not read the check results: {type(exc).__name__}: {exc}", err=True)
+            return []
+    failed = []
+    for record in records:
+        evaluation = record.event_log_entry.dagster_event.event_specific_data
+        if evaluation.passed:
+            continue
+        failed.append(
+            (
+                evaluation.asset_key.to_user_string(),
+                evaluation.check_name,
+                evaluation.severity.value,
+                evaluation.description or "(no description)",
+            )
+        )
+    return failed
+
+
+def _generate_demo(target: Path, **options) -> list[Path]:
+    """generate_demo, with an unwritable or full landing directory as one line."""
+    from orchestration_pipeline.lib.demo import generate_demo
+
+    try:
+        return generate_demo(target, **options)
+    except OSError as exc:
+        raise click.ClickException(
+            f"cannot write to {target}: {exc.strerror or exc} — check the landing directory"
+        ) from None
 
 
 @main.group()
@@ -953,14 +1046,14 @@ def demo_generate(
 ) -> None:
     """Write realistic JSON-lines event files into the landing directory."""
     from orchestration_pipeline.lib.db import connection
-    from orchestration_pipeline.lib.demo import generate_demo, require_tasks_schema
+    from orchestration_pipeline.lib.demo import require_tasks_schema
 
     target = landing_dir or _settings().landing_dir
     tasks_dsn = _database_urls().tasks if with_tasks else None
     if tasks_dsn is not None:  # before any file is written: a failed seed would leave them behind
         with connection(tasks_dsn) as conn:
             require_tasks_schema(conn)
-    written = generate_demo(target, sessions=sessions, faults=faults, seed=seed)
+    written = _generate_demo(target, sessions=sessions, faults=faults, seed=seed)
     click.echo(f"wrote {len(written)} files to {target}")
     if tasks_dsn is not None:
         _seed_demo_tasks(tasks_dsn, written)

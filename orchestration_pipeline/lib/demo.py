@@ -219,12 +219,17 @@ def _fault_lines(rng: random.Random, start: datetime) -> Iterator[str]:
 
 
 def _write_atomically(path: Path, lines: list[str]) -> None:
+    """Write via ``path.tmp`` and rename; on failure (read-only, disk full) the temp file is removed."""
     tmp = path.with_suffix(path.suffix + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as handle:
-        handle.write("\n".join(lines) + "\n")
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "w", encoding="utf-8") as handle:
+            handle.write("\n".join(lines) + "\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def generate_demo(
@@ -238,8 +243,11 @@ def generate_demo(
     """Write one JSON-lines file per session (plus a faults file); returns the paths written."""
     rng = random.Random(seed)
     landing_dir.mkdir(parents=True, exist_ok=True)
-    start = (now or datetime.now(UTC)) - timedelta(hours=2)
-    stamp = (now or datetime.now(UTC)).strftime("%Y%m%dT%H%M%S")
+    now = now or datetime.now(UTC)
+    # Session i starts i minutes after the first; the last one starts 2 hours (and a minute) ago,
+    # so every event is in the past (well outside the grace windows) whatever the number of sessions.
+    start = now - timedelta(hours=2, minutes=sessions)
+    stamp = now.strftime("%Y%m%dT%H%M%S")
     written = []
     for i in range(sessions):
         session = f"sess-{stamp}-{i:04d}"

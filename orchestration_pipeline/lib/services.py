@@ -13,7 +13,10 @@ from orchestration_pipeline.lib.db import TARGETS, connection, create_database_i
 from orchestration_pipeline.lib.embedded import (
     DatabaseUrls,
     qdrant_location,
+    refuse_whitespace_path,
     resolve_database_urls,
+    unwritable_home,
+    uses_embedded_postgres,
     with_database,
 )
 from orchestration_pipeline.lib.project_files import project_root
@@ -28,7 +31,7 @@ class Services:
 
 
 def _ensure_dagster_database(settings: Settings, urls: DatabaseUrls) -> None:
-    if settings.embedded_postgres or settings.dagster_database_url:
+    if uses_embedded_postgres(settings) or settings.dagster_database_url:
         return  # embedded creates it; an explicit URL is the operator's to provision
     try:
         create_database_if_missing(with_database(urls.orchestration, "postgres"), "dagster")
@@ -41,12 +44,20 @@ def _ensure_dagster_database(settings: Settings, urls: DatabaseUrls) -> None:
 
 def bring_up(settings: Settings, *, apply_migrations: bool = True) -> Services:
     """Start embedded services if needed, make sure the databases exist, and migrate them."""
-    settings.orch_home.mkdir(parents=True, exist_ok=True)
+    if uses_embedded_postgres(settings):
+        refuse_whitespace_path(settings.pg_dir)  # before creating anything
+    try:
+        settings.orch_home.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise unwritable_home(settings.orch_home, exc) from None
     urls = resolve_database_urls(settings, start=True)
     _ensure_dagster_database(settings, urls)
-    if settings.embedded_qdrant:
-        settings.qdrant_path.mkdir(parents=True, exist_ok=True)
-    settings.landing_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        if settings.embedded_qdrant:
+            settings.qdrant_path.mkdir(parents=True, exist_ok=True)
+        settings.landing_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise unwritable_home(settings.orch_home, exc) from None
     applied: dict[str, list[str]] = {}
     if apply_migrations:
         for target in TARGETS:
@@ -76,8 +87,11 @@ def pipeline_environment(services: Services) -> dict[str, str]:
 def prepare_dagster_home(settings: Settings) -> Path:
     """Create DAGSTER_HOME under ORCH_HOME holding the project's dagster.yaml."""
     home = settings.dagster_home
-    home.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(project_root() / "dagster.yaml", home / "dagster.yaml")
+    try:
+        home.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(project_root() / "dagster.yaml", home / "dagster.yaml")
+    except OSError as exc:
+        raise unwritable_home(settings.orch_home, exc) from None
     return home
 
 
@@ -87,12 +101,11 @@ def describe(services: Services) -> dict[str, str]:
     from orchestration_pipeline.lib.embedded import running_postgres
 
     s = services.settings
-    server = running_postgres(s.pg_dir.resolve()) if s.embedded_postgres else None
+    embedded = uses_embedded_postgres(s)
+    server = running_postgres(s.pg_dir.resolve()) if embedded else None
     return {
         "orch_home": str(s.orch_home),
-        "postgres": f"embedded (pid {server.pid})"
-        if server
-        else ("embedded" if s.embedded_postgres else "server"),
+        "postgres": f"embedded (pid {server.pid})" if server else ("embedded" if embedded else "server"),
         "orchestration_db": redact_dsn(services.urls.orchestration),
         "tasks_db": redact_dsn(services.urls.tasks),
         "dagster_db": redact_dsn(services.urls.dagster_sqlalchemy),

@@ -1,0 +1,165 @@
+"""`up`/`down`/`run`/`demo` edge cases that must end in one line (or do nothing), fast: no server."""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from orchestration_pipeline.cli import main
+from orchestration_pipeline.errors import ConfigError
+from orchestration_pipeline.lib import demo as demo_module
+from orchestration_pipeline.lib.demo import generate_demo
+from orchestration_pipeline.lib.embedded import ensure_postgres
+from orchestration_pipeline.settings import load_settings
+
+PIPELINE_PREFIXES = ("ORCH_", "TASKS_", "QDRANT_", "DAGSTER_")
+
+
+def invoke(*args: str, **env: str):
+    cleared = {k: None for k in os.environ if k.startswith(PIPELINE_PREFIXES)}
+    return CliRunner().invoke(main, list(args), env={**cleared, **env})
+
+
+def _one_line(result) -> str:
+    assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1, result.output
+    return lines[0]
+
+
+@pytest.mark.parametrize("sessions", [5, 200, 2000, 10_000])
+def test_demo_events_are_all_in_the_past_for_any_session_count(tmp_path, sessions):
+    now = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
+    written = generate_demo(tmp_path, sessions=sessions, faults=True, seed=1, now=now)
+    latest = None
+    session_starts = []
+    for path in written:
+        for raw in path.read_text().splitlines():
+            try:
+                event = json.loads(raw)
+            except json.JSONDecodeError:
+                continue
+            at = datetime.fromisoformat(event["occurred_at"].replace("Z", "+00:00"))
+            if at.tzinfo is None:
+                at = at.replace(tzinfo=UTC)
+            latest = at if latest is None else max(latest, at)
+        if "faults" not in path.name:
+            first = json.loads(path.read_text().splitlines()[0])
+            session_starts.append(datetime.fromisoformat(first["occurred_at"].replace("Z", "+00:00")))
+    assert latest < now
+    # the demo's shape: sessions a minute apart, the newest starting about two hours ago
+    assert max(session_starts) <= now - timedelta(hours=2)
+    assert max(session_starts) >= now - timedelta(hours=2, minutes=2)
+
+
+def test_embedded_server_refuses_a_path_with_spaces_up_front(tmp_path):
+    with pytest.raises(ConfigError, match="cannot use a path with spaces") as caught:
+        ensure_postgres(tmp_path / "with space")
+    assert "ORCH_HOME without spaces" in str(caught.value) and "ORCH_DATABASE_URL" in str(caught.value)
+    assert not (tmp_path / "with space" / "pg").exists()
+
+
+def test_up_with_a_spaced_orch_home_is_one_line(tmp_path):
+    result = invoke("up", ORCH_HOME=str(tmp_path / "has space"))
+    assert result.exit_code == 1
+    assert "cannot use a path with spaces" in _one_line(result)
+    assert not (tmp_path / "has space").exists()
+
+
+def test_the_embedded_socket_urls_that_up_env_exports_still_mean_embedded(tmp_path):
+    from orchestration_pipeline.lib.embedded import uses_embedded_postgres
+
+    home = tmp_path / "orch"
+    socket = f"host={home / 'pg'}"
+    settings = load_settings(
+        {
+            "ORCH_HOME": str(home),
+            "ORCH_DATABASE_URL": f"postgresql://postgres:@/orchestration?{socket}",
+            "TASKS_DATABASE_URL": f"postgresql://postgres:@/tasks?{socket}",
+        }
+    )
+    assert uses_embedded_postgres(settings)
+    other = load_settings(
+        {
+            "ORCH_HOME": str(home),
+            "ORCH_DATABASE_URL": f"postgresql://postgres:@/orchestration?host={tmp_path / 'elsewhere'}",
+            "TASKS_DATABASE_URL": f"postgresql://postgres:@/tasks?{socket}",
+        }
+    )
+    assert not uses_embedded_postgres(other)
+    assert not uses_embedded_postgres(
+        load_settings(
+            {
+                "ORCH_HOME": str(home),
+                "ORCH_DATABASE_URL": "postgresql://postgres@127.0.0.1:5432/orchestration",
+                "TASKS_DATABASE_URL": "postgresql://postgres@127.0.0.1:5432/tasks",
+            }
+        )
+    )
+
+
+def test_down_with_a_missing_orch_home_creates_nothing(tmp_path):
+    home = tmp_path / "nonexistent" / "deeper"
+    result = invoke("down", ORCH_HOME=str(home))
+    assert result.exit_code == 0, result.output
+    assert not (tmp_path / "nonexistent").exists()
+
+
+@pytest.mark.parametrize("argv", [["up"], ["run"], ["demo", "generate", "--no-tasks"]])
+def test_an_unwritable_orch_home_is_one_line_naming_it(tmp_path, argv):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    home = blocker / "home"  # mkdir fails (ENOTDIR) even for root, like a read-only file system
+    result = invoke(*argv, ORCH_HOME=str(home))
+    assert result.exit_code == 1
+    line = _one_line(result)
+    assert str(home) in line and "Traceback" not in result.output
+
+
+def test_an_unwritable_orch_home_for_the_lock_is_one_line(tmp_path, monkeypatch):
+    from orchestration_pipeline.lib import embedded
+
+    def read_only(*_args, **_kwargs):
+        raise OSError(errno.EROFS, "Read-only file system")
+
+    monkeypatch.setattr(embedded, "open", read_only, raising=False)
+    with pytest.raises(ConfigError, match="cannot write to ORCH_HOME") as caught:
+        with embedded._home_lock(tmp_path):
+            pass
+    assert str(tmp_path) in str(caught.value) and "Read-only file system" in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    "code,message", [(errno.ENOSPC, "No space left on device"), (errno.EROFS, "Read-only file system")]
+)
+def test_demo_into_a_full_or_read_only_landing_dir_is_one_line_and_leaves_no_temp_file(
+    tmp_path, monkeypatch, code, message
+):
+    def fail(_fd):
+        raise OSError(code, message)
+
+    monkeypatch.setattr(demo_module.os, "fsync", fail)
+    landing = tmp_path / "landing"
+    result = invoke(
+        "demo", "generate", "--no-tasks", "--landing-dir", str(landing), ORCH_HOME=str(tmp_path / "h")
+    )
+    assert result.exit_code == 1
+    line = _one_line(result)
+    assert line == f"Error: cannot write to {landing}: {message} — check the landing directory"
+    assert list(Path(landing).iterdir()) == []
+
+
+def test_run_with_an_unknown_asset_is_a_usage_error_listing_the_assets(tmp_path):
+    home = tmp_path / "h"
+    result = invoke("run", "--select", "nonexistent_asset", ORCH_HOME=str(home))
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output
+    assert "'nonexistent_asset' selects no asset" in result.output
+    assert "raw_events" in result.output and "task_projection" in result.output
+    assert not home.exists()  # refused before anything was started or created
