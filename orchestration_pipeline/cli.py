@@ -15,6 +15,7 @@ import psycopg
 
 from orchestration_pipeline.errors import OrchError, SchemaNotReady
 from orchestration_pipeline.lib.audit import OPERATIONS
+from orchestration_pipeline.lib.failure_types import FAILURE_TYPES
 
 
 def _missing_table(exc: psycopg.errors.UndefinedTable) -> str:
@@ -50,25 +51,6 @@ def _settings():
     from orchestration_pipeline.settings import load_settings
 
     return load_settings()
-
-
-class _FailureType(click.Choice):
-    """The quarantine failure types, read from lib/events.py only when used (it is slow to import)."""
-
-    name = "failure_type"
-
-    def __init__(self) -> None:
-        super().__init__(())
-
-    @property  # type: ignore[override]
-    def choices(self) -> tuple[str, ...]:
-        from orchestration_pipeline.lib.events import FAILURE_TYPES
-
-        return FAILURE_TYPES
-
-    @choices.setter
-    def choices(self, _value) -> None:  # click.Choice.__init__ assigns it
-        pass
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
@@ -608,7 +590,7 @@ def quarantine() -> None:
 
 
 @quarantine.command("list")
-@click.option("--failure-type", type=_FailureType(), help="Only this failure type.")
+@click.option("--failure-type", type=click.Choice(FAILURE_TYPES), help="Only this failure type.")
 @click.option("--all", "include_replayed", is_flag=True, help="Include rows that were already replayed.")
 @click.option("--limit", default=50, show_default=True, type=click.IntRange(1, 100_000))
 @click.option("--offset", default=0, show_default=True, type=click.IntRange(min=0))
@@ -639,7 +621,7 @@ def quarantine_list(
 
 @quarantine.command("replay")
 @click.option("--id", "ids", multiple=True, type=int, help="Replay these quarantine ids (repeatable).")
-@click.option("--failure-type", type=_FailureType(), help="Only rows of this failure type.")
+@click.option("--failure-type", type=click.Choice(FAILURE_TYPES), help="Only rows of this failure type.")
 @click.option("--file", "source_file", help="Only rows from this source file.")
 @click.option("--limit", type=click.IntRange(min=1), help="At most this many rows (default: all pending).")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON object.")

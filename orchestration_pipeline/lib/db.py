@@ -26,6 +26,7 @@ from orchestration_pipeline.lib import telemetry
 from orchestration_pipeline.lib.project_files import sql_dir
 
 TARGETS = ("orchestration", "tasks")
+TASKS_TABLES = ("tasks",)  # what the pipeline reads in the Tasks DB: checked before reading it
 _FILE_RE = re.compile(r"^(?P<version>\d{4})_(?P<name>[a-z0-9_]+)\.sql$")
 # Stable 64-bit advisory-lock keys, one per target.
 _LOCK_KEYS = {

@@ -19,9 +19,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from orchestration_pipeline.lib.db import require_schema
-
-TASKS_TABLES = ("tasks",)
+from orchestration_pipeline.lib.db import TASKS_TABLES, require_schema
 
 
 def _event(event_type: str, at: datetime, session: str, **fields: Any) -> dict[str, Any]:

@@ -41,6 +41,7 @@ from pydantic import (
 )
 
 from orchestration_pipeline.lib.canonical_json import json_has_nul
+from orchestration_pipeline.lib.failure_types import FAILURE_TYPES  # noqa: F401 (re-exported)
 from orchestration_pipeline.lib.redaction import (
     may_contain_secret,
     redact_raw_line,
@@ -67,18 +68,6 @@ STATUSES = ("started", "in_progress", "completed", "succeeded", "paused", "faile
 AGENT_STATUSES = ("started", "in_progress", "completed", "paused", "failed", "conflict")
 AGENT_SEVERITIES = ("info", "success", "warning", "error", "critical")
 
-FAILURE_TYPES = (
-    "malformed_json",
-    "invalid_utf8",
-    "not_an_object",
-    "missing_field",
-    "wrong_type",
-    "invalid_value",
-    "unknown_event_type",
-    "payload_too_large",
-    "future_timestamp",
-    "conflicting_duplicate",  # found when writing: an event_id and occurred_at stored with other content
-)
 
 BIGINT_MAX = 2**63 - 1  # columns like duration_ms and size_bytes are bigint
 FLOAT8_MAX = 1.7976931348623157e308  # metric values are stored as float8

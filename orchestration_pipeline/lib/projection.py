@@ -28,7 +28,7 @@ from typing import Any
 
 import psycopg
 
-from orchestration_pipeline.lib.db import end_read, require_schema
+from orchestration_pipeline.lib.db import TASKS_TABLES, end_read, require_schema
 from orchestration_pipeline.lib.events import AGENT_TYPES
 from orchestration_pipeline.lib.ingest import percentile
 from orchestration_pipeline.lib.project_files import runtime_sql
@@ -37,7 +37,6 @@ from orchestration_pipeline.lib.telemetry import record_metric
 PROJECTION = "task_projection"
 #: Tables the projector needs in the orchestration DB, and in the Tasks DB.
 PROJECTION_TABLES = ("events", "metrics", "task_projection", "task_status_map", "projection_checkpoints")
-TASKS_TABLES = ("tasks",)
 
 #: Event types that touch a task's projection row.
 TASK_EVENT_TYPES: tuple[str, ...] = ("task_start", "task_end", "decision", *AGENT_TYPES)

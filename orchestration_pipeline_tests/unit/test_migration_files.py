@@ -70,3 +70,17 @@ def test_sql_lives_only_in_sql_dir():
     pkg = Path(sql_dir()).parent / "orchestration_pipeline"
     offenders = [p for p in pkg.rglob("*.py") if re.search(r"CREATE\s+TABLE", p.read_text(), re.I)]
     assert offenders == []
+
+
+def test_the_failure_types_are_those_the_quarantine_table_accepts():
+    """The Python list and the latest CHECK constraint on quarantine.failure_type are one list."""
+    import re
+
+    from orchestration_pipeline.lib.failure_types import FAILURE_TYPES
+    from orchestration_pipeline.lib.project_files import sql_dir
+
+    latest = sorted(
+        f for f in (sql_dir() / "orchestration").glob("*.sql") if "failure_type IN (" in f.read_text()
+    )[-1]
+    listed = re.search(r"failure_type IN \((.*?)\)\)", latest.read_text(), re.S).group(1)
+    assert tuple(re.findall(r"'(\w+)'", listed)) == FAILURE_TYPES
