@@ -888,11 +888,15 @@ def write_batch(
 # Pending quarantine rows from earlier versions of this path whose line was the file's unterminated
 # last line (it ran to the end of that version), with that version's size.
 _PARTIAL_LINES_SQL = """
-SELECT q.quarantine_id, q.source_line, q.byte_offset, f.size_bytes - q.byte_offset, q.raw_sha256
+SELECT DISTINCT ON (q.file_sha256)
+       q.quarantine_id, q.source_line, q.byte_offset, f.size_bytes - q.byte_offset, q.raw_sha256
 FROM quarantine q
 JOIN ingest_files f ON f.file_sha256 = q.file_sha256
 WHERE q.source_file = %(path)s AND q.replayed_at IS NULL AND NOT q.raw_truncated
-  AND q.file_sha256 <> %(sha)s AND f.size_bytes > q.byte_offset
+  AND q.failure_type <> 'conflicting_duplicate'
+  AND q.file_sha256 <> %(sha)s
+  AND f.size_bytes - q.byte_offset BETWEEN 1 AND %(max_line)s
+ORDER BY q.file_sha256, q.byte_offset DESC
 """
 
 
@@ -905,7 +909,9 @@ def supersede_partial_lines(cur: psycopg.Cursor, path: Path, source_file: str, s
     quarantined afresh). The old row is then marked as resolved (``replayed_at``, with the reason
     in ``last_replay_detail``) instead of staying pending forever. Returns the resolved ids.
     """
-    rows = cur.execute(_PARTIAL_LINES_SQL, {"path": source_file, "sha": sha256}).fetchall()
+    rows = cur.execute(
+        _PARTIAL_LINES_SQL, {"path": source_file, "sha": sha256, "max_line": MAX_LINE_BYTES}
+    ).fetchall()
     resolved = []
     if rows:
         with open(path, "rb") as handle:
@@ -916,16 +922,17 @@ def supersede_partial_lines(cur: psycopg.Cursor, path: Path, source_file: str, s
                 if len(head) == length + 1 and head[-1:] not in (b"\n", b"\r"):
                     if hashlib.sha256(head[:length]).hexdigest() == raw_sha256:
                         resolved.append((quarantine_id, line))
-    for quarantine_id, line in resolved:
-        cur.execute(
-            """UPDATE quarantine SET replayed_at = now(), last_replay_detail = %s
-               WHERE quarantine_id = %s""",
+    cur.executemany(
+        "UPDATE quarantine SET replayed_at = now(), last_replay_detail = %s WHERE quarantine_id = %s",
+        [
             (
                 f"superseded: {source_file} grew after this partial last line was read; line {line} "
                 f"was ingested in full from the longer file (sha256 {sha256[:12]}…)",
                 quarantine_id,
-            ),
-        )
+            )
+            for quarantine_id, line in resolved
+        ],
+    )
     return [quarantine_id for quarantine_id, _ in resolved]
 
 
@@ -991,7 +998,6 @@ class Ingestor:
         self.parallel_min_bytes = parallel_min_bytes
         self.gate = SchemaGate(INGEST_TABLES, source=source)
         self.summary = IngestSummary(run_id=self.run_id, started_at=self.now())
-        self._stage_sql = stage_sql()
         self._last_progress = 0.0
         self._pool: _ParsePool | None = None
 
@@ -1086,7 +1092,7 @@ class Ingestor:
         return (parse_batch(*job) for job in jobs)
 
     def _ingest_into_transaction(self, path: Path, result: FileResult) -> None:
-        self.conn.execute(self._stage_sql)
+        self.conn.execute(stage_sql())
         cur = self.conn.cursor()
         counts = Counts()
         started = time.perf_counter()
