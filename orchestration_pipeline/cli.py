@@ -178,7 +178,8 @@ def run(select: str, demo_sessions: int) -> None:
         written = _generate_demo(settings.landing_dir, sessions=demo_sessions)
         click.echo(f"wrote {len(written)} demo files to {settings.landing_dir}", err=True)
         _seed_demo_tasks(services.urls.tasks, written)
-    env = {**os.environ, **pipeline_environment(services)}
+    pipeline_env = pipeline_environment(services)
+    env = {**os.environ, **pipeline_env}
     started = datetime.now(UTC)
     argv = [
         _dagster_executable(),
@@ -190,7 +191,7 @@ def run(select: str, demo_sessions: int) -> None:
         "orchestration_pipeline.definitions",
     ]
     result = subprocess.run(argv, env=env, cwd=project_root())
-    failed = _failed_checks(settings.dagster_home, pipeline_environment(services), started)
+    failed = _failed_checks(settings.dagster_home, pipeline_env, started)
     for asset, check, severity, description in failed:
         click.echo(f"check failed: {asset} {check} [{severity}] {description}")
     if result.returncode != 0:
@@ -819,13 +820,12 @@ def policy_set(
     request_id: str | None,
 ) -> None:
     """Create a policy or change some of its fields (new policies start disabled and dry-run)."""
-    from orchestration_pipeline.lib.db import connection, require_schema
-    from orchestration_pipeline.lib.executions import EXECUTION_TABLES, Policy, get_policy, upsert_policy
+    from orchestration_pipeline.lib.db import connection
+    from orchestration_pipeline.lib.executions import Policy, get_policy, upsert_policy
 
     actor, request_id = _who(actor, request_id)
     urls = _database_urls()  # resolved once: with the embedded server this may start it
     with connection(urls.orchestration) as conn:
-        require_schema(conn, EXECUTION_TABLES, source="cli:policy set")
         current = get_policy(conn, policy_id)
         if current is None and not effect:
             raise click.UsageError(f"policy {policy_id} is new: give --effect (create_task, label or notify)")
@@ -901,8 +901,8 @@ def decisions_execute(
     """
     from datetime import timedelta
 
-    from orchestration_pipeline.lib.db import connection, require_schema
-    from orchestration_pipeline.lib.executions import EXECUTION_TABLES, Action, execute_action, get_policy
+    from orchestration_pipeline.lib.db import connection
+    from orchestration_pipeline.lib.executions import Action, execute_action, get_policy
 
     try:
         body = json.loads(payload)
@@ -913,7 +913,6 @@ def decisions_execute(
     actor, request_id = _who(actor, request_id)
     urls = _database_urls()  # resolved once: with the embedded server this may start it
     with connection(urls.orchestration) as conn:
-        require_schema(conn, EXECUTION_TABLES, source="cli:decisions execute")
         current = get_policy(conn, policy_id)
         outcome = execute_action(
             conn,

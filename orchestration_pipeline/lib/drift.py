@@ -31,7 +31,7 @@ import psycopg
 from psycopg.types.json import Jsonb
 
 from orchestration_pipeline.errors import OrchError
-from orchestration_pipeline.lib.audit import record_audit
+from orchestration_pipeline.lib.audit import AUDIT_TABLES, record_audit
 from orchestration_pipeline.lib.db import end_read, require_schema
 from orchestration_pipeline.lib.projection import (
     PROJECTION,
@@ -46,7 +46,7 @@ from orchestration_pipeline.lib.projection import (
 from orchestration_pipeline.lib.telemetry import record_decision, record_metric
 
 DRIFT_CLASSES: tuple[str, ...] = ("missing_in_projection", "missing_in_tasks", "status_mismatch")
-RECONCILE_TABLES = ("drift_reports", "task_projection_shadow", "audit_ledger", "audit_chain_heads")
+RECONCILE_TABLES = ("drift_reports", "task_projection_shadow", *AUDIT_TABLES)
 
 
 class ReconcileRefused(OrchError):

@@ -131,6 +131,7 @@ def _policy_row(row: Mapping[str, Any] | None) -> Policy | None:
 
 def get_policy(conn: psycopg.Connection, policy_id: str) -> Policy | None:
     """The policy, or None."""
+    require_schema(conn, EXECUTION_TABLES, record_decision=False)
     with conn.cursor(row_factory=dict_row) as cur:
         row = cur.execute(
             "SELECT policy_id, name, effect, enabled, dry_run FROM policies WHERE policy_id = %s",
