@@ -120,15 +120,22 @@ def _keeps_value(key: str, value: object) -> bool:
     return key.strip().lower() == "pwd" and isinstance(value, str) and value.startswith(("/", "~"))
 
 
-def _redacted_value(value: str) -> str | None:
-    """The value with its content replaced (quotes kept), or None when there is nothing to redact."""
+def _split_quoted(value: str) -> tuple[str, str, bool] | None:
+    """(quote, inner text, closed) of a quoted value (also JSON-escaped quotes); None if bare."""
     for quote in ('\\"', '"', "'"):
         if value.startswith(quote):
             closed = len(value) >= 2 * len(quote) and value.endswith(quote)
-            inner = value[len(quote) : -len(quote)] if closed else value[len(quote) :]
-            if not inner.strip() or inner.startswith(REDACTED):
-                return None
-            return f"{quote}{REDACTED}{quote}" if closed else f"{quote}{REDACTED}"
+            return quote, value[len(quote) : -len(quote)] if closed else value[len(quote) :], closed
+    return None
+
+
+def _redacted_value(value: str) -> str | None:
+    """The value with its content replaced (quotes kept), or None when there is nothing to redact."""
+    if (quoted := _split_quoted(value)) is not None:
+        quote, inner, closed = quoted
+        if not inner.strip() or inner.startswith(REDACTED):
+            return None
+        return f"{quote}{REDACTED}{quote}" if closed else f"{quote}{REDACTED}"
     if value[0] in "|>" and "\n" in value:  # a YAML block, lines and all
         return REDACTED + ("\n" if value.endswith("\n") else "")
     return None if value.startswith(REDACTED) else REDACTED
@@ -136,13 +143,11 @@ def _redacted_value(value: str) -> str | None:
 
 def _kept_length(value: str) -> int:
     """How much of a value with nothing to redact (empty, or already redacted) to step over."""
-    for quote in ('\\"', '"', "'"):
-        if value.startswith(quote):
-            closed = len(value) >= 2 * len(quote) and value.endswith(quote)
-            inner = value[len(quote) : -len(quote)] if closed else value[len(quote) :]
-            if closed and inner.strip() in ("", REDACTED):
-                return len(value)
-            return len(quote) + (len(REDACTED) if inner.startswith(REDACTED) else 0)
+    if (quoted := _split_quoted(value)) is not None:
+        quote, inner, closed = quoted
+        if closed and inner.strip() in ("", REDACTED):
+            return len(value)
+        return len(quote) + (len(REDACTED) if inner.startswith(REDACTED) else 0)
     return len(REDACTED) if value.startswith(REDACTED) else 0
 
 
