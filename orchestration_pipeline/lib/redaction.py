@@ -1,6 +1,6 @@
 """Secret redaction, applied before anything is stored (events, quarantine, error groups, audit).
 
-Three kinds of secret are replaced with ``"[REDACTED]"``:
+Five kinds of secret are replaced with ``"[REDACTED]"``:
 
 * values under keys that name a secret (``password``, ``api_key``, ``github_token``, …), matched
   on whole ``_``-separated words so that ``token_count`` or ``tokens_used`` are left alone, or
@@ -18,10 +18,17 @@ Three kinds of secret are replaced with ``"[REDACTED]"``:
   or with ``@``, ``?``, ``#`` or ``/`` inside the password, and ``password=pw``); ``host:8080/x@y``
   and ``image:tag@sha256:…`` are not passwords.
 
+* credentials recognisable by their form alone, with no key in front of them: GitHub
+  (``ghp_…``, ``github_pat_…``), GitLab (``glpat-…``), Slack (``xoxb-…``), Stripe (``sk_live_…``),
+  npm (``npm_…``), Google API (``AIza…``), OpenAI and Anthropic (``sk-proj-…``, ``sk-ant-…``) keys,
+  AWS access key ids (``AKIA…``) and JWTs (``eyJ….eyJ….…``);
+* command-line passwords: ``curl -u user:pw`` (also ``--user``, ``--proxy-user``, ``-U``; the user
+  is kept, and ``uid:gid`` as in ``docker -u 1000:1000`` is no password), ``mysql -pPASSWORD``
+  (mysql and mariadb tools) and ``sshpass -p PASSWORD``, in text and in argv lists.
+
 Over-redacting a word of prose (``password: must be 8 characters``) is accepted; leaking is not.
 Each pattern stays linear in the length of the text, and redacting twice changes nothing.
-Not covered: secrets with no key in front of them (a bare ``ghp_…`` or ``AKIA…`` token),
-``curl -u user:pw`` and ``-pPASSWORD``.
+Not covered: a secret with neither a key nor a known form (a bare 40-character AWS secret key).
 """
 
 from __future__ import annotations
@@ -89,6 +96,35 @@ _PEM_PRIVATE_KEY = re.compile(
     r"-----BEGIN [A-Z0-9 ]{0,40}PRIVATE KEY-----(?:(?!-----END)[\s\S]){0,65536}(?:-----END [A-Z0-9 ]{0,40}PRIVATE KEY-----)?"
 )
 _REST_OF_LINE = re.compile(r"[^\n]{1,2048}")
+# Credentials known by their form (see the module docstring). Each ends where its alphabet ends,
+# and never starts inside a longer word, so a redacted token leaves no half behind to match later.
+_KNOWN_TOKEN = re.compile(
+    r"(?<![A-Za-z0-9_-])(?:"
+    r"gh[pousr]_[A-Za-z0-9]{36,251}(?![A-Za-z0-9])"
+    r"|github_pat_[A-Za-z0-9_]{22,244}(?![A-Za-z0-9_])"
+    r"|glpat-[A-Za-z0-9_-]{20,64}(?![A-Za-z0-9_-])"
+    r"|(?:AKIA|ASIA)[A-Z0-9]{16}(?![A-Za-z0-9])"
+    r"|xox[abposr]-[A-Za-z0-9-]{10,251}(?![A-Za-z0-9-])"
+    r"|[sr]k_(?:live|test)_[A-Za-z0-9]{16,247}(?![A-Za-z0-9])"
+    r"|AIza[A-Za-z0-9_-]{35}(?![A-Za-z0-9_-])"
+    r"|npm_[A-Za-z0-9]{36}(?![A-Za-z0-9])"
+    r"|sk-(?:proj|ant|svcacct|admin)-[A-Za-z0-9_-]{20,512}(?![A-Za-z0-9_-])"
+    r"|eyJ[A-Za-z0-9_-]{8,4096}\.eyJ[A-Za-z0-9_-]{8,8192}\.[A-Za-z0-9_-]{0,4096}(?![A-Za-z0-9_-])"
+    r")"
+)
+# curl -u user:password (--user, --proxy-user, -U): the password after the first ':'.
+_USER_FLAG = re.compile(
+    r"(?<![\w-])(?:-u|-U|--user|--proxy-user)(?:[ \t]{1,32}|=)(?P<q>[\"']?)"
+    r"(?P<user>[^\s:\"'/]{1,256}):(?P<pw>[^\s\"']{1,512})"
+)
+# A mysql or mariadb command, to the end of its line or pipeline step; inside it, -pPASSWORD.
+_MYSQL_COMMAND = re.compile(r"(?i)\b(?:mysql|mariadb)[\w-]{0,16}\b[^\n;&|]{0,2048}")
+_MYSQL_PASSWORD = re.compile(r"(?<=[\s\"'])-p(?!\[REDACTED\])(?P<pw>[^\s\"'-][^\s\"']{0,255})")
+_SSHPASS = re.compile(
+    r"(?i)\bsshpass[ \t]{1,32}-p[ \t]{0,32}(?!\[REDACTED\])(?P<pw>[^\s\"'-][^\s\"']{0,255})"
+)
+_ARGV_MYSQL = re.compile(r"(?i)(?:[^/\\]*[/\\])*(?:mysql|mariadb)[\w.-]{0,16}")
+_ARGV_USER_FLAGS = ("-u", "-U", "--user", "--proxy-user")
 _PAIR_NAMES = ("name", "key", "header")
 # A header name as written in a [name, value] tuple: Authorization, Cookie, or dashed (X-Api-Key).
 _HEADER_NAME = re.compile(
@@ -159,6 +195,57 @@ def _is_secret_flag(text: str) -> bool:
     return bool(key) and not _VALUELESS_FLAG.match(key) and is_secret_key(key)
 
 
+def _password_kept(user: str, password: str) -> bool:
+    """``uid:gid`` (``docker -u 1000:1000``) is no password; a redacted one is done."""
+    return password.startswith(REDACTED) or (user.isdigit() and password.isdigit())
+
+
+def _redact_command_lines(text: str, low: str) -> tuple[str, int]:
+    """curl -u user:pw, mysql -pPASSWORD and sshpass -p PASSWORD in free text (``low``: lowercased)."""
+    count = 0
+
+    def password(match: re.Match[str]) -> str:
+        nonlocal count
+        if "user" in match.groupdict() and _password_kept(match["user"], match["pw"]):
+            return match[0]
+        count += 1
+        return match[0][: match.start("pw") - match.start()] + REDACTED
+
+    if "-u" in low:
+        text = _USER_FLAG.sub(password, text)
+    if "mysql" in low or "mariadb" in low:
+        # one command at a time, each scanned once: linear however many commands a text holds
+        text = _MYSQL_COMMAND.sub(lambda command: _MYSQL_PASSWORD.sub(password, command[0]), text)
+    if "sshpass" in low:
+        text = _SSHPASS.sub(password, text)
+    return text, count
+
+
+def _redact_argv_passwords(argv: list) -> int:
+    """["curl", "-u", "user:pw"] and ["mysql", "-pPASSWORD"], in place; returns the redactions."""
+    count = 0
+    mysql = bool(argv) and isinstance(argv[0], str) and _ARGV_MYSQL.fullmatch(argv[0]) is not None
+    for i in range(1, len(argv)):
+        item = argv[i]
+        if not isinstance(item, str):
+            continue
+        if argv[i - 1] in _ARGV_USER_FLAGS:
+            user, colon, password = item.partition(":")
+            if colon and user and password and not _password_kept(user, password):
+                argv[i] = f"{user}:{REDACTED}"
+                count += 1
+        elif (
+            mysql
+            and len(item) > 2
+            and item.startswith("-p")
+            and item[2] != "-"
+            and not item[2:].startswith(REDACTED)
+        ):
+            argv[i] = "-p" + REDACTED
+            count += 1
+    return count
+
+
 def redact_text(text: str) -> tuple[str, int]:
     """Redact secrets inside free text; returns the new text and the number of redactions."""
     count = 0
@@ -213,6 +300,11 @@ def redact_text(text: str) -> tuple[str, int]:
 
     if "-----BEGIN" in text:
         text = sub(_PEM_PRIVATE_KEY, REDACTED, text)
+    text = sub(_KNOWN_TOKEN, REDACTED, text)
+    low = text.lower()
+    if "-u" in low or "mysql" in low or "mariadb" in low or "sshpass" in low:
+        text, n = _redact_command_lines(text, low)
+        count += n
     text = sub(_BEARER, rf"\1 {REDACTED}", text)
     text = sub(_AUTH_HEADER, rf"\1{REDACTED}", text)
     if "@" in text:
@@ -296,6 +388,9 @@ _RAW_PAIR = re.compile(
     r'"(?i:value)"\s{0,8}:\s{0,8}(?P<value>"(?:[^"\\]|\\.)*"?)'
 )
 _RAW_FLAG = re.compile(r'"(?P<name>--[A-Za-z][\w-]{0,63})"\s{0,8},\s{0,8}(?P<value>"(?:[^"\\]|\\.)*"?)')
+_RAW_USER_FLAG = re.compile(
+    r'"(?:-u|-U|--user|--proxy-user)"\s{0,8},\s{0,8}"(?P<user>[^"\\:\s]{1,256}):(?P<pw>(?:[^"\\]|\\.){1,512})'
+)
 
 
 def _redact_raw_pairs(text: str) -> tuple[str, int]:
@@ -314,6 +409,16 @@ def _redact_raw_pairs(text: str) -> tuple[str, int]:
 
     text = _RAW_PAIR.sub(lambda m: pair(m, flag=False), text)
     text = _RAW_FLAG.sub(lambda m: pair(m, flag=True), text)
+
+    def user_password(match: re.Match[str]) -> str:
+        nonlocal count
+        if _password_kept(match["user"], match["pw"]):
+            return match[0]
+        count += 1
+        return match[0][: match.start("pw") - match.start()] + REDACTED
+
+    if "-u" in text or "-U" in text:
+        text = _RAW_USER_FLAG.sub(user_password, text)
     return text, count
 
 
@@ -360,6 +465,7 @@ def redact_value(value: Any) -> tuple[Any, int]:
         ):
             value[1] = REDACTED
             total += 1
+        total += _redact_argv_passwords(value)
         previous = None  # the element before, as it was (not as redacted)
         for i, item in enumerate(value):
             follows_flag = isinstance(previous, str) and _is_secret_flag(previous)
@@ -392,7 +498,34 @@ def redact_value(value: Any) -> tuple[Any, int]:
 # derives this list from str.lower() and re again.
 _CASE_FOLDED_LETTERS = ("\u0130", "\u0131", "\u017f", "\u212a")
 
-# What may_contain_secret looks for, in its (lowercased) bytes; the tests hold the two equal.
+# Markers of the secrets known by their form or their command line: every text that _KNOWN_TOKEN,
+# _USER_FLAG (also in an argv list, and after a JSON-escaped tab), _MYSQL_COMMAND or _SSHPASS
+# matches contains one of them.
+# Each starts with a literal, which `re` finds with a fast C search: one scan per pattern costs
+# about what one `find` does, where a single alternation of them all would cost ten times more.
+FORM_PATTERNS = tuple(
+    re.compile(pattern)
+    for pattern in (
+        rb"gh[pousr]_",
+        rb"github_pat_",
+        rb"glpat-",
+        rb"akia",
+        rb"asia",
+        rb"xox[abposr]-",
+        rb"k_(?:live|test)_",
+        rb"aiza",
+        rb"npm_",
+        rb"sk-(?:proj|ant|svcacct|admin)-",
+        rb"eyj",
+        rb"-u(?:[ \t=\"\\]|ser)",  # -u/-U then a blank, "=", a quote or a JSON escape; --user, --proxy-user
+        rb"mysql",
+        rb"mariadb",
+        rb"sshpass",
+    )
+)
+
+# What may_contain_secret looks for, in its (lowercased) bytes, besides FORM_PATTERNS; the tests
+# hold the two equal.
 SECRET_MARKERS = (
     b"\\u",
     b"\\/",
@@ -432,6 +565,7 @@ def may_contain_secret(raw: bytes) -> bool:
         or b"cookie" in low
         or b"jwt" in low
         or b"://" in low
+        or any(pattern.search(low) for pattern in FORM_PATTERNS)
         # Non-ASCII letters that the full path reads as ASCII ones (see _CASE_FOLDED_LETTERS)
         or (not raw.isascii() and any(marker in raw for marker in _NON_ASCII_MARKERS))
     )
@@ -457,4 +591,13 @@ def lines_with_markers(data: bytes, spans: Sequence[tuple[int, int]]) -> set[int
             if i + 1 == len(starts):
                 break
             at = low.find(marker, starts[i + 1])  # the rest of line i needs no second look
+    for pattern in FORM_PATTERNS:
+        found = pattern.search(low)
+        while found is not None:
+            i = bisect_right(starts, found.start()) - 1
+            if i >= 0 and found.end() <= spans[i][1]:
+                marked.add(i)
+            if i + 1 == len(starts):
+                break
+            found = pattern.search(low, starts[i + 1])
     return marked

@@ -6,6 +6,7 @@ from hypothesis import strategies as st
 
 from orchestration_pipeline.lib.events import ParsedEvent, parse_line
 from orchestration_pipeline.lib.redaction import (
+    FORM_PATTERNS,
     REDACTED,
     SECRET_MARKERS,
     is_secret_key,
@@ -109,6 +110,21 @@ markerish = st.lists(
             b"://",
             "\u017f".encode(),
             "\u212a".encode(),
+            b"ghp_",
+            b"GitHub_PAT_",
+            b"AKIA",
+            b"xoxb-",
+            b"k_live_",
+            b"sk-ant-",
+            b"eyJ",
+            b"-u",
+            b"-U",
+            b" ",
+            b'"',
+            b"\\",
+            b"-user",
+            b"MySQL",
+            b"sshpass",
         ]
     )
     | st.binary(max_size=8),
@@ -119,7 +135,11 @@ markerish = st.lists(
 @settings(max_examples=300)
 @given(markerish)
 def test_secret_markers_are_what_the_pre_check_looks_for(raw):
-    assert may_contain_secret(raw) == any(marker in raw.lower() for marker in SECRET_MARKERS)
+    low = raw.lower()
+    assert may_contain_secret(raw) == (
+        any(marker in low for marker in SECRET_MARKERS)
+        or any(pattern.search(low) for pattern in FORM_PATTERNS)
+    )
 
 
 @settings(max_examples=300)
@@ -308,6 +328,18 @@ _TRICKY = st.lists(
             "[",
             "]",
             "-",
+            "-u ",
+            "--user ",
+            "a:b",
+            "1000:1000",
+            "mysql ",
+            "-p",
+            "sshpass -p ",
+            "ghp_" + "A1" * 18,
+            "eyJhbGciOiJI",
+            ".",
+            "AKIA" + "Z" * 16,
+            "xoxb-",
         ]
     ),
     max_size=12,
@@ -448,3 +480,111 @@ def test_long_and_prefixed_values_on_raw_lines():
     raw = '{"env":[{"name":"DB_PASSWORD","value":"' + "A" * 5000 + 'LEAKU1"}] cut'
     assert "LEAKU1" not in redact_raw_line(raw)[0]
     assert "LEAKU2" not in redact_raw_line('{"token": b"LEAKU2"')[0]
+
+
+_GHP = "ghp_" + "Ab1" * 12
+_JWT = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.SflKxwRJSMeKKF2QT4fwpMeJf36POk6yJV_adQssw5c"
+
+
+@pytest.mark.parametrize(
+    "token",
+    [
+        _GHP,
+        "github_pat_11ABCDEFG0123456789_abcdefghijklmnopqrstuvwxyz0123456789ABCDEFGHIJKLMNOPQRSTUVWXY",
+        "glpat-abcdefghij0123456789",
+        "AKIAIOSFODNN7EXAMPLE",
+        "ASIAIOSFODNN7EXAMPLE",
+        "xoxb-123456789012-abcdefABCDEF",
+        "sk_live_" + "a1B2" * 6,
+        "rk_test_" + "a1B2" * 6,
+        "AIza" + "SyD-abcdefghijklmnopqrstuvwxyz01234",
+        "npm_" + "aB3" * 12,
+        "sk-proj-" + "Ab_-9" * 8,
+        "sk-ant-api03-" + "x" * 40,
+        _JWT,
+    ],
+)
+@pytest.mark.parametrize(
+    "template",
+    [
+        "{}",
+        "deploy failed with {} in the log",
+        "https://{}@github.com/o/r.git",
+        "Authorization: token {}",
+        "'{}'",
+    ],
+)
+def test_credentials_known_by_their_form_are_redacted_without_a_key(token, template):
+    text = template.format(token)
+    redacted, count = redact_text(text)
+    assert token not in redacted and count >= 1
+    assert may_contain_secret(text.encode()), "the pre-check would let this line skip redaction"
+    assert redact_text(redacted) == (redacted, 0)
+    raw = json.dumps(
+        {"event_type": "decision", "occurred_at": "2026-01-01T00:00:00Z", "payload": {"rationale": text}}
+    )
+    ev = parse_line(raw.encode())
+    assert isinstance(ev, ParsedEvent) and token not in ev.payload_json and ev.redactions >= 1
+    assert token not in redact_raw_line(raw[:-3])[0]  # a cut-off line, as quarantined
+
+
+@pytest.mark.parametrize(
+    ("text", "secret", "kept"),
+    [
+        ("curl -u alice:LEAK1x https://api", "LEAK1x", "curl -u alice:"),
+        ("curl --user alice:LEAK2x https://api", "LEAK2x", "--user alice:"),
+        ("curl --proxy-user=bob:LEAK3x -x proxy", "LEAK3x", "bob:"),
+        ("curl -U 'bob:LEAK4x' https://api", "LEAK4x", "bob:"),
+        ("curl -u alice@example.com:LEAK4y https://api", "LEAK4y", "alice@example.com:"),
+        ("mysql -h db -uroot -pLEAK5x appdb", "LEAK5x", "-uroot -p"),
+        ("cd /srv && mysqldump --single-transaction -pLEAK6x db > dump.sql", "LEAK6x", "mysqldump"),
+        ('MARIADB-DUMP -u root "-pLEAK7x"', "LEAK7x", "-u root"),
+        ("sshpass -p LEAK8x ssh deploy@host", "LEAK8x", "ssh deploy@host"),
+    ],
+)
+def test_command_line_passwords_are_redacted(text, secret, kept):
+    redacted, count = redact_text(text)
+    assert secret not in redacted and kept in redacted and count == 1
+    assert may_contain_secret(text.encode())
+    assert redact_text(redacted) == (redacted, 0)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "docker run -u 1000:1000 image",  # uid:gid
+        "git push -u origin main",
+        "sort -u names.txt",
+        "mysql -p -h db",  # -p alone prompts for the password
+        "mysql --port 3306 -P 3306",
+        "mkdir -p /srv/data && cp -pr a b",  # -p outside a mysql command
+        "ghp_tooshort",
+        "tasks in Asia: akia-7, ASIA-2",
+        "AKIAIOSFODNN7EXAMPLEX",  # one character too long: not an access key id
+        "eyJ only a prefix",
+    ],
+)
+def test_ordinary_command_lines_and_lookalikes_are_left_alone(text):
+    assert redact_text(text) == (text, 0)
+
+
+def test_argv_lists_lose_command_line_passwords():
+    argv = ["curl", "-u", "alice:LEAK9x", "--user", "bob:LEAK9y", "https://api"]
+    assert redact_value(argv) == (
+        ["curl", "-u", f"alice:{REDACTED}", "--user", f"bob:{REDACTED}", "https://api"],
+        2,
+    )
+    assert redact_value(["C:\\mysql\\bin\\mysql.exe", "-pLEAK9w"]) == (
+        ["C:\\mysql\\bin\\mysql.exe", f"-p{REDACTED}"],
+        1,
+    )
+    assert redact_value(["/usr/bin/mysql", "-uroot", "-pLEAK9z", "db"]) == (
+        ["/usr/bin/mysql", "-uroot", f"-p{REDACTED}", "db"],
+        1,
+    )
+    for kept in (["docker", "run", "-u", "1000:1000"], ["mysql", "-p"], ["mkdir", "-psrc"]):
+        assert redact_value(list(kept)) == (kept, 0)
+    raw = '{"argv": ["curl", "-u", "alice:LEAK9x"], "db": ["mysql", "-pLEAK9z"'
+    redacted, count = redact_raw_line(raw)
+    assert "LEAK9" not in redacted and count == 2 and '"alice:' in redacted
+    assert redact_raw_line(redacted) == (redacted, 0)
