@@ -19,6 +19,7 @@ and each can tell the rescuer whether a stale claim's effect happened (:meth:`Ef
 
 from __future__ import annotations
 
+import json
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Mapping
 from contextlib import AbstractContextManager
@@ -31,6 +32,7 @@ from psycopg.types.json import Jsonb
 
 from orchestration_pipeline.errors import ExecutionError
 from orchestration_pipeline.lib.db import end_read
+from orchestration_pipeline.lib.redaction import may_contain_secret, redact_text, redact_value
 
 TASKS_WRITER_ROLE = "orch_tasks_writer"
 TASK_STATUSES = ("todo", "in_progress", "blocked", "done", "failed", "cancelled")
@@ -102,6 +104,26 @@ class Effect(ABC):
     def probe(self, ctx: EffectContext, run: ActionRun) -> ProbeResult:
         """Did this attempt's effect happen? The default cannot tell."""
         return ProbeResult(None, {"probe": "this effect cannot tell whether it ran"})
+
+
+def redacted_copy(value: dict[str, Any]) -> dict[str, Any]:
+    """``value`` as it may be stored: a copy with its secrets redacted, or ``value`` itself when it
+    has none (it is never changed). A value that is not JSON is returned as it is, for the writer
+    to refuse."""
+    try:
+        text = json.dumps(value, allow_nan=False)
+    except (TypeError, ValueError):
+        return value
+    if not may_contain_secret(text.encode()):
+        return value
+    redacted, count = redact_value(json.loads(text))
+    return redacted if count else value
+
+
+def _same_as_stored(actual: str, stored: str) -> bool:
+    """Whether a value found in the Tasks DB is the one a payload held: the rescuer's probes see
+    the stored payload, whose text may have been redacted (a title holding ``token=…``)."""
+    return actual == stored or redact_text(actual)[0] == stored
 
 
 def _strict_keys(payload: Mapping[str, Any], allowed: set[str], effect: str) -> None:
@@ -219,7 +241,7 @@ class CreateTask(Effect):
     def probe(self, ctx: EffectContext, run: ActionRun) -> ProbeResult:
         task_id = self.task_id(run)
         row = _tasks_read(ctx, "SELECT title FROM tasks WHERE task_id = %s", (task_id,))
-        done = row is not None and row[0] == run.payload["title"]
+        done = row is not None and _same_as_stored(row[0], run.payload["title"])
         return ProbeResult(done, {"task_id": task_id, "task_present": row is not None})
 
 
@@ -255,10 +277,11 @@ class LabelTask(Effect):
         return _tasks_write(ctx, work)
 
     def _state(self, ctx: EffectContext, run: ActionRun) -> tuple[bool, bool]:
-        row = _tasks_read(
-            ctx, "SELECT tags ? %s FROM tasks WHERE task_id = %s", (run.payload["tag"], run.target_ref)
+        row = _tasks_read(ctx, "SELECT tags FROM tasks WHERE task_id = %s", (run.target_ref,))
+        tag = run.payload["tag"]
+        return row is not None, bool(
+            row and any(isinstance(t, str) and _same_as_stored(t, tag) for t in row[0])
         )
-        return row is not None, bool(row and row[0])
 
     def simulate(self, ctx: EffectContext, run: ActionRun) -> dict[str, Any]:
         exists, tagged = self._state(ctx, run)
@@ -270,7 +293,10 @@ class LabelTask(Effect):
 
 
 class Notify(Effect):
-    """Write an alert into the orchestration DB's ``alerts`` table (``target_ref``: the subject)."""
+    """Write an alert into the orchestration DB's ``alerts`` table (``target_ref``: the subject).
+
+    The alert is stored, so secrets in its message and details are redacted (:func:`redacted_copy`).
+    """
 
     name = "notify"
     local = True
@@ -286,12 +312,15 @@ class Notify(Effect):
             raise ExecutionError("notify: payload.details must be an object")
 
     def _alert(self, run: ActionRun) -> dict[str, Any]:
-        return {
-            "source": f"policy:{run.policy_id}",
-            "severity": run.payload.get("severity", "warning"),
-            "subject": run.target_ref or run.policy_id,
-            "message": run.payload["message"],
-        }
+        """The alert as it is written: secrets redacted."""
+        return redacted_copy(
+            {
+                "source": f"policy:{run.policy_id}",
+                "severity": run.payload.get("severity", "warning"),
+                "subject": run.target_ref or run.policy_id,
+                "message": run.payload["message"],
+            }
+        )
 
     def perform(self, ctx: EffectContext, run: ActionRun) -> dict[str, Any]:
         alert = self._alert(run)
@@ -303,7 +332,7 @@ class Notify(Effect):
                 alert["severity"],
                 alert["subject"],
                 alert["message"],
-                Jsonb(dict(run.payload.get("details", {}))),
+                Jsonb(redacted_copy(dict(run.payload.get("details", {})))),
                 run.execution_id,
             ),
         ).fetchone()

@@ -22,6 +22,11 @@ A claim whose worker died stays ``pending``; after its lease it is *stale*, and
 ``succeeded`` if so, else ``failed`` (retryable). A dry run validates exactly like a live run,
 records a simulated row (``dry_run = true``, outside the live index) and performs nothing.
 
+Secrets are redacted before anything is stored (``lib/redaction.py``): a row holds the payload,
+result and ``error_text`` redacted, while the hash covers the original payload and the effect is
+handed the original; the claim's same-parameters check compares redacted payloads, and the
+rescuer's probe sees the stored, redacted one.
+
 Every state change writes its audit entry in the same transaction (``lib/audit.py``), as do
 policy changes. When the canonical form ever changes, ``canonicalizer_version`` tells old hashes
 from new ones.
@@ -29,6 +34,7 @@ from new ones.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager
@@ -52,8 +58,9 @@ from orchestration_pipeline.lib.effects import (
     EffectRegistry,
     ProbeResult,
     default_effects,
+    redacted_copy,
 )
-from orchestration_pipeline.lib.redaction import redact_text
+from orchestration_pipeline.lib.redaction import may_contain_secret, redact_text, redact_value
 from orchestration_pipeline.lib.verdict import Verdict
 
 EXECUTION_TABLES = ("policies", "decision_executions", "alerts", "audit_ledger")
@@ -212,6 +219,23 @@ def _error_text(exc: BaseException) -> str:
     return redact_text(text)[0][:_ERROR_TEXT_MAX]
 
 
+def _redacted_json(payload_json: str) -> str:
+    """The canonical JSON of a payload as stored: secrets redacted (``payload_json`` when it has none)."""
+    if not may_contain_secret(payload_json.encode()):
+        return payload_json
+    redacted, count = redact_value(json.loads(payload_json))
+    return canonical_json(redacted) if count else payload_json
+
+
+def _redacts_to(stored: Any, stored_json: str) -> bool:
+    """Whether a stored payload, redacted now, is ``stored_json``: true for a row written before
+    payloads were redacted (it holds the original) or under narrower redaction rules."""
+    try:
+        return _redacted_json(canonical_json(stored)) == stored_json
+    except ExecutionError:  # no canonical form: the row was altered
+        return False
+
+
 def _require_idle(conn: psycopg.Connection, what: str) -> None:
     if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
         raise ExecutionError(
@@ -250,14 +274,18 @@ def _claim(
     conn: psycopg.Connection,
     action: Action,
     action_hash: str,
-    payload_json: str,
+    stored_json: str,
     *,
     actor: str,
     request_id: str,
     lease: timedelta,
     source: str | None,
 ) -> tuple[str, dict[str, Any]]:
-    """Steps 1–2: claim the hash and commit. Returns ('claimed' | 'succeeded' | 'pending', row)."""
+    """Steps 1–2: claim the hash and commit. Returns ('claimed' | 'succeeded' | 'pending', row).
+
+    ``stored_json`` is the payload's canonical JSON with its secrets redacted, as the row holds it;
+    a live row holding another payload under the same hash is a conflict.
+    """
     for _ in range(5):  # a competing claim may fail between our two statements; then claim again
         with conn.transaction(), conn.cursor(row_factory=dict_row) as cur:
             row = cur.execute(
@@ -273,7 +301,7 @@ def _claim(
                     "policy_id": action.policy_id,
                     "effect": action.effect,
                     "target_ref": action.target_ref,
-                    "payload": payload_json,
+                    "payload": stored_json,
                     "hash": action_hash,
                     "version": CANONICALIZER_VERSION,
                     "lease": lease,
@@ -300,16 +328,18 @@ def _claim(
                 )
                 return "claimed", row
             live = cur.execute(
-                """SELECT execution_id, attempt, state, result, policy_id, effect, target_ref,
+                """SELECT execution_id, attempt, state, result, policy_id, effect, target_ref, payload,
                           payload = %s::jsonb AS same_payload
                    FROM decision_executions
                    WHERE action_hash = %s AND state IN ('pending', 'succeeded') AND NOT dry_run FOR UPDATE""",
-                (payload_json, action_hash),
+                (stored_json, action_hash),
             ).fetchone()
             if live is None:
                 continue
+            same_payload = live.pop("same_payload")
+            stored_payload = live.pop("payload")
             if not (
-                live["same_payload"]
+                (same_payload or _redacts_to(stored_payload, stored_json))
                 and live["policy_id"] == action.policy_id
                 and live["effect"] == action.effect
                 and live["target_ref"] == action.target_ref
@@ -357,7 +387,7 @@ def _record_success(
                          WHERE l.action_hash = d.action_hash AND l.state IN ('pending', 'succeeded')
                            AND NOT l.dry_run)))
         RETURNING o.old_state""",
-        (Jsonb(result), run.execution_id),
+        (Jsonb(redacted_copy(result)), run.execution_id),
     ).fetchone()
     if row is None:
         return None
@@ -411,7 +441,7 @@ def _dry_run(
     effect: Effect,
     ctx: EffectContext,
     action_hash: str,
-    payload_json: str,
+    stored_json: str,
     *,
     actor: str,
     request_id: str,
@@ -438,12 +468,12 @@ def _dry_run(
                 action.policy_id,
                 action.effect,
                 action.target_ref,
-                payload_json,
+                stored_json,
                 "failed" if error else "succeeded",
                 error,
                 action_hash,
                 CANONICALIZER_VERSION,
-                Jsonb(simulation),
+                Jsonb(redacted_copy(simulation)),
                 actor,
                 request_id,
             ),
@@ -488,12 +518,13 @@ def execute_action(
     effects = effects or default_effects()
     policy, effect, action_hash = _validated(conn, action, effects)
     payload_json = canonical_json(dict(action.payload))
+    stored_json = _redacted_json(payload_json)  # the effect below still gets action.payload itself
     ctx = EffectContext(orch_conn=conn, tasks_connection=tasks_connection)
     who = {"actor": actor, "request_id": request_id, "source": source}
     if dry_run or policy.dry_run:
-        return _dry_run(conn, action, effect, ctx, action_hash, payload_json, **who)
+        return _dry_run(conn, action, effect, ctx, action_hash, stored_json, **who)
 
-    state, claim = _claim(conn, action, action_hash, payload_json, lease=lease, **who)
+    state, claim = _claim(conn, action, action_hash, stored_json, lease=lease, **who)
     if state != "claimed":
         return ExecutionOutcome(
             "duplicate" if state == "succeeded" else "in_progress",
@@ -626,7 +657,7 @@ def rescue_stale_claims(
                     """UPDATE decision_executions SET state = 'succeeded', result = %s, executed_at = now()
                        WHERE execution_id = %s AND state = 'pending' AND lease_expires_at < now()
                        RETURNING execution_id""",
-                    (Jsonb({**probe.detail, "recorded_by": "rescuer"}), run.execution_id),
+                    (Jsonb(redacted_copy({**probe.detail, "recorded_by": "rescuer"})), run.execution_id),
                 ).fetchone()
                 operation, after = "complete", {"state": "succeeded", "probe": probe.detail}
                 reason = "stale claim: the effect's probe found it done"

@@ -411,6 +411,37 @@ def test_the_rescuer_records_success_when_the_effect_had_happened(env):
     assert env.read(stale_claims_verdict).passed
 
 
+def test_the_rescuer_sees_through_the_redaction_of_a_title_and_a_tag(env):
+    """The probes compare the Tasks DB's values with the stored, redacted payload."""
+
+    class CreateThenCrash(CreateTask):
+        name = "create_then_crash"
+
+        def perform(self, ctx, run):
+            super().perform(ctx, run)
+            raise Crash()
+
+    class LabelThenCrash(LabelTask):
+        name = "label_then_crash"
+
+        def perform(self, ctx, run):
+            super().perform(ctx, run)
+            raise Crash()
+
+    env.registry.register(CreateThenCrash())
+    env.registry.register(LabelThenCrash())
+    env.policy("open-task", "create_then_crash")
+    env.policy("tag-task", "label_then_crash")
+    _crash_during(
+        env, Action("open-task", "create_then_crash", "T-7", {"title": "rotate token=abc123secret now"})
+    )
+    _crash_during(env, Action("tag-task", "label_then_crash", "T-7", {"tag": "api_key=abc123secret"}))
+    stored = env.orch_rows("SELECT payload::text FROM decision_executions ORDER BY execution_id")
+    assert all("abc123secret" not in row[0] for row in stored)
+    report = env.rescue()
+    assert (report.examined, len(report.succeeded), report.failed) == (2, 2, [])
+
+
 def test_the_rescuer_fails_a_stale_claim_whose_effect_did_not_happen_and_it_is_retried(env):
     class CrashBeforeLabel(LabelTask):
         name = "crash_label"
@@ -605,3 +636,165 @@ def test_an_unmigrated_database_is_one_error_naming_the_fix(fresh_dsn):
         ):
             with pytest.raises(SchemaNotReady, match="run 'orchestration-pipeline db migrate'"):
                 call()
+
+
+# --- secrets in payloads ----------------------------------------------------------------------
+
+SECRET_PAYLOAD = {
+    "webhook_token": "s3cr3t-value",
+    "nested": {"password": "pw-9f8e7d"},
+    "note": "call it with Bearer abcdefghijklmnop",
+}
+REDACTED_PAYLOAD = {
+    "webhook_token": "[REDACTED]",
+    "nested": {"password": "[REDACTED]"},
+    "note": "call it with Bearer [REDACTED]",
+}
+SECRETS = ("s3cr3t-value", "pw-9f8e7d", "abcdefghijklmnop")
+
+
+class Recorder(Effect):
+    """A remote effect that keeps the payload it was handed and echoes its token in its result."""
+
+    name = "record"
+    dry_run_safe = True
+
+    def __init__(self):
+        self.performed, self.simulated, self.probed = [], [], []
+
+    def validate(self, target_ref, payload):
+        pass
+
+    def perform(self, ctx, run):
+        self.performed.append(run.payload)
+        return {"sent_token": run.payload["webhook_token"]}
+
+    def simulate(self, ctx, run):
+        self.simulated.append(run.payload)
+        return {"would_send_token": run.payload["webhook_token"]}
+
+    def probe(self, ctx, run):
+        self.probed.append(run.payload)
+        return ProbeResult(False, {"seen": False})
+
+
+def _stored_rows(env):
+    """Every row of decision_executions and alerts, as text."""
+    return env.orch_rows(
+        "SELECT row_to_json(d)::text FROM decision_executions d "
+        "UNION ALL SELECT row_to_json(a)::text FROM alerts a"
+    )
+
+
+def _assert_no_secret_stored(env):
+    rows = _stored_rows(env)
+    assert rows
+    for secret in SECRETS:
+        assert secret not in repr(rows)
+
+
+def test_a_live_run_stores_the_payload_redacted_and_hands_the_effect_the_original(env):
+    effect = Recorder()
+    env.registry.register(effect)
+    env.policy("hook", "record")
+    action = Action("hook", "record", None, SECRET_PAYLOAD)
+    outcome = env.execute(action)
+    assert outcome.status == "succeeded"
+    assert effect.performed == [SECRET_PAYLOAD]
+    assert outcome.result == {"sent_token": "s3cr3t-value"}  # in memory, never stored
+    stored = env.orch_rows(
+        "SELECT payload, result, action_hash, canonicalizer_version FROM decision_executions"
+    )
+    assert stored == [(REDACTED_PAYLOAD, {"sent_token": "[REDACTED]"}, action.action_hash, 1)]
+    # The hash is still that of the original action.
+    assert action.action_hash == Action("hook", "record", None, dict(SECRET_PAYLOAD)).action_hash
+    assert action.action_hash != Action("hook", "record", None, REDACTED_PAYLOAD).action_hash
+    _assert_no_secret_stored(env)
+
+
+def test_notify_stores_its_alert_redacted(env):
+    env.policy("page", "notify")
+    payload = {
+        "message": "deploy failed: Bearer abcdefghijklmnop",
+        "details": {"api_key": "s3cr3t-value", "db": "postgresql://svc:pw-9f8e7d@db/x"},
+    }
+    outcome = env.execute(Action("page", "notify", "ingest", payload))
+    assert outcome.status == "succeeded"
+    assert env.orch_rows("SELECT message, details FROM alerts") == [
+        (
+            "deploy failed: Bearer [REDACTED]",
+            {"api_key": "[REDACTED]", "db": "postgresql://svc:[REDACTED]@db/x"},
+        )
+    ]
+    assert env.orch_rows("SELECT payload FROM decision_executions") == [
+        (
+            {
+                "message": "deploy failed: Bearer [REDACTED]",
+                "details": {"api_key": "[REDACTED]", "db": "postgresql://svc:[REDACTED]@db/x"},
+            },
+        )
+    ]
+    _assert_no_secret_stored(env)
+
+
+def test_the_identical_action_with_secrets_is_a_duplicate_and_a_changed_row_still_a_conflict(env):
+    effect = Recorder()
+    env.registry.register(effect)
+    env.policy("hook", "record")
+    first = env.execute(Action("hook", "record", None, SECRET_PAYLOAD))
+    assert env.orch_rows("SELECT payload FROM decision_executions") == [(REDACTED_PAYLOAD,)]
+    again = env.execute(Action("hook", "record", None, dict(SECRET_PAYLOAD)))
+    assert (first.status, again.status) == ("succeeded", "duplicate")
+    assert again.execution_id == first.execution_id and len(effect.performed) == 1
+    assert [(r[1], r[5]) for r in _executions(env)] == [("succeeded", 1)]
+    # A row written before payloads were redacted holds the original: still the same action.
+    with connection(env.orch) as conn:
+        conn.execute("UPDATE decision_executions SET payload = %s", (Jsonb(SECRET_PAYLOAD),))
+        conn.commit()
+    assert env.execute(Action("hook", "record", None, SECRET_PAYLOAD)).status == "duplicate"
+    # A row whose visible parameters were altered is still a conflict.
+    with connection(env.orch) as conn:
+        conn.execute(
+            "UPDATE decision_executions SET payload = %s",
+            (Jsonb({**REDACTED_PAYLOAD, "note": "call it later"}),),
+        )
+        conn.commit()
+    with pytest.raises(ActionHashConflict, match="already belongs to execution"):
+        env.execute(Action("hook", "record", None, SECRET_PAYLOAD))
+    assert len(effect.performed) == 1
+
+
+def test_a_dry_run_stores_the_payload_and_simulation_redacted(env):
+    effect = Recorder()
+    env.registry.register(effect)
+    env.policy("hook", "record", live=False)
+    env.policy("page", "notify", live=False)
+    hook = env.execute(Action("hook", "record", None, SECRET_PAYLOAD))
+    page = env.execute(
+        Action("page", "notify", None, {"message": "token=s3cr3t-value", "details": SECRET_PAYLOAD})
+    )
+    assert (hook.status, page.status) == ("simulated", "simulated")
+    assert effect.simulated == [SECRET_PAYLOAD]
+    rows = env.orch_rows(
+        "SELECT payload, result FROM decision_executions WHERE dry_run ORDER BY execution_id"
+    )
+    assert rows[0] == (REDACTED_PAYLOAD, {"simulated": True, "would_send_token": "[REDACTED]"})
+    assert rows[1][0] == {"message": "token=[REDACTED]", "details": REDACTED_PAYLOAD}
+    assert rows[1][1]["would_alert"]["message"] == "token=[REDACTED]"
+    _assert_no_secret_stored(env)
+
+
+def test_the_rescuers_probe_is_handed_the_stored_redacted_payload(env):
+    class CrashingRecorder(Recorder):
+        name = "crash_record"
+
+        def perform(self, ctx, run):
+            raise Crash()
+
+    effect = CrashingRecorder()
+    env.registry.register(effect)
+    env.policy("hook", "crash_record")
+    _crash_during(env, Action("hook", "crash_record", None, SECRET_PAYLOAD))
+    assert env.rescue().failed == [1]
+    assert effect.probed == [REDACTED_PAYLOAD]
+    _assert_no_secret_stored(env)
