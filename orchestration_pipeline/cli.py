@@ -99,14 +99,14 @@ def _shell_quote(value: str) -> str:
 @main.command()
 def down() -> None:
     """Stop the embedded PostgreSQL server under $ORCH_HOME (no-op for configured servers)."""
-    from orchestration_pipeline.lib.embedded import stop_postgres, uses_embedded_postgres
+    from orchestration_pipeline.lib.embedded import stop_postgres
 
     settings = _settings()
     # Checked whatever ORCH_DATABASE_URL says: `eval "$(orchestration-pipeline up --env)"` sets it
     # to the embedded server's own socket. With nothing running, nothing is created.
     if stop_postgres(settings.orch_home):
         click.echo(f"stopped embedded PostgreSQL in {settings.pg_dir}")
-    elif uses_embedded_postgres(settings):
+    elif settings.embedded_postgres:
         click.echo("embedded PostgreSQL was not running")
     else:
         click.echo(f"no embedded PostgreSQL under {settings.pg_dir}; configured servers are left alone")

@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
 
 from pydantic import BaseModel, ConfigDict, field_validator
 
@@ -59,8 +60,30 @@ class Settings(BaseModel):
 
     @property
     def embedded_postgres(self) -> bool:
-        """True when the orchestration DB is the embedded server under ORCH_HOME."""
-        return self.database_url is None
+        """True when the databases are the embedded server under ORCH_HOME: nothing configured, or
+        both URLs its own socket."""
+        if self.database_url is None:
+            return True
+        return self.points_at_embedded(self.database_url) and self.points_at_embedded(self.tasks_database_url)
+
+    def points_at_embedded(self, dsn: str | None) -> bool:
+        """True when ``dsn`` is the embedded server's own socket under ``$ORCH_HOME/pg``.
+
+        ``eval "$(orchestration-pipeline up --env)"`` exports such URLs; after ``down`` they must
+        still mean "the embedded server" (start it), not an external server that is down.
+        """
+        if not dsn:
+            return False
+        parts = urlsplit(dsn)
+        hosts = None if parts.hostname else parse_qs(parts.query).get("host")
+        if not hosts or not hosts[0].startswith("/"):
+            return False
+        pgdata = self.pg_dir.resolve()
+        try:
+            socket_dir = Path(hosts[0]).resolve()
+            return socket_dir == pgdata or socket_dir.is_relative_to(pgdata)
+        except (OSError, RuntimeError):
+            return False
 
     @property
     def embedded_qdrant(self) -> bool:

@@ -159,47 +159,9 @@ def stop_postgres(home: Path) -> bool:
         return True
 
 
-def _socket_dir(dsn: str) -> Path | None:
-    """The Unix-socket directory a ``postgresql://user:@/db?host=/dir`` URL names, or None."""
-    from urllib.parse import parse_qs
-
-    parts = urlsplit(dsn)
-    if parts.hostname:
-        return None
-    hosts = parse_qs(parts.query).get("host")
-    return Path(hosts[0]) if hosts and hosts[0].startswith("/") else None
-
-
-def points_at_embedded(settings: Settings, dsn: str | None) -> bool:
-    """True when ``dsn`` is the embedded server's own socket under ``$ORCH_HOME/pg``.
-
-    ``eval "$(orchestration-pipeline up --env)"`` exports such URLs; after ``down`` they must
-    still mean "the embedded server" (start it), not an external server that is down.
-    """
-    if not dsn:
-        return False
-    socket_dir = _socket_dir(dsn)
-    if socket_dir is None:
-        return False
-    pgdata = settings.pg_dir.resolve()
-    try:
-        return socket_dir.resolve() == pgdata or socket_dir.resolve().is_relative_to(pgdata)
-    except (OSError, RuntimeError):
-        return False
-
-
-def uses_embedded_postgres(settings: Settings) -> bool:
-    """True when the databases are the embedded server: nothing configured, or its own socket URLs."""
-    if settings.embedded_postgres:
-        return True
-    return points_at_embedded(settings, settings.database_url) and points_at_embedded(
-        settings, settings.tasks_database_url
-    )
-
-
 def resolve_database_urls(settings: Settings, *, start: bool = True) -> DatabaseUrls:
     """The DSNs to use: the configured servers, or the embedded one (started when ``start``)."""
-    if not uses_embedded_postgres(settings):
+    if not settings.embedded_postgres:
         assert settings.database_url and settings.tasks_database_url
         dagster = settings.dagster_database_url or with_database(settings.database_url, "dagster")
         return DatabaseUrls(settings.database_url, settings.tasks_database_url, dagster)

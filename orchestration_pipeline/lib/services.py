@@ -16,7 +16,6 @@ from orchestration_pipeline.lib.embedded import (
     refuse_whitespace_path,
     resolve_database_urls,
     unwritable_home,
-    uses_embedded_postgres,
     with_database,
 )
 from orchestration_pipeline.lib.project_files import project_root
@@ -31,7 +30,7 @@ class Services:
 
 
 def _ensure_dagster_database(settings: Settings, urls: DatabaseUrls) -> None:
-    if uses_embedded_postgres(settings) or settings.dagster_database_url:
+    if settings.embedded_postgres or settings.dagster_database_url:
         return  # embedded creates it; an explicit URL is the operator's to provision
     try:
         create_database_if_missing(with_database(urls.orchestration, "postgres"), "dagster")
@@ -44,7 +43,7 @@ def _ensure_dagster_database(settings: Settings, urls: DatabaseUrls) -> None:
 
 def bring_up(settings: Settings, *, apply_migrations: bool = True) -> Services:
     """Start embedded services if needed, make sure the databases exist, and migrate them."""
-    if uses_embedded_postgres(settings):
+    if settings.embedded_postgres:
         refuse_whitespace_path(settings.pg_dir)  # before creating anything
     try:
         settings.orch_home.mkdir(parents=True, exist_ok=True)
@@ -101,7 +100,7 @@ def describe(services: Services) -> dict[str, str]:
     from orchestration_pipeline.lib.embedded import running_postgres
 
     s = services.settings
-    embedded = uses_embedded_postgres(s)
+    embedded = s.embedded_postgres
     server = running_postgres(s.pg_dir.resolve()) if embedded else None
     return {
         "orch_home": str(s.orch_home),

@@ -73,8 +73,6 @@ def test_up_with_a_spaced_orch_home_is_one_line(tmp_path):
 
 
 def test_the_embedded_socket_urls_that_up_env_exports_still_mean_embedded(tmp_path):
-    from orchestration_pipeline.lib.embedded import uses_embedded_postgres
-
     home = tmp_path / "orch"
     socket = f"host={home / 'pg'}"
     settings = load_settings(
@@ -84,7 +82,7 @@ def test_the_embedded_socket_urls_that_up_env_exports_still_mean_embedded(tmp_pa
             "TASKS_DATABASE_URL": f"postgresql://postgres:@/tasks?{socket}",
         }
     )
-    assert uses_embedded_postgres(settings)
+    assert settings.embedded_postgres
     other = load_settings(
         {
             "ORCH_HOME": str(home),
@@ -92,8 +90,8 @@ def test_the_embedded_socket_urls_that_up_env_exports_still_mean_embedded(tmp_pa
             "TASKS_DATABASE_URL": f"postgresql://postgres:@/tasks?{socket}",
         }
     )
-    assert not uses_embedded_postgres(other)
-    assert not uses_embedded_postgres(
+    assert not other.embedded_postgres
+    assert not (
         load_settings(
             {
                 "ORCH_HOME": str(home),
@@ -101,7 +99,7 @@ def test_the_embedded_socket_urls_that_up_env_exports_still_mean_embedded(tmp_pa
                 "TASKS_DATABASE_URL": "postgresql://postgres@127.0.0.1:5432/tasks",
             }
         )
-    )
+    ).embedded_postgres
 
 
 def test_down_with_a_missing_orch_home_creates_nothing(tmp_path):
