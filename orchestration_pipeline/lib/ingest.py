@@ -860,29 +860,63 @@ def write_batch(
     is of that text), and byte_offset 0: the writer no longer has the line's bytes or offset.
     """
     conflicts: list[tuple] = []
+    quarantine = batch.quarantine
     if batch.plain:
         conflicts = copy_events(cur, batch.plain, counts)
         if conflicts and quarantine_conflicts:
-            with cur.copy(_QUARANTINE_COPY) as copy:
-                for row in conflicts:
-                    raw = row[6]
-                    copy.write_row(
-                        (run_id, file_sha256, row[1] or "", row[2] or 1, 0, "conflicting_duplicate",
-                         conflict_detail(row), "/event_id", raw,
-                         hashlib.sha256(raw.encode("utf-8")).hexdigest(), False)
-                    )  # fmt: skip
-            counts.quarantined += len(conflicts)
             batch.quarantine_by_type["conflicting_duplicate"] += len(conflicts)
+            quarantine = quarantine + [
+                (run_id, file_sha256, row[1] or "", row[2] or 1, 0, "conflicting_duplicate",
+                 conflict_detail(row), "/event_id", row[6],
+                 hashlib.sha256(row[6].encode("utf-8")).hexdigest(), False)
+                for row in conflicts
+            ]  # fmt: skip
     if batch.errors:
         move_errors(cur, batch.errors, run_id, counts)
-    if batch.quarantine:
+    if quarantine:
+        quarantine = _not_quarantined_before(cur, quarantine, file_sha256, batch.quarantine_by_type, counts)
         with cur.copy(_QUARANTINE_COPY) as copy:
-            for row in batch.quarantine:
+            for row in quarantine:
                 copy.write_row(row)
-        counts.quarantined += len(batch.quarantine)
+        counts.quarantined += len(quarantine)
     counts.lines += batch.lines
     counts.redactions += batch.redactions
     return conflicts
+
+
+# Pending quarantine rows that an earlier version of this path left for the same line (number and
+# bytes): the file grew or was rewritten, and the line was read again.
+_QUARANTINED_BEFORE_SQL = """
+SELECT source_line, raw_sha256 FROM quarantine
+WHERE source_file = %s AND replayed_at IS NULL AND file_sha256 <> %s
+  AND (source_line, raw_sha256) IN (SELECT * FROM unnest(%s::integer[], %s::text[]))
+"""
+
+
+def _not_quarantined_before(
+    cur: psycopg.Cursor, rows: list[tuple], file_sha256: str | None, by_type: Counter, counts: Counts
+) -> list[tuple]:
+    """The quarantine rows of a batch minus the lines an earlier version of the same file already
+    has pending; those count as duplicates, so a file that grows is not quarantined again and again."""
+    if file_sha256 is None:  # a replay: its rows are the pending ones themselves
+        return rows
+    before = set(
+        cur.execute(
+            _QUARANTINED_BEFORE_SQL, (rows[0][2], file_sha256, [r[3] for r in rows], [r[9] for r in rows])
+        ).fetchall()
+    )
+    if not before:
+        return rows
+    kept = []
+    for row in rows:
+        if (row[3], row[9]) in before:
+            counts.duplicates += 1
+            by_type[row[5]] -= 1
+            if by_type[row[5]] <= 0:
+                del by_type[row[5]]
+        else:
+            kept.append(row)
+    return kept
 
 
 # Pending quarantine rows from earlier versions of this path whose line was the file's unterminated

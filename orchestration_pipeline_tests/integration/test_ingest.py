@@ -6,6 +6,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from orchestration_pipeline.lib.activity import ActivityFilter, activity_stats, query_activity
+from orchestration_pipeline.lib.event_checks import events_accounted_for
 from orchestration_pipeline.lib.ingest import Ingestor
 from orchestration_pipeline.lib.quarantine import list_quarantine, replay_quarantine
 from orchestration_pipeline_tests.conftest import make_event, write_jsonl
@@ -341,7 +342,38 @@ def test_a_quarantined_line_that_was_complete_is_not_superseded(orch_conn, tmp_p
     path.write_text('{"broken": \n')
     ingest(orch_conn, path)
     path.write_text('{"broken": \n' + json.dumps(make_event()) + "\n")
-    assert ingest(orch_conn, path)["superseded_quarantine"] == 0
-    # a bad line that had ended: the first row stays pending (the new version quarantined it too)
+    second = ingest(orch_conn, path)
+    assert (second["superseded_quarantine"], second["duplicates"], second["quarantined"]) == (0, 1, 0)
+    # a bad line that had ended: its row stays pending, and reading it again added no second one
     pending = sorted(r["quarantine_id"] for r in list_quarantine(orch_conn))
-    assert pending == [1, 2]
+    assert pending == [1]
+
+
+def test_a_growing_file_quarantines_each_bad_line_once(orch_conn, tmp_path):
+    """A producer appends to one file, ingested after each append: the lines read again are
+    duplicates, bad lines and second versions of events included, not quarantined again."""
+    event = make_event("decision", payload={"rationale": "first"})
+    second_version = {**event, "payload": {"rationale": "second"}}
+    path = tmp_path / "appended.jsonl"
+    lines = [json.dumps(event), "{not json", json.dumps(second_version)]
+    path.write_text("\n".join(lines) + "\n")
+    first = ingest(orch_conn, path)
+    assert (first["accepted"], first["quarantined"]) == (1, 2)
+    for n in range(2):  # two appends, each a new version of the file
+        lines += ["{also not json " + str(n), json.dumps(make_event())]
+        path.write_text("\n".join(lines) + "\n")
+        summary = ingest(orch_conn, path)
+        assert (summary["accepted"], summary["quarantined"], summary["duplicates"]) == (1, 1, 3 + 2 * n)
+        assert summary["quarantine_by_type"] == {"malformed_json": 1} and summary["balanced"]
+    rows = sorted((r["source_line"], r["failure_type"]) for r in list_quarantine(orch_conn))
+    assert rows == [
+        (2, "malformed_json"),
+        (3, "conflicting_duplicate"),
+        (4, "malformed_json"),
+        (6, "malformed_json"),
+    ]
+    assert events_accounted_for(orch_conn).passed  # each version's ledger entry matches its rows
+    # the same bad line in another file is another occurrence: quarantined there too
+    other = tmp_path / "other.jsonl"
+    other.write_text("{not json\n")
+    assert ingest(orch_conn, other)["quarantined"] == 1
