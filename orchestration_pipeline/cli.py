@@ -251,11 +251,13 @@ def _failed_checks(
 
         try:
             with dg.DagsterInstance.from_config(str(dagster_home)) as instance:
-                runs = instance.get_runs(filters=dg.RunsFilter(created_after=started), limit=1)
-                if not runs:
+                run_id = _cli_run_id(
+                    instance.get_runs(filters=dg.RunsFilter(created_after=started), limit=50)
+                )
+                if run_id is None:
                     return []
                 records = instance.get_records_for_run(
-                    runs[0].run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION, limit=10_000
+                    run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION, limit=10_000
                 ).records
         except Exception as exc:  # reporting must not hide the run's own outcome
             click.echo(f"warning: could not read the check results: {type(exc).__name__}: {exc}", err=True)
@@ -274,6 +276,17 @@ def _failed_checks(
             )
         )
     return failed
+
+
+# Tags of runs that a sensor, a schedule or a backfill launched (a `dev` running on the same home).
+_LAUNCHED_TAGS = ("dagster/sensor_name", "dagster/schedule_name", "dagster/backfill")
+
+
+def _cli_run_id(runs: list) -> str | None:
+    """The run `dagster asset materialize` started: of the runs created since (newest first), the
+    oldest that no sensor, schedule or backfill launched."""
+    ours = [r for r in runs if not any(tag in r.tags for tag in _LAUNCHED_TAGS)]
+    return ours[-1].run_id if ours else None
 
 
 def _generate_demo(target: Path, **options) -> list[Path]:

@@ -161,3 +161,23 @@ def test_run_with_an_unknown_asset_is_a_usage_error_listing_the_assets(tmp_path)
     assert "'nonexistent_asset' selects no asset" in result.output
     assert "raw_events" in result.output and "task_projection" in result.output
     assert not home.exists()  # refused before anything was started or created
+
+
+def test_run_reads_the_checks_of_its_own_run_not_one_a_sensor_launched_meanwhile():
+    from types import SimpleNamespace
+
+    from orchestration_pipeline.cli import _cli_run_id
+
+    def run(run_id, **tags):
+        return SimpleNamespace(run_id=run_id, tags={k.replace("__", "/"): v for k, v in tags.items()})
+
+    newest_first = [
+        run("sensor-2", dagster__sensor_name="landing_zone_sensor"),
+        run("later-cli"),
+        run("schedule-1", dagster__schedule_name="nightly"),
+        run("ours"),
+        run("sensor-1", dagster__sensor_name="landing_zone_sensor"),
+    ]
+    assert _cli_run_id(newest_first) == "ours"
+    assert _cli_run_id([run("s", dagster__sensor_name="x"), run("b", dagster__backfill="y")]) is None
+    assert _cli_run_id([]) is None
