@@ -22,9 +22,13 @@ Five kinds of secret are replaced with ``"[REDACTED]"``:
   (``ghp_…``, ``github_pat_…``), GitLab (``glpat-…``), Slack (``xoxb-…``), Stripe (``sk_live_…``),
   npm (``npm_…``), Google API (``AIza…``), OpenAI and Anthropic (``sk-proj-…``, ``sk-ant-…``) keys,
   AWS access key ids (``AKIA…``) and JWTs (``eyJ….eyJ….…``);
-* command-line passwords: ``curl -u user:pw`` (also ``--user``, ``--proxy-user``, ``-U``; the user
-  is kept, and ``uid:gid`` as in ``docker -u 1000:1000`` is no password), ``mysql -pPASSWORD``
-  (mysql and mariadb tools) and ``sshpass -p PASSWORD``, in text and in argv lists.
+* command-line passwords: ``curl -u user:pw`` (also ``--user``, ``--proxy-user``, ``-U``,
+  ``-u'user:pw'``, ``-uuser:pw``, ``-u :token``; the user is kept, and ``uid:gid`` as in
+  ``docker -u 1000:1000``, a URL as in ``ffuf -u https://…`` or ``date -u +%H:%M`` is no password),
+  ``mysql -pPASSWORD`` (mysql and mariadb tools, ``-p'my pw'``, not ``docker -p3306:3306``) and
+  ``sshpass [-v] [-P prompt] -p PASSWORD`` (and ``SSHPASS=…``), in text (quoted values whole, lines
+  continued with a backslash), in a list's repr (``['sshpass', '-p', 'pw']``) and in argv lists (also
+  after ``sudo`` or ``docker exec db``).
 
 Over-redacting a word of prose (``password: must be 8 characters``) is accepted; leaking is not.
 Each pattern stays linear in the length of the text, and redacting twice changes nothing.
@@ -46,6 +50,10 @@ _SECRET_WORDS = (
     "|client_secret|authorization|credential|credentials|cookie|session_key|signing_key|jwt"
 )
 _SECRET_KEY = re.compile(rf"^(?:.*_)?(?:{_SECRET_WORDS})$")
+# Every key is_secret_key accepts holds one of these (case-insensitively, as _GLUED_SECRET reads
+# them: the Kelvin sign is a "k" here too). Checked first, it spares the other keys the costly
+# normalising: `text` of a megabyte of "x=1 " holds 260,000 keys.
+_SECRET_KEY_HINT = re.compile(r"(?i)pass|pwd|secret|token|key|auth|credential|cookie|jwt")
 # Bounded repeats keep every pattern linear on megabyte-long lines (no catastrophic backtracking).
 _BEARER = re.compile(r"(?i)\b(bearer)\s+[A-Za-z0-9\-._~+/]{8,}=*")
 # The password runs to the last "@" of the authority, so one containing "@" (or "?", "#", "/") is
@@ -77,8 +85,9 @@ _KV_SECRET = re.compile(
 # A string prefix before a quoted value (b'…', u'…', f"…"), kept as it is.
 _STRING_PREFIX = re.compile(r"[bBuUrRfF]{1,2}(?=[\"'])")
 _PREFIX_ONLY = re.compile(r"[bBuUrRfF]{1,2}")
-# Bare values that are never secrets: flags and empties (automountServiceAccountToken: false).
-_PLAIN_WORD = re.compile(r"(?i)(?:true|false|null|none|yes|no)(?=[\s;&|,}\]\"']|$)")
+# Bare values that are never secrets: flags and empties (automountServiceAccountToken: false),
+# also closing a parenthesis: MySQL's "(using password: YES)", a repr's "Config(password=None)".
+_PLAIN_WORD = re.compile(r"(?i)(?:true|false|null|none|yes|no)(?=[\s;&|,})\]\"']|$)")
 _FLAG_SECRET = re.compile(r"(?<![\w-])--(?P<key>[A-Za-z][\w-]{0,63})(?:=|\s+)")
 # Flags that never take a value although they name a secret (--no-password, --with-token).
 _VALUELESS_FLAG = re.compile(r"(?i)^(?:no|with|without|ask|prompt|show|skip)[_-]")
@@ -98,8 +107,11 @@ _PEM_PRIVATE_KEY = re.compile(
 _REST_OF_LINE = re.compile(r"[^\n]{1,2048}")
 # Credentials known by their form (see the module docstring). Each ends where its alphabet ends,
 # and never starts inside a longer word, so a redacted token leaves no half behind to match later.
+# What may come just before one: no letter, digit, "_" or "-", or else the escape that ends in a
+# letter or digit: JSON's \n, \t, … and \u0022 (a raw line, or JSON logged inside a string:
+# "line\nghp_…") and a URL's %3D or %22 (?key%3DAIza…).
 _KNOWN_TOKEN = re.compile(
-    r"(?<![A-Za-z0-9_-])(?:"
+    r"(?:(?<![A-Za-z0-9_-])|(?<=\\[nrtbf])|(?<=\\u[0-9A-Fa-f]{4})|(?<=%[0-9A-Fa-f]{2}))(?:"
     r"gh[pousr]_[A-Za-z0-9]{36,251}(?![A-Za-z0-9])"
     r"|github_pat_[A-Za-z0-9_]{22,244}(?![A-Za-z0-9_])"
     r"|glpat-[A-Za-z0-9_-]{20,64}(?![A-Za-z0-9_-])"
@@ -112,18 +124,78 @@ _KNOWN_TOKEN = re.compile(
     r"|eyJ[A-Za-z0-9_-]{8,4096}\.eyJ[A-Za-z0-9_-]{8,8192}\.[A-Za-z0-9_-]{0,4096}(?![A-Za-z0-9_-])"
     r")"
 )
-# curl -u user:password (--user, --proxy-user, -U): the password after the first ':'.
-_USER_FLAG = re.compile(
-    r"(?<![\w-])(?:-u|-U|--user|--proxy-user)(?:[ \t]{1,32}|=)(?P<q>[\"']?)"
-    r"(?P<user>[^\s:\"'/]{1,256}):(?P<pw>[^\s\"']{1,512})"
+# A command-line value (a password) as written after its flag, in a shell line, in a list's repr
+# (['sshpass', '-p', 'pw']) or on a raw JSON line (["sshpass", "-p", "pw"], "-p \"pw\""):
+# opened by " (a JSON string: escapes are part of it), ' or \" it runs to its closing quote, spaces
+# and all ("my pw"; in '…' a " too); bare, to a blank, a quote or a JSON escape (\t, \n, \r, \")
+# that ends it on a raw line. Never a quote's \" half: a raw line's escapes stay whole. A quote
+# then "," or "]" closes a list's element (['mysql', '-p', 'db']): no value.
+_CLI_QUOTE = r"""(?:(?:(?P<dq>")|(?P<sq>')|(?P<eq>\\"))(?!\s{0,8}[,\]]))?"""
+_CLI_VALUE = (
+    r"""(?(dq)(?:[^"\n\\]|\\.)|(?(sq)[^'\n]|(?(eq)(?:[^"\n\\]|\\(?!"))"""
+    r"""|(?:[^\s"'\\]|\\(?![tnr"])))))"""
 )
-# A mysql or mariadb command, to the end of its line or pipeline step; inside it, -pPASSWORD.
-_MYSQL_COMMAND = re.compile(r"(?i)\b(?:mysql|mariadb)[\w-]{0,16}\b[^\n;&|]{0,2048}")
-_MYSQL_PASSWORD = re.compile(r"(?<=[\s\"'])-p(?!\[REDACTED\])(?P<pw>[^\s\"'-][^\s\"']{0,255})")
+# Between a flag and its value (or between two arguments): blanks, a raw line's escaped tabs, or a
+# list's "', '" (its second quote is the value's, left to _CLI_QUOTE).
+_CLI_SEP = r"""(?:[ \t]{1,32}|(?:\\t){1,8}|\\?["']\s{0,8},\s{0,8}(?=\\?["']))"""
+# What -u user:password holds that is no password (_password_kept says the same of argv lists):
+# uid:gid (docker -u 1000:1000, -u ${UID}:${GID}: each half a number or a shell variable), a URL
+# (-u https://host: a user "https" and a password "//host"), a date format (date -u +%H:%M).
+_ID_OR_VARIABLE = r"(?:\d{1,32}|\$\{?[A-Za-z_]\w{0,63}\}?)"
+_URL_START = r"(?:[A-Za-z][\w+.-]{0,31}:)?//"
+
+
+# Every command-line pattern below decides in itself what is a password (no test in Python per
+# match: 10^5 of them in a megabyte) and puts what it keeps in "pre", the password right after.
+def _keep_pre(match: re.Match[str]) -> str:
+    return match["pre"] + REDACTED
+
+
+# curl -u user:password (--user, --proxy-user, -U): the password after the first ':'; the user,
+# perhaps empty (-u :token), is kept. The value follows a blank, "=", a list's "', '" or nothing:
+# -u"user:pw", and -uuser:pw after a blank or a quote (that user starts with a word character, "$",
+# "@", ".", "%" or "~" and holds no "\", control character, bracket or shell operator: not the ")"
+# of "$(id -u):$(id -g)", and nothing the pre-check would not see). Every user run stops at what
+# separates the next flag from its value ("=" included), so runs do not overlap: linear. A user
+# after an escaped tab has no "\": it could hold the next "\t-u".
+_USER_FLAG = re.compile(
+    r"(?:(?<![\w-])|(?<=\\[tnr]))(?P<pre>(?:--user|--proxy-user|-[uU])"
+    r"""(?>[ \t]{1,32}|(?P<esc>\\t){1,8}|=|\\?["']\s{0,8},\s{0,8}(?=\\?["'])|(?=\\?["'])"""
+    r"""|(?P<att>(?:(?<![^ \t\n\r"']-u)|(?<=\\[tnr]-u))(?<=-u)(?=[\w$@.%~])))"""
+    + _CLI_QUOTE
+    + rf"""(?!\+|{_ID_OR_VARIABLE}:{_ID_OR_VARIABLE}(?:[\s"'\\]|$))"""
+    + r"""(?(esc)[^\s:"'/=\\]{0,256}+|(?(att)[^\s:"'/=\\\x00-\x1f()<>;|&,\[\]]{1,256}+|[^\s:"'/=]{0,256}+)):)"""
+    + rf"(?!\[REDACTED\]|{_URL_START})"
+    + _CLI_VALUE
+    + r"{1,512}+"
+)
+# A mysql or mariadb command, to the end of its line (a line continued by "\" goes on) or its
+# pipeline step; inside it, -pPASSWORD (-p'my pw', "-ppw"), but not docker's -p3306:3306.
+_MYSQL_COMMAND = re.compile(
+    r"(?i)(?:\b|(?<=\\[tnr]))(?:mysql|mariadb)[\w-]{0,16}\b(?:[^\n;&|\\]|\\(?:\r?\n|.)){0,2048}"
+)
+_PORT_MAPPING = r"[\d.]{1,64}:[\d.:]{1,64}(?:/(?:tcp|udp))?"
+_MYSQL_PASSWORD = re.compile(
+    r"""(?:(?<=[\s"'])|(?<=\\[tnr]))(?P<pre>-p(?!\\?["']?\[REDACTED\])"""
+    + rf"""(?!{_PORT_MAPPING}(?![^\s"'\\]))"""
+    + _CLI_QUOTE
+    + ")"
+    + _CLI_VALUE
+    + r"{1,256}+"
+)
+# sshpass [-v] [-P prompt] -p PASSWORD (also -pPASSWORD, -p 'my pw', and as a list).
+_SSHPASS_ARG_SEP = r"""(?:[ \t]{1,32}|(?:\\t){1,8}|\\?["']\s{0,8},\s{0,8}\\?["'])"""
 _SSHPASS = re.compile(
-    r"(?i)\bsshpass[ \t]{1,32}-p[ \t]{0,32}(?!\[REDACTED\])(?P<pw>[^\s\"'-][^\s\"']{0,255})"
+    r"(?:\b|(?<=\\[tnr]))(?P<pre>(?i:sshpass)"
+    rf"""(?:{_SSHPASS_ARG_SEP}(?:-v|-P{_SSHPASS_ARG_SEP}?\\?["']?[^\s"'\\]{{1,64}}\\?["']?)){{0,4}}"""
+    rf"{_SSHPASS_ARG_SEP}-p{_CLI_SEP}?+"
+    r"(?!\\?[\"']?\[REDACTED\])" + _CLI_QUOTE + ")" + _CLI_VALUE + r"{1,256}+"
 )
 _ARGV_MYSQL = re.compile(r"(?i)(?:[^/\\]*[/\\])*(?:mysql|mariadb)[\w.-]{0,16}")
+_ARGV_SSHPASS = re.compile(r"(?i)(?:[^/\\]*[/\\])*sshpass(?:\.exe)?")
+_ARGV_PORT_MAPPING = re.compile(_PORT_MAPPING)
+_ARGV_ID_OR_VARIABLE = re.compile(_ID_OR_VARIABLE)
+_ARGV_URL_START = re.compile(_URL_START)
 _ARGV_USER_FLAGS = ("-u", "-U", "--user", "--proxy-user")
 _PAIR_NAMES = ("name", "key", "header")
 # A header name as written in a [name, value] tuple: Authorization, Cookie, or dashed (X-Api-Key).
@@ -132,7 +204,9 @@ _HEADER_NAME = re.compile(
 )  # {"name": "Authorization", "value": "…"}
 # For raw text that is not valid JSON: a quoted key (any characters, escapes included) and its colon,
 # then the value: a string (perhaps cut off), or a bare token.
-_JSON_KEY = re.compile(r'"((?:[^"\\]|\\.){1,128})"\s{0,8}:\s{0,8}')
+# A key's opening quote never follows a backslash: starting at every \" of a long \"\"\"… run, each
+# scanning 128 escapes ahead, was quadratic-like (3 s a megabyte); now the runs do not overlap.
+_JSON_KEY = re.compile(r'(?<!\\)"((?:[^"\\]|\\.){1,128}+)"\s{0,8}:\s{0,8}')
 _JSON_STRING = re.compile(r'"(?:[^"\\]|\\.)*"?')
 _BARE_VALUE = re.compile(r"[^,}\]\s\"]{1,512}")
 _STRUCTURE = re.compile(r'["{}\[\]]')
@@ -147,8 +221,15 @@ def _normalise_key(key: str) -> str:
 
 def is_secret_key(key: str) -> bool:
     """True when a mapping key names a secret (``api_key``, ``GithubToken``, ``db-password``,
-    ``db.password``), also written glued (``PGPASSWORD``, ``GITHUBTOKEN``)."""
-    return bool(_SECRET_KEY.match(_normalise_key(key)) or _GLUED_SECRET.search(key.strip()))
+    ``db.password``), also written glued (``PGPASSWORD``, ``GITHUBTOKEN``), and ``SSHPASS`` (what
+    ``sshpass -e`` reads; only so spelled: ``sshpass: command not found`` is no secret)."""
+    if _SECRET_KEY_HINT.search(key) is None:  # most keys: one C search, not _normalise_key
+        return False
+    return bool(
+        _SECRET_KEY.match(_normalise_key(key))
+        or _GLUED_SECRET.search(key.strip())
+        or key.strip() == "SSHPASS"
+    )
 
 
 def _keeps_value(key: str, value: object) -> bool:
@@ -196,53 +277,91 @@ def _is_secret_flag(text: str) -> bool:
 
 
 def _password_kept(user: str, password: str) -> bool:
-    """``uid:gid`` (``docker -u 1000:1000``) is no password; a redacted one is done."""
-    return password.startswith(REDACTED) or (user.isdigit() and password.isdigit())
+    """What ``-u user:password`` holds that is no password (as _USER_FLAG sees it): ``uid:gid``
+    (``docker -u 1000:1000``, ``-u ${UID}:${GID}``), a URL (``-u https://host``), a ``date -u
+    +%H:%M`` format; and a password already redacted."""
+    return (
+        password.startswith(REDACTED)
+        or (
+            _ARGV_ID_OR_VARIABLE.fullmatch(user) is not None
+            and _ARGV_ID_OR_VARIABLE.fullmatch(password) is not None
+        )
+        or _ARGV_URL_START.match(password) is not None
+        or user.startswith("+")
+    )
 
 
 def _redact_command_lines(text: str, low: str) -> tuple[str, int]:
     """curl -u user:pw, mysql -pPASSWORD and sshpass -p PASSWORD in free text (``low``: lowercased)."""
     count = 0
 
-    def password(match: re.Match[str]) -> str:
+    def mysql_command(match: re.Match[str]) -> str:
         nonlocal count
-        if "user" in match.groupdict() and _password_kept(match["user"], match["pw"]):
-            return match[0]
-        count += 1
-        return match[0][: match.start("pw") - match.start()] + REDACTED
+        command, n = _MYSQL_PASSWORD.subn(_keep_pre, match[0])
+        count += n
+        return command
 
     if "-u" in low:
-        text = _USER_FLAG.sub(password, text)
+        text, n = _USER_FLAG.subn(_keep_pre, text)
+        count += n
     if "mysql" in low or "mariadb" in low:
         # one command at a time, each scanned once: linear however many commands a text holds
-        text = _MYSQL_COMMAND.sub(lambda command: _MYSQL_PASSWORD.sub(password, command[0]), text)
+        text = _MYSQL_COMMAND.sub(mysql_command, text)
     if "sshpass" in low:
-        text = _SSHPASS.sub(password, text)
+        text, n = _SSHPASS.subn(_keep_pre, text)
+        count += n
     return text, count
 
 
+def _redact_sshpass_argv(argv: list, start: int) -> int:
+    """The password of ``sshpass [-v] [-P prompt] -p PW`` whose options begin at ``start``."""
+    i = start
+    while i < len(argv) and isinstance(item := argv[i], str) and item.startswith("-"):
+        if item == "-p":
+            if (
+                i + 1 < len(argv)
+                and isinstance(pw := argv[i + 1], str)
+                and pw
+                and not pw.startswith(REDACTED)
+            ):
+                argv[i + 1] = REDACTED
+                return 1
+            return 0
+        if item.startswith("-p"):
+            if item[2:].startswith(REDACTED):
+                return 0
+            argv[i] = "-p" + REDACTED
+            return 1
+        i += 2 if item in ("-P", "-f", "-d") else 1  # the options that take a value
+    return 0
+
+
 def _redact_argv_passwords(argv: list) -> int:
-    """["curl", "-u", "user:pw"] and ["mysql", "-pPASSWORD"], in place; returns the redactions."""
+    """["curl", "-u", "user:pw"], ["mysql", "-pPASSWORD"] (also after ``sudo``, ``docker exec db``)
+    and ["sshpass", "-p", "PW"], in place; returns the redactions."""
     count = 0
-    mysql = bool(argv) and isinstance(argv[0], str) and _ARGV_MYSQL.fullmatch(argv[0]) is not None
-    for i in range(1, len(argv)):
-        item = argv[i]
+    mysql = False  # a mysql or mariadb program came before: its -pPASSWORD follow
+    for i, item in enumerate(argv):
         if not isinstance(item, str):
             continue
-        if argv[i - 1] in _ARGV_USER_FLAGS:
-            user, colon, password = item.partition(":")
-            if colon and user and password and not _password_kept(user, password):
+        if i and argv[i - 1] in _ARGV_USER_FLAGS:
+            user, colon, password = item.partition(":")  # the user may be empty: -u :token
+            if colon and password and not _password_kept(user, password):
                 argv[i] = f"{user}:{REDACTED}"
                 count += 1
         elif (
             mysql
             and len(item) > 2
             and item.startswith("-p")
-            and item[2] != "-"
             and not item[2:].startswith(REDACTED)
+            and not _ARGV_PORT_MAPPING.fullmatch(item[2:])
         ):
             argv[i] = "-p" + REDACTED
             count += 1
+        elif _ARGV_MYSQL.fullmatch(item):
+            mysql = True
+        elif _ARGV_SSHPASS.fullmatch(item):
+            count += _redact_sshpass_argv(argv, i + 1)
     return count
 
 
@@ -389,7 +508,7 @@ _RAW_PAIR = re.compile(
 )
 _RAW_FLAG = re.compile(r'"(?P<name>--[A-Za-z][\w-]{0,63})"\s{0,8},\s{0,8}(?P<value>"(?:[^"\\]|\\.)*"?)')
 _RAW_USER_FLAG = re.compile(
-    r'"(?:-u|-U|--user|--proxy-user)"\s{0,8},\s{0,8}"(?P<user>[^"\\:\s]{1,256}):(?P<pw>(?:[^"\\]|\\.){1,512})'
+    r'"(?:-u|-U|--user|--proxy-user)"\s{0,8},\s{0,8}"(?P<user>[^"\\:\s]{0,256}):(?P<pw>(?:[^"\\]|\\.){1,512})'
 )
 
 
@@ -517,7 +636,10 @@ FORM_PATTERNS = tuple(
         rb"npm_",
         rb"sk-(?:proj|ant|svcacct|admin)-",
         rb"eyj",
-        rb"-u(?:[ \t=\"\\]|ser)",  # -u/-U then a blank, "=", a quote or a JSON escape; --user, --proxy-user
+        rb"-u(?:[ \t=\"'\\]|ser)",  # -u/-U then a blank, "=", a quote or a JSON escape; --user, --proxy-user
+        # -uuser:pw after a blank or quote (raw: also an escaped \t, \n, \r); a decoded user of 256
+        # characters is at most 1024 bytes raw (UTF-8). No run can hold the next start: linear.
+        rb"-u(?:(?<![^ \t\n\r\"']-u)|(?<=\\[tnr]-u))[^\s\"'/=:\\]{1,1024}:",
         rb"mysql",
         rb"mariadb",
         rb"sshpass",

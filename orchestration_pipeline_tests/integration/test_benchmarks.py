@@ -85,3 +85,10 @@ def test_emit_benchmark() -> None:
     assert out["lines_published"] == out["lines_expected"] > 0
     assert out["tmp_leftovers"] == 0
     assert out["metric_us"]["p50"] <= out["metric_us"]["p99"] <= out["metric_us"]["max"]
+
+
+def test_redaction_benchmark() -> None:
+    out = run_benchmark("redaction.py", "--mib", "0.02", "--repeat", "1")
+    assert out["benchmark"] == "redaction" and len(out["cases"]) >= 10
+    assert out["worst_s_per_mib"] == max(c["s_per_mib"] for c in out["cases"].values())
+    assert all(c["ratio"] is not None and c["baseline_s_per_mib"] > 0 for c in out["cases"].values())

@@ -125,6 +125,11 @@ markerish = st.lists(
             b"-user",
             b"MySQL",
             b"sshpass",
+            b"-ua:",
+            b"'",
+            b"\\t",
+            b"\\n-u",
+            b"\n",
         ]
     )
     | st.binary(max_size=8),
@@ -340,6 +345,16 @@ _TRICKY = st.lists(
             ".",
             "AKIA" + "Z" * 16,
             "xoxb-",
+            "-u'",
+            "-u\\t",
+            "-ua:",
+            "-p'",
+            "', '",
+            '"-p", "',
+            "\\n",
+            "sshpass -v -p ",
+            "SSHPASS=",
+            "$U",
         ]
     ),
     max_size=12,
@@ -562,6 +577,10 @@ def test_command_line_passwords_are_redacted(text, secret, kept):
         "tasks in Asia: akia-7, ASIA-2",
         "AKIAIOSFODNN7EXAMPLEX",  # one character too long: not an access key id
         "eyJ only a prefix",
+        "docker run -u $(id -u):$(id -g) image",  # no -uuser:pw glued inside "$(id -u):"
+        "['mysql', '-p', 'appdb']",  # a list: -p alone, then the database
+        "bash: sshpass: command not found",  # only SSHPASS so spelled is a secret key
+        "sshpass -e ssh -p 2222 host",  # ssh's port
     ],
 )
 def test_ordinary_command_lines_and_lookalikes_are_left_alone(text):
@@ -588,3 +607,157 @@ def test_argv_lists_lose_command_line_passwords():
     redacted, count = redact_raw_line(raw)
     assert "LEAK9" not in redacted and count == 2 and '"alice:' in redacted
     assert redact_raw_line(redacted) == (redacted, 0)
+
+
+def _event_line(rationale: str) -> str:
+    return json.dumps(
+        {"event_type": "decision", "occurred_at": "2026-01-01T00:00:00Z", "payload": {"rationale": rationale}}
+    )
+
+
+@pytest.mark.parametrize(
+    ("text", "secret", "kept"),
+    [
+        ('curl -u"alice:LEAKQ1" https://api', "LEAKQ1", '-u"alice:'),  # the quote glued to -u
+        ("curl -u'alice:LEAKQ2' https://api", "LEAKQ2", "-u'alice:"),
+        ("curl -ualice:LEAKQ3 -T f https://api", "LEAKQ3", "-ualice:"),  # the value glued to -u
+        ("curl -u :LEAKQ4 https://api", "LEAKQ4", "-u :"),  # an API token as an empty user's password
+        ("curl -u 'alice:my LEAKQ5' https://api", "LEAKQ5", "-u 'alice:"),  # quoted: spaces and all
+        ("curl -u 'alice:p\"LEAKQ6' https://api", "LEAKQ6", "'alice:"),
+        (
+            "Command '['curl', '-u', 'alice:LEAKQ7', 'https://api']' returned non-zero exit status 22.",
+            "LEAKQ7",
+            "'alice:",
+        ),
+        ("mysql -uroot -p'LEAKQ8' appdb", "LEAKQ8", "-uroot -p'"),
+        ('mysql -uroot -p"my LEAKQ9" appdb', "LEAKQ9", '-uroot -p"'),
+        ("mysql -uroot -p-LEAKR1 appdb", "LEAKR1", "-uroot -p"),  # a password starting with "-"
+        ("mysql -h db \\\n  -uroot -pLEAKR2 appdb", "LEAKR2", "-uroot -p"),  # a continued line
+        ("sshpass -p 'LEAKR4' ssh deploy@host", "LEAKR4", "ssh deploy@host"),
+        ('sshpass -p "my LEAKR5" ssh host', "LEAKR5", "ssh host"),
+        ("sshpass -v -p LEAKR6 ssh host", "LEAKR6", "sshpass -v -p"),
+        ("sshpass -P assword: -p LEAKR7 ssh host", "LEAKR7", "-P assword:"),
+        (
+            "Command '['sshpass', '-p', 'LEAKR8', 'ssh', 'h']' returned non-zero exit status 255.",
+            "LEAKR8",
+            "'ssh'",
+        ),
+        ("SSHPASS=LEAKR9 sshpass -e ssh host", "LEAKR9", "sshpass -e ssh host"),
+    ],
+)
+def test_command_line_passwords_in_more_shapes(text, secret, kept):
+    redacted, count = redact_text(text)
+    assert secret not in redacted and kept in redacted and count == 1
+    assert redact_text(redacted) == (redacted, 0)
+    raw = _event_line(text)
+    assert may_contain_secret(raw.encode())
+    ev = parse_line(raw.encode())
+    assert isinstance(ev, ParsedEvent) and secret not in ev.payload_json
+    cut, _ = redact_raw_line(raw[:-3])  # a cut-off line, as quarantined: JSON escapes and all
+    assert secret not in cut and redact_raw_line(cut) == (cut, 0)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "curl -u\talice:LEAKT1 https://api",  # a tab, "\t" on the raw line
+        'curl -u "alice:LEAKT2" https://api',  # \" on the raw line
+        "mysql -h db\t-pLEAKT3 appdb",
+        'sshpass -p "LEAKT4" ssh host',
+    ],
+)
+def test_raw_lines_lose_command_line_passwords_behind_json_escapes(text):
+    cut, count = redact_raw_line(_event_line(text)[:-3])
+    assert "LEAKT" not in cut and count == 1 and redact_raw_line(cut) == (cut, 0)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        '{"log": "step 1\\nTOKEN_HERE done"}',  # JSON logged inside a string: "\n" then the token
+        "a\\tTOKEN_HERE",
+        "next=%2Fapi%3Fkey%3DTOKEN_HERE%26x%3D1",  # URL-encoded
+        "q=%22TOKEN_HERE%22",
+    ],
+)
+@pytest.mark.parametrize(
+    "token", [_GHP, "AKIAIOSFODNN7EXAMPLE", "AIza" + "SyD-abcdefghijklmnopqrstuvwxyz01234", _JWT]
+)
+def test_known_tokens_after_an_escape_are_redacted(text, token):
+    text = text.replace("TOKEN_HERE", token)
+    redacted, count = redact_text(text)
+    assert token not in redacted and count == 1 and redact_text(redacted) == (redacted, 0)
+
+
+def test_known_tokens_on_cut_off_raw_lines_after_an_escaped_newline():
+    for token in (_GHP, "AKIAIOSFODNN7EXAMPLE", _JWT):
+        cut, count = redact_raw_line(_event_line(f"line 1\n{token}\tline 2")[:-3])
+        assert token not in cut and count == 1 and redact_raw_line(cut) == (cut, 0)
+
+
+@pytest.mark.parametrize(
+    ("value", "secret"),
+    [
+        (["sudo", "mysql", "-uroot", "-pLEAKS1"], "LEAKS1"),
+        (["docker", "exec", "-i", "db", "mysql", "-pLEAKS2", "app"], "LEAKS2"),
+        (["mysql", "-p-LEAKS3"], "LEAKS3"),
+        (["sshpass", "-p", "LEAKS4", "ssh", "host"], "LEAKS4"),
+        (["/usr/bin/sshpass", "-v", "-pLEAKS5", "ssh", "host"], "LEAKS5"),
+        (["curl", "-u", ":LEAKS6", "https://api"], "LEAKS6"),
+        ({"env": {"SSHPASS": "LEAKS7"}}, "LEAKS7"),
+        ({"env": [{"name": "SSHPASS", "value": "LEAKS8"}]}, "LEAKS8"),
+    ],
+)
+def test_argv_lists_lose_more_command_line_passwords(value, secret):
+    raw = json.dumps({"argv": value})
+    redacted, count = redact_value(json.loads(raw))
+    assert secret not in json.dumps(redacted) and count == 1
+    assert redact_value(redacted)[1] == 0
+    assert may_contain_secret(raw.encode())
+    cut, _ = redact_raw_line(raw[:-2])
+    assert secret not in cut and redact_raw_line(cut) == (cut, 0)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        ["docker", "run", "--name", "mysql", "-p3306:3306", "mysql:8"],  # ports
+        ["sshpass", "-e", "ssh", "-p", "2222", "host"],  # ssh's port, not sshpass's password
+        ["mysql", "-p", "appdb"],  # -p alone prompts
+        ["date", "-u", "+%H:%M:%S"],
+        ["ffuf", "-u", "https://target/FUZZ"],
+    ],
+)
+def test_argv_lists_that_hold_no_password_are_left_alone(value):
+    assert redact_value(list(value)) == (value, 0)
+    raw = json.dumps({"argv": value})
+    assert redact_raw_line(raw[:-2])[1] == 0
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "TIMESTAMP=$(date -u +%Y-%m-%dT%H:%M:%SZ)",  # a date format, not user:password
+        "ffuf -u https://target/FUZZ -w words.txt",  # -u URL
+        "sqlmap -u 'http://shop/item?id=1' --batch",
+        "docker run --rm -u ${UID}:${GID} -v $PWD:/w image",  # uid:gid as shell variables
+        "docker run --name mysql -p3306:3306 -d mysql:8",  # docker's ports in a line naming mysql
+        "ERROR 1045 (28000): Access denied for user 'root'@'localhost' (using password: YES)",
+        "Settings(password=None)",
+    ],
+)
+def test_more_ordinary_command_lines_are_left_alone(text):
+    assert redact_text(text) == (text, 0)
+    assert redact_raw_line(json.dumps(text)) == (json.dumps(text), 0)
+
+
+def test_every_secret_word_passes_the_quick_key_check():
+    """is_secret_key looks for a hint (pass, key, token, …) before normalising a key: a secret word
+    added without one would never be recognised."""
+    from orchestration_pipeline.lib.redaction import _GLUED_SECRET, _SECRET_WORDS
+
+    glued = _GLUED_SECRET.pattern.split("(?:", 1)[1].split(")", 1)[0].split("|")
+    assert "accesskey" in glued
+    for word in [*_SECRET_WORDS.split("|"), *glued]:
+        assert is_secret_key(word) and is_secret_key("DB_" + word.upper()), word
+    assert is_secret_key("SSHPASS")
