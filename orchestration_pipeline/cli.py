@@ -915,6 +915,7 @@ def decisions_execute(
     from datetime import timedelta
 
     from orchestration_pipeline.lib.db import connection
+    from orchestration_pipeline.lib.effects import redacted_copy
     from orchestration_pipeline.lib.executions import Action, execute_action, get_policy
 
     try:
@@ -937,13 +938,15 @@ def decisions_execute(
             dry_run=dry_run,
             source="cli:decisions execute",
         )
+    # Printed output lands in CI and job logs: the result as it is stored, secrets redacted.
+    result = redacted_copy(outcome.result) if outcome.result else None
     if as_json:
-        click.echo(json.dumps(outcome.as_dict(), default=str))
+        click.echo(json.dumps({**outcome.as_dict(), "result": result}, default=str))
     else:
         click.echo(
             f"{outcome.status}: execution {outcome.execution_id} attempt {outcome.attempt} "
             f"hash {outcome.action_hash[:16]}…"
-            + (f" result {json.dumps(outcome.result, default=str)}" if outcome.result else "")
+            + (f" result {json.dumps(result, default=str)}" if result else "")
             + (f" error {outcome.error}" if outcome.error else "")
         )
     if outcome.status in ("failed", "lease_lost"):

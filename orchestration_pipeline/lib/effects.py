@@ -32,7 +32,7 @@ from psycopg.types.json import Jsonb
 
 from orchestration_pipeline.errors import ExecutionError
 from orchestration_pipeline.lib.db import end_read
-from orchestration_pipeline.lib.redaction import may_contain_secret, redact_text, redact_value
+from orchestration_pipeline.lib.redaction import REDACTED, may_contain_secret, redact_value
 
 TASKS_WRITER_ROLE = "orch_tasks_writer"
 TASK_STATUSES = ("todo", "in_progress", "blocked", "done", "failed", "cancelled")
@@ -120,10 +120,23 @@ def redacted_copy(value: dict[str, Any]) -> dict[str, Any]:
     return redacted if count else value
 
 
-def _same_as_stored(actual: str, stored: str) -> bool:
-    """Whether a value found in the Tasks DB is the one a payload held: the rescuer's probes see
-    the stored payload, whose text may have been redacted (a title holding ``token=…``)."""
-    return actual == stored or redact_text(actual)[0] == stored
+def _target_redacted(run: ActionRun) -> bool:
+    """The stored target had a secret redacted: a probe cannot look the target up."""
+    return REDACTED in (run.target_ref or "")
+
+
+def _stored_match(stored: str, found: Iterable[str]) -> bool | None:
+    """Whether the value the stored payload held is among those found in the Tasks DB.
+
+    The rescuer's probes see the stored payload, whose text may have been redacted (a title
+    holding ``token=…``); then they cannot tell (None), even when a value that redacts alike is
+    there (an older ``api_key=…`` tag says nothing of a newer one). The claim is then marked
+    failed, and the retry, which holds the original action, finds the effect done or does it:
+    both Tasks DB effects are idempotent.
+    """
+    if REDACTED in stored:
+        return None
+    return stored in found
 
 
 def _strict_keys(payload: Mapping[str, Any], allowed: set[str], effect: str) -> None:
@@ -239,10 +252,14 @@ class CreateTask(Effect):
         return {"task_id": task_id, "exists": row is not None, "would_create": row is None}
 
     def probe(self, ctx: EffectContext, run: ActionRun) -> ProbeResult:
+        if _target_redacted(run):
+            return ProbeResult(None, {"probe": "the stored task id was redacted; cannot look it up"})
         task_id = self.task_id(run)
         row = _tasks_read(ctx, "SELECT title FROM tasks WHERE task_id = %s", (task_id,))
-        done = row is not None and _same_as_stored(row[0], run.payload["title"])
-        return ProbeResult(done, {"task_id": task_id, "task_present": row is not None})
+        if row is None:
+            return ProbeResult(False, {"task_id": task_id, "task_present": False})
+        done = _stored_match(run.payload["title"], [row[0]])
+        return ProbeResult(done, {"task_id": task_id, "task_present": True})
 
 
 class LabelTask(Effect):
@@ -276,20 +293,25 @@ class LabelTask(Effect):
 
         return _tasks_write(ctx, work)
 
-    def _state(self, ctx: EffectContext, run: ActionRun) -> tuple[bool, bool]:
+    def _tags(self, ctx: EffectContext, run: ActionRun) -> list[str] | None:
+        """The task's tags, or None when there is no such task."""
         row = _tasks_read(ctx, "SELECT tags FROM tasks WHERE task_id = %s", (run.target_ref,))
-        tag = run.payload["tag"]
-        return row is not None, bool(
-            row and any(isinstance(t, str) and _same_as_stored(t, tag) for t in row[0])
-        )
+        return None if row is None else [t for t in row[0] if isinstance(t, str)]
 
     def simulate(self, ctx: EffectContext, run: ActionRun) -> dict[str, Any]:
-        exists, tagged = self._state(ctx, run)
-        return {"task_id": run.target_ref, "task_exists": exists, "tag_present": tagged}
+        tags = self._tags(ctx, run)  # a dry run has the original payload: compared as it is
+        return {
+            "task_id": run.target_ref,
+            "task_exists": tags is not None,
+            "tag_present": tags is not None and run.payload["tag"] in tags,
+        }
 
     def probe(self, ctx: EffectContext, run: ActionRun) -> ProbeResult:
-        exists, tagged = self._state(ctx, run)
-        return ProbeResult(tagged, {"task_exists": exists, "tag_present": tagged})
+        if _target_redacted(run):
+            return ProbeResult(None, {"probe": "the stored task id was redacted; cannot look it up"})
+        tags = self._tags(ctx, run)
+        tagged = _stored_match(run.payload["tag"], tags or [])
+        return ProbeResult(tagged, {"task_exists": tags is not None, "tag_present": tagged})
 
 
 class Notify(Effect):

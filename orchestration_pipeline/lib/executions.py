@@ -22,10 +22,11 @@ A claim whose worker died stays ``pending``; after its lease it is *stale*, and
 ``succeeded`` if so, else ``failed`` (retryable). A dry run validates exactly like a live run,
 records a simulated row (``dry_run = true``, outside the live index) and performs nothing.
 
-Secrets are redacted before anything is stored (``lib/redaction.py``): a row holds the payload,
-result and ``error_text`` redacted, while the hash covers the original payload and the effect is
-handed the original; the claim's same-parameters check compares redacted payloads, and the
-rescuer's probe sees the stored, redacted one.
+Secrets are redacted before anything is stored (``lib/redaction.py``): a row holds the target,
+payload, result and ``error_text`` redacted, while the hash covers the original action and the
+effect is handed the original; the claim's same-parameters check compares redacted forms, and the
+rescuer's probe sees the stored, redacted ones (where a value it would look for was redacted, it
+cannot tell, and the retry with the original action settles it).
 
 Every state change writes its audit entry in the same transaction (``lib/audit.py``), as do
 policy changes. When the canonical form ever changes, ``canonicalizer_version`` tells old hashes
@@ -227,6 +228,17 @@ def _redacted_json(payload_json: str) -> str:
     return canonical_json(redacted) if count else payload_json
 
 
+def _redacted_target(target_ref: str | None) -> str | None:
+    """The target as stored: secrets redacted (notify's target is its alert's free-text subject)."""
+    return None if target_ref is None else redact_text(target_ref)[0]
+
+
+def _same_target(live: str | None, original: str | None) -> bool:
+    """Whether a live row's target is ``original``: stored redacted, as it was before targets were
+    redacted, or under narrower redaction rules."""
+    return live == original or _redacted_target(live) == _redacted_target(original)
+
+
 def _redacts_to(stored: Any, stored_json: str) -> bool:
     """Whether a stored payload, redacted now, is ``stored_json``: true for a row written before
     payloads were redacted (it holds the original) or under narrower redaction rules."""
@@ -300,7 +312,7 @@ def _claim(
                 {
                     "policy_id": action.policy_id,
                     "effect": action.effect,
-                    "target_ref": action.target_ref,
+                    "target_ref": _redacted_target(action.target_ref),
                     "payload": stored_json,
                     "hash": action_hash,
                     "version": CANONICALIZER_VERSION,
@@ -342,7 +354,7 @@ def _claim(
                 (same_payload or _redacts_to(stored_payload, stored_json))
                 and live["policy_id"] == action.policy_id
                 and live["effect"] == action.effect
-                and live["target_ref"] == action.target_ref
+                and _same_target(live["target_ref"], action.target_ref)
             ):
                 raise ActionHashConflict(
                     f"action_hash {action_hash} already belongs to execution {live['execution_id']} with different "
@@ -467,7 +479,7 @@ def _dry_run(
             (
                 action.policy_id,
                 action.effect,
-                action.target_ref,
+                _redacted_target(action.target_ref),
                 stored_json,
                 "failed" if error else "succeeded",
                 error,

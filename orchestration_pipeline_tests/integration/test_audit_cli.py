@@ -100,3 +100,15 @@ def test_failures_and_refusals_exit_non_zero_naming_the_fix(run):
     assert "rescue" in run("decisions", "--help").stdout
     rescued = json.loads(run("decisions", "rescue", "--json").stdout)
     assert rescued == {"examined": 0, "succeeded": [], "failed": [], "skipped": []}
+
+
+def test_decisions_print_results_with_their_secrets_redacted(run):
+    """What the CLI prints ends up in CI and job logs: the result as stored, not as the effect
+    returned it (label echoes its tag)."""
+    run("policy", "set", "tag-it", "--effect", "label", "--enable", "--live")
+    payload = '{"tag": "api_key=s3cr3t-value"}'
+    args = ("decisions", "execute", "tag-it", "--target", "T-42", "--payload", payload)
+    printed = run(*args).stdout + run(*args, "--json").stdout + run(*args, "--dry-run", "--json").stdout
+    printed += run("decisions", "list", "--json").stdout
+    assert "api_key=[REDACTED]" in printed
+    assert "s3cr3t-value" not in printed

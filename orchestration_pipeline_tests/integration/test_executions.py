@@ -411,35 +411,43 @@ def test_the_rescuer_records_success_when_the_effect_had_happened(env):
     assert env.read(stale_claims_verdict).passed
 
 
-def test_the_rescuer_sees_through_the_redaction_of_a_title_and_a_tag(env):
-    """The probes compare the Tasks DB's values with the stored, redacted payload."""
+def test_a_redacted_title_or_tag_leaves_the_probe_unable_to_tell_and_the_retry_safe(env):
+    """The probes see the stored, redacted payload: they cannot tell, the claims are failed, and the
+    retry (which holds the original action) finds the work done and does nothing twice."""
 
-    class CreateThenCrash(CreateTask):
+    class OnceCrashing:
+        crashed = False
+
+        def perform(self, ctx, run):
+            result = super().perform(ctx, run)
+            if not OnceCrashing.crashed:
+                OnceCrashing.crashed = True
+                raise Crash()
+            return result
+
+    class CreateThenCrash(OnceCrashing, CreateTask):
         name = "create_then_crash"
 
-        def perform(self, ctx, run):
-            super().perform(ctx, run)
-            raise Crash()
-
-    class LabelThenCrash(LabelTask):
+    class LabelThenCrash(OnceCrashing, LabelTask):
         name = "label_then_crash"
-
-        def perform(self, ctx, run):
-            super().perform(ctx, run)
-            raise Crash()
 
     env.registry.register(CreateThenCrash())
     env.registry.register(LabelThenCrash())
     env.policy("open-task", "create_then_crash")
     env.policy("tag-task", "label_then_crash")
-    _crash_during(
-        env, Action("open-task", "create_then_crash", "T-7", {"title": "rotate token=abc123secret now"})
-    )
-    _crash_during(env, Action("tag-task", "label_then_crash", "T-7", {"tag": "api_key=abc123secret"}))
+    create = Action("open-task", "create_then_crash", "T-7", {"title": "rotate token=abc123secret now"})
+    label = Action("tag-task", "label_then_crash", "T-7", {"tag": "api_key=abc123secret"})
+    _crash_during(env, create)
+    OnceCrashing.crashed = False
+    _crash_during(env, label)
     stored = env.orch_rows("SELECT payload::text FROM decision_executions ORDER BY execution_id")
     assert all("abc123secret" not in row[0] for row in stored)
     report = env.rescue()
-    assert (report.examined, len(report.succeeded), report.failed) == (2, 2, [])
+    assert (report.examined, report.succeeded, sorted(report.failed)) == (2, [], [1, 2])
+    for action in (create, label):
+        retried = env.execute(action)
+        assert (retried.status, retried.attempt, retried.result["already_present"]) == ("succeeded", 2, True)
+    assert env.task("T-7") == ("rotate token=abc123secret now", ["api_key=abc123secret"])
 
 
 def test_the_rescuer_fails_a_stale_claim_whose_effect_did_not_happen_and_it_is_retried(env):
@@ -798,3 +806,81 @@ def test_the_rescuers_probe_is_handed_the_stored_redacted_payload(env):
     assert env.rescue().failed == [1]
     assert effect.probed == [REDACTED_PAYLOAD]
     _assert_no_secret_stored(env)
+
+
+def test_the_target_is_stored_redacted_like_the_alert_subject(env):
+    """notify's target is the alert's subject, free text: the execution row, the dry run, the
+    alert and the audit entries all hold it redacted, and the same action is still a duplicate."""
+    env.policy("page", "notify")
+    env.policy("page-dry", "notify", live=False)
+    subject = "db postgresql://svc:pw-9f8e7d@db/x is down"
+    action = Action("page", "notify", subject, {"message": "look at it"})
+    first = env.execute(action)
+    again = env.execute(Action("page", "notify", subject, {"message": "look at it"}))
+    assert (first.status, again.status) == ("succeeded", "duplicate")
+    assert again.execution_id == first.execution_id
+    assert env.execute(Action("page-dry", "notify", subject, {"message": "x"})).status == "simulated"
+    assert env.orch_rows("SELECT target_ref FROM decision_executions ORDER BY execution_id") == [
+        ("db postgresql://svc:[REDACTED]@db/x is down",),
+        ("db postgresql://svc:[REDACTED]@db/x is down",),
+    ]
+    _assert_no_secret_stored(env)
+    assert "pw-9f8e7d" not in repr(env.orch_rows("SELECT row_to_json(a)::text FROM audit_ledger a"))
+    # A row written before targets were redacted holds the original: still the same action.
+    with connection(env.orch) as conn:
+        conn.execute("UPDATE decision_executions SET target_ref = %s WHERE NOT dry_run", (subject,))
+        conn.commit()
+    assert env.execute(action).status == "duplicate"
+
+
+def test_a_redacted_target_leaves_the_rescuer_unable_to_tell_and_the_retry_does_it(env):
+    class CrashBeforeLabel(LabelTask):
+        name = "crash_label"
+        crash = True
+
+        def perform(self, ctx, run):
+            if self.crash:
+                raise Crash()
+            return super().perform(ctx, run)
+
+    effect = CrashBeforeLabel()
+    env.registry.register(effect)
+    task_id = "T-api_key=s3cr3t-value"
+    env.add_task(task_id)
+    env.policy("tag", "crash_label")
+    action = Action("tag", "crash_label", task_id, {"tag": "flaky"})
+    _crash_during(env, action)
+    _assert_no_secret_stored(env)
+    assert env.rescue().failed == [1]
+    assert "cannot tell" in env.orch_rows("SELECT error_text FROM decision_executions")[0][0]
+    effect.crash = False
+    assert env.execute(action).status == "succeeded"
+    assert env.task(task_id)[1] == ["flaky"]
+
+
+def test_the_rescuer_does_not_take_another_secret_for_the_one_it_was_to_write(env):
+    """A title or tag that only redacts to the stored one is not proof: an older tag
+    ``api_key=OLD`` on the task says nothing about whether ``api_key=NEW`` was added."""
+
+    class CrashBeforeLabel(LabelTask):
+        name = "crash_label"
+
+        def perform(self, ctx, run):
+            raise Crash()
+
+    class CrashBeforeCreate(CreateTask):
+        name = "crash_create"
+
+        def perform(self, ctx, run):
+            raise Crash()
+
+    env.registry.register(CrashBeforeLabel())
+    env.registry.register(CrashBeforeCreate())
+    env.add_task("T-7", title="rotate token=OLDsecret1", tags=["api_key=OLDsecret1"])
+    env.policy("tag", "crash_label")
+    env.policy("open", "crash_create")
+    _crash_during(env, Action("tag", "crash_label", "T-7", {"tag": "api_key=NEWsecret2"}))
+    _crash_during(env, Action("open", "crash_create", "T-7", {"title": "rotate token=NEWsecret2"}))
+    report = env.rescue()
+    assert (report.succeeded, sorted(report.failed)) == ([], [1, 2])
+    assert env.orch_rows("SELECT state FROM decision_executions") == [("failed",), ("failed",)]
