@@ -17,7 +17,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import unquote, urlsplit
 
 from pydantic import BaseModel, ConfigDict, field_validator
 
@@ -34,7 +34,8 @@ ENV_VARS = (
 
 
 class Settings(BaseModel):
-    """Resolved configuration. URLs are ``None`` when the embedded default applies."""
+    """Resolved configuration. URLs are ``None`` when not configured; whether the embedded server
+    applies is :attr:`embedded_postgres` (also true for URLs naming its own socket)."""
 
     model_config = ConfigDict(frozen=True)
 
@@ -56,6 +57,10 @@ class Settings(BaseModel):
                 f"expected a postgresql://user:password@host:port/dbname URL, got {got} "
                 "(key=value connection strings are not accepted)"
             )
+        try:
+            urlsplit(value)  # read by embedded_postgres; a URL that does not parse is refused here
+        except ValueError as exc:
+            raise ValueError(f"the URL does not parse ({exc})") from None
         return value
 
     @property
@@ -75,12 +80,18 @@ class Settings(BaseModel):
         if not dsn:
             return False
         parts = urlsplit(dsn)
-        hosts = None if parts.hostname else parse_qs(parts.query).get("host")
-        if not hosts or not hosts[0].startswith("/"):
+        host = ""
+        if not parts.hostname:
+            for pair in parts.query.split("&"):
+                key, _, value = pair.partition("=")
+                if key == "host":  # as libpq reads it: percent-decoded, "+" kept (not a space)
+                    host = unquote(value)
+                    break
+        if not host.startswith("/"):
             return False
         pgdata = self.pg_dir.resolve()
         try:
-            socket_dir = Path(hosts[0]).resolve()
+            socket_dir = Path(host).resolve()
             return socket_dir == pgdata or socket_dir.is_relative_to(pgdata)
         except (OSError, RuntimeError):
             return False

@@ -102,6 +102,34 @@ def test_the_embedded_socket_urls_that_up_env_exports_still_mean_embedded(tmp_pa
     ).embedded_postgres
 
 
+@pytest.mark.parametrize("argv", [["down"], ["up"], ["decisions", "list"]])
+def test_a_url_that_does_not_parse_is_one_line_naming_the_setting(tmp_path, argv):
+    result = invoke(
+        *argv,
+        ORCH_HOME=str(tmp_path / "h"),
+        ORCH_DATABASE_URL="postgresql://[::1/orchestration",
+        TASKS_DATABASE_URL="postgresql://postgres@127.0.0.1:5432/tasks",
+    )
+    assert result.exit_code == 1, result.output
+    line = _one_line(result)
+    assert "invalid setting database_url" in line and "Traceback" not in result.output
+    assert not (tmp_path / "h").exists()
+
+
+def test_the_embedded_socket_urls_still_mean_embedded_under_a_home_with_a_plus(tmp_path):
+    """libpq reads a URL's query percent-decoded only: "+" is a plus, not a space."""
+    home = tmp_path / "c++" / "orch"
+    socket = f"host={home / 'pg'}"
+    settings = load_settings(
+        {
+            "ORCH_HOME": str(home),
+            "ORCH_DATABASE_URL": f"postgresql://postgres:@/orchestration?{socket}",
+            "TASKS_DATABASE_URL": f"postgresql://postgres:@/tasks?{socket}",
+        }
+    )
+    assert settings.embedded_postgres
+
+
 def test_down_with_a_missing_orch_home_creates_nothing(tmp_path):
     home = tmp_path / "nonexistent" / "deeper"
     result = invoke("down", ORCH_HOME=str(home))
