@@ -4,8 +4,10 @@ How exactly-once holds:
 
 * **Files** are identified by content (sha256). A file's rows, its quarantine rows, its error
   groups and its ``ingest_files`` ledger entry commit in **one transaction**, under an advisory
-  lock on the file hash. A re-dropped or renamed file finds its ledger entry and is skipped; a
-  process killed mid-file leaves nothing, and the rerun ingests the whole file once.
+  lock on the file hash and one on its path (a grown file's bad lines already pending from an
+  earlier version count as duplicates, so versions of one path are ingested one at a time). A
+  re-dropped or renamed file finds its ledger entry and is skipped; a process killed mid-file
+  leaves nothing, and the rerun ingests the whole file once.
 * **Lines** have an ``event_id`` (given, or derived from the content). Rows are COPY'd into a
   session temp table and moved with ``INSERT … ON CONFLICT DO NOTHING``, so a line re-sent in
   another file counts as a duplicate. Error lines are tracked in ``error_occurrences`` so a
@@ -299,6 +301,12 @@ def file_sha256(path: Path) -> str:
 
 def _lock_key(sha: str) -> int:
     return int(sha[:16], 16) - (1 << 63)
+
+
+def _path_lock_keys(path: str) -> tuple[int, int]:
+    """Two int4 advisory-lock keys for a path (a key space apart from the file hashes' bigint keys)."""
+    digest = hashlib.sha256(path.encode("utf-8", "surrogateescape")).digest()
+    return int.from_bytes(digest[:4], "big", signed=True), int.from_bytes(digest[4:8], "big", signed=True)
 
 
 @dataclass(slots=True)
@@ -884,13 +892,24 @@ def write_batch(
     return conflicts
 
 
-# Pending quarantine rows that an earlier version of this path left for the same line (number and
-# bytes): the file grew or was rewritten, and the line was read again.
+# Pending quarantine rows that earlier versions of this path left in the range of a batch's lines:
+# the file grew or was rewritten, and those lines were read again (the caller compares numbers and
+# bytes). A range on the index's second column (quarantine_pending_line_idx) reads only the rows of
+# the batch's own lines, whatever the statistics or a generic plan say; a batch never scans every
+# pending row of the path, which made re-reading a file with many bad lines quadratic. (Matching
+# the batch's lines here as an array or a join was worse: a generic plan does not hash the array.)
 _QUARANTINED_BEFORE_SQL = """
 SELECT source_line, raw_sha256 FROM quarantine
 WHERE source_file = %s AND replayed_at IS NULL AND file_sha256 <> %s
-  AND (source_line, raw_sha256) IN (SELECT * FROM unnest(%s::integer[], %s::text[]))
+  AND source_line BETWEEN %s::integer AND %s::integer
 """
+
+
+def quarantined_before_query(rows: list[tuple], file_sha256: str) -> tuple[str, tuple]:
+    """The query (and its parameters) for the pending rows earlier versions of the file left in the
+    range of the lines of ``rows`` (quarantine rows of one batch of one file): (source_line, raw_sha256)."""
+    lines = [r[3] for r in rows]
+    return _QUARANTINED_BEFORE_SQL, (rows[0][2], file_sha256, min(lines), max(lines))
 
 
 def _not_quarantined_before(
@@ -900,11 +919,7 @@ def _not_quarantined_before(
     has pending; those count as duplicates, so a file that grows is not quarantined again and again."""
     if file_sha256 is None:  # a replay: its rows are the pending ones themselves
         return rows
-    before = set(
-        cur.execute(
-            _QUARANTINED_BEFORE_SQL, (rows[0][2], file_sha256, [r[3] for r in rows], [r[9] for r in rows])
-        ).fetchall()
-    )
+    before = {(line, sha.rstrip()) for line, sha in cur.execute(*quarantined_before_query(rows, file_sha256))}
     if not before:
         return rows
     kept = []
@@ -956,18 +971,25 @@ def supersede_partial_lines(cur: psycopg.Cursor, path: Path, source_file: str, s
                 if len(head) == length + 1 and head[-1:] not in (b"\n", b"\r"):
                     if hashlib.sha256(head[:length]).hexdigest() == raw_sha256:
                         resolved.append((quarantine_id, line))
-    cur.executemany(
-        "UPDATE quarantine SET replayed_at = now(), last_replay_detail = %s WHERE quarantine_id = %s",
-        [
-            (
+    if not resolved:
+        return []
+    # Only rows still pending: a replay may have resolved one since it was read above (it held the
+    # row's lock; this waited for it and must not overwrite its outcome).
+    updated = cur.execute(
+        """UPDATE quarantine q SET replayed_at = now(), last_replay_detail = r.detail
+           FROM unnest(%s::bigint[], %s::text[]) AS r(quarantine_id, detail)
+           WHERE q.quarantine_id = r.quarantine_id AND q.replayed_at IS NULL
+           RETURNING q.quarantine_id""",
+        (
+            [quarantine_id for quarantine_id, _ in resolved],
+            [
                 f"superseded: {source_file} grew after this partial last line was read; line {line} "
-                f"was ingested in full from the longer file (sha256 {sha256[:12]}…)",
-                quarantine_id,
-            )
-            for quarantine_id, line in resolved
-        ],
-    )
-    return [quarantine_id for quarantine_id, _ in resolved]
+                f"was ingested in full from the longer file (sha256 {sha256[:12]}…)"
+                for _, line in resolved
+            ],
+        ),
+    ).fetchall()
+    return sorted(r[0] for r in updated)
 
 
 def stage_sql() -> str:
@@ -1063,6 +1085,9 @@ class Ingestor:
             try:
                 with self.conn.transaction():
                     self.conn.execute("SELECT pg_advisory_xact_lock(%s)", (_lock_key(sha),))
+                    # and one version of a path at a time: a grown file's bad lines are looked up
+                    # among those its earlier versions left (two keys: a lock space of its own)
+                    self.conn.execute("SELECT pg_advisory_xact_lock(%s, %s)", _path_lock_keys(str(path)))
                     if self.conn.execute(
                         "SELECT 1 FROM ingest_files WHERE file_sha256 = %s", (sha,)
                     ).fetchone():

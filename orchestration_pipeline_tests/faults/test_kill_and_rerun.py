@@ -131,7 +131,8 @@ def _kill_mid_file(
                 "SELECT count(*) FROM pg_locks WHERE pid = %s AND locktype = 'advisory' AND granted",
                 (backend,),
             ).fetchone()[0]
-        assert held == 1, "the child is not inside its file transaction (no advisory lock held)"
+        # the file transaction holds two: on the file's hash and on its path
+        assert held == 2, "the child is not inside its file transaction (no advisory locks held)"
         helpers = _children(proc.pid)
         os.kill(proc.pid, signal.SIGKILL)
         returncode = proc.wait(timeout=30)

@@ -377,3 +377,127 @@ def test_a_growing_file_quarantines_each_bad_line_once(orch_conn, tmp_path):
     other = tmp_path / "other.jsonl"
     other.write_text("{not json\n")
     assert ingest(orch_conn, other)["quarantined"] == 1
+
+
+def test_the_earlier_versions_bad_lines_are_looked_up_by_line_not_scanned(orch_conn):
+    """A grown file's batch looks up its own lines among the path's pending rows: with a million
+    of them pending, scanning them all for every batch made re-reading a file quadratic."""
+    from orchestration_pipeline.lib import ingest as ingest_module
+
+    orch_conn.execute(
+        """INSERT INTO quarantine (run_id, file_sha256, source_file, source_line, byte_offset, failure_type,
+                                   detail, json_pointer, raw_line, raw_sha256, raw_truncated)
+           SELECT gen_random_uuid(), repeat('a', 64), '/landing/grown.jsonl', g, g * 10, 'malformed_json',
+                  'bad', '', 'bad', md5(g::text) || md5(g::text), false
+           FROM generate_series(1, 20000) g"""
+    )
+    orch_conn.execute("ANALYZE quarantine")
+    batch = [
+        (None, "b" * 64, "/landing/grown.jsonl", line, 0, "malformed_json", "", "", "", f"{line:064x}", False)
+        for line in range(5000, 5010)
+    ]
+    query, params = ingest_module.quarantined_before_query(batch, "b" * 64)
+    plan = "\n".join(r[0] for r in orch_conn.execute("EXPLAIN " + query, params).fetchall())
+    orch_conn.rollback()
+    index_conditions = [line for line in plan.splitlines() if "Index Cond" in line]
+    assert any("source_line" in line for line in index_conditions), plan
+
+
+def _paused_ingest(dsn, path, **kwargs):
+    """Ingest ``path`` in a thread that stops inside its transaction after its first batch, until
+    released. Returns (thread, paused, release, results)."""
+    import threading
+
+    from orchestration_pipeline.lib.db import connection
+
+    paused, release, results = threading.Event(), threading.Event(), []
+
+    def progress(info):
+        if not info["final"] and not paused.is_set():
+            paused.set()
+            release.wait(30)
+
+    def work():
+        with connection(dsn) as conn:
+            results.append(ingest(conn, path, progress=progress, progress_every_s=0, **kwargs))
+
+    thread = threading.Thread(target=work)
+    thread.start()
+    assert paused.wait(30)
+    return thread, release, results
+
+
+def test_two_ingesters_of_two_versions_of_a_file_quarantine_its_bad_lines_once(orch_dsn, orch_conn, tmp_path):
+    """One ingester is still inside version 2 when another reads version 3: the second waits for
+    the first and finds its rows, so each bad line is quarantined once, as with one ingester."""
+    import os
+    import threading
+
+    from orchestration_pipeline.lib.db import connection
+
+    path = tmp_path / "appended.jsonl"
+    path.write_text("{bad 1\n{bad 2\n")
+    first, release, first_summary = _paused_ingest(orch_dsn, path, batch_rows=1, parse_workers=0)
+    # the producer appends by writing the next version and renaming it into place
+    grown = tmp_path / ".appended.tmp"
+    grown.write_text("{bad 1\n{bad 2\n{bad 3\n")
+    os.replace(grown, path)
+    second_summary = []
+
+    def second_ingester():
+        with connection(orch_dsn) as conn:
+            second_summary.append(ingest(conn, path, parse_workers=0))
+
+    second = threading.Thread(target=second_ingester)
+    second.start()
+    second.join(2)  # with no lock on the path, it finishes meanwhile
+    release.set()
+    first.join(30)
+    second.join(30)
+    assert [(s["quarantined"], s["duplicates"]) for s in first_summary + second_summary] == [(2, 0), (1, 2)]
+    pending = [(r["source_line"]) for r in list_quarantine(orch_conn)]
+    assert sorted(pending) == [1, 2, 3]
+    assert events_accounted_for(orch_conn).passed
+
+
+def test_a_superseded_partial_line_does_not_overwrite_a_replay_that_resolved_it_meanwhile(
+    orch_dsn, orch_conn, tmp_path
+):
+    """The replay committed its outcome while the ingestion of the grown file was resolving the
+    same row: the replay's outcome stands, and the summary does not count the row as superseded."""
+    import threading
+
+    from orchestration_pipeline.lib.db import connection
+
+    growing = make_event(task_id="T-grow")
+    whole = json.dumps(growing)
+    path = tmp_path / "live.jsonl"
+    path.write_text(whole[:25])
+    ingest(orch_conn, path)
+    (qid,) = [r["quarantine_id"] for r in list_quarantine(orch_conn)]
+    with connection(orch_dsn) as replayer:
+        # a replay holds the row, about to record its outcome
+        replayer.execute(
+            "UPDATE quarantine SET replayed_at = now(), replay_outcome = 'accepted', replay_attempts = 1 "
+            "WHERE quarantine_id = %s",
+            (qid,),
+        )
+        path.write_text(whole + "\n")
+        summaries = []
+        grown = threading.Thread(target=lambda: summaries.append(_ingest_with_new_connection(orch_dsn, path)))
+        grown.start()
+        grown.join(2)  # it waits for the replay's row lock
+        replayer.commit()
+        grown.join(30)
+    assert summaries[0]["superseded_quarantine"] == 0
+    row = orch_conn.execute(
+        "SELECT replay_outcome, last_replay_detail FROM quarantine WHERE quarantine_id = %s", (qid,)
+    ).fetchone()
+    assert row == ("accepted", None)
+
+
+def _ingest_with_new_connection(dsn, path):
+    from orchestration_pipeline.lib.db import connection
+
+    with connection(dsn) as conn:
+        return ingest(conn, path)
