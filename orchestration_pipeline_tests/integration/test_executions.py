@@ -382,6 +382,18 @@ def test_a_failed_action_stays_retryable(env):
     assert env.execute(action).status == "duplicate" and counter.calls == 3
 
 
+class CrashBeforeLabel(LabelTask):
+    """A label effect whose worker dies before it tags (while ``crash``)."""
+
+    name = "crash_label"
+    crash = True
+
+    def perform(self, ctx, run):
+        if self.crash:
+            raise Crash()
+        return super().perform(ctx, run)
+
+
 def _crash_during(env, action):
     with pytest.raises(Crash):
         env.execute(action, lease=timedelta(milliseconds=1))
@@ -451,15 +463,6 @@ def test_a_redacted_title_or_tag_leaves_the_probe_unable_to_tell_and_the_retry_s
 
 
 def test_the_rescuer_fails_a_stale_claim_whose_effect_did_not_happen_and_it_is_retried(env):
-    class CrashBeforeLabel(LabelTask):
-        name = "crash_label"
-        crash = True
-
-        def perform(self, ctx, run):
-            if self.crash:
-                raise Crash()
-            return super().perform(ctx, run)
-
     effect = CrashBeforeLabel()
     env.registry.register(effect)
     env.add_task("T-1")
@@ -834,15 +837,6 @@ def test_the_target_is_stored_redacted_like_the_alert_subject(env):
 
 
 def test_a_redacted_target_leaves_the_rescuer_unable_to_tell_and_the_retry_does_it(env):
-    class CrashBeforeLabel(LabelTask):
-        name = "crash_label"
-        crash = True
-
-        def perform(self, ctx, run):
-            if self.crash:
-                raise Crash()
-            return super().perform(ctx, run)
-
     effect = CrashBeforeLabel()
     env.registry.register(effect)
     task_id = "T-api_key=s3cr3t-value"

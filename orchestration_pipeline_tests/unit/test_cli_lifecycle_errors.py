@@ -72,25 +72,22 @@ def test_up_with_a_spaced_orch_home_is_one_line(tmp_path):
     assert not (tmp_path / "has space").exists()
 
 
-def test_the_embedded_socket_urls_that_up_env_exports_still_mean_embedded(tmp_path):
-    home = tmp_path / "orch"
+def _socket_settings(home, orchestration_host=None):
     socket = f"host={home / 'pg'}"
-    settings = load_settings(
+    return load_settings(
         {
             "ORCH_HOME": str(home),
-            "ORCH_DATABASE_URL": f"postgresql://postgres:@/orchestration?{socket}",
+            "ORCH_DATABASE_URL": f"postgresql://postgres:@/orchestration?{orchestration_host or socket}",
             "TASKS_DATABASE_URL": f"postgresql://postgres:@/tasks?{socket}",
         }
     )
-    assert settings.embedded_postgres
-    other = load_settings(
-        {
-            "ORCH_HOME": str(home),
-            "ORCH_DATABASE_URL": f"postgresql://postgres:@/orchestration?host={tmp_path / 'elsewhere'}",
-            "TASKS_DATABASE_URL": f"postgresql://postgres:@/tasks?{socket}",
-        }
-    )
-    assert not other.embedded_postgres
+
+
+@pytest.mark.parametrize("home", ["orch", "c++/orch"])  # libpq reads "+" in a query as a plus, not a space
+def test_the_embedded_socket_urls_that_up_env_exports_still_mean_embedded(tmp_path, home):
+    home = tmp_path / home
+    assert _socket_settings(home).embedded_postgres
+    assert not _socket_settings(home, f"host={tmp_path / 'elsewhere'}").embedded_postgres
     assert not (
         load_settings(
             {
@@ -114,20 +111,6 @@ def test_a_url_that_does_not_parse_is_one_line_naming_the_setting(tmp_path, argv
     line = _one_line(result)
     assert "invalid setting database_url" in line and "Traceback" not in result.output
     assert not (tmp_path / "h").exists()
-
-
-def test_the_embedded_socket_urls_still_mean_embedded_under_a_home_with_a_plus(tmp_path):
-    """libpq reads a URL's query percent-decoded only: "+" is a plus, not a space."""
-    home = tmp_path / "c++" / "orch"
-    socket = f"host={home / 'pg'}"
-    settings = load_settings(
-        {
-            "ORCH_HOME": str(home),
-            "ORCH_DATABASE_URL": f"postgresql://postgres:@/orchestration?{socket}",
-            "TASKS_DATABASE_URL": f"postgresql://postgres:@/tasks?{socket}",
-        }
-    )
-    assert settings.embedded_postgres
 
 
 def test_down_with_a_missing_orch_home_creates_nothing(tmp_path):
