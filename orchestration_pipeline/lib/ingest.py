@@ -254,8 +254,8 @@ class NotARegularFile(OrchError):
     """An explicit ingest path is a device, FIFO or socket, which cannot be ingested."""
 
 
-def is_event_file(path: Path, root: Path | None = None) -> bool:
-    """True for a regular file that directory ingestion picks up (and the landing sensor sees).
+def has_event_file_name(path: Path, root: Path | None = None) -> bool:
+    """True for a name that directory ingestion picks up (and the landing sensor sees).
 
     The suffix is ``.jsonl`` or ``.ndjson`` in any case. Hidden files, and files in hidden
     directories below ``root``, are skipped: producers commonly write in-progress files there.
@@ -264,9 +264,12 @@ def is_event_file(path: Path, root: Path | None = None) -> bool:
     if path.suffix.lower() not in EVENT_FILE_SUFFIXES:
         return False
     parts = path.relative_to(root).parts if root is not None else (path.name,)
-    if any(part.startswith(".") for part in parts):
-        return False
-    return path.is_file()
+    return not any(part.startswith(".") for part in parts)
+
+
+def is_event_file(path: Path, root: Path | None = None) -> bool:
+    """A regular file (or a link to one) with an event file's name (:func:`has_event_file_name`)."""
+    return has_event_file_name(path, root) and path.is_file()
 
 
 def discover_files(paths: Iterable[str | os.PathLike[str]]) -> list[Path]:

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from orchestration_pipeline.lib.ingest import is_event_file
+from orchestration_pipeline.lib.ingest import has_event_file_name
 
 
 class UnreadableCursor(ValueError):
@@ -78,7 +79,7 @@ def scan_landing(landing: Path, cursor: dict[str, Any] | None) -> LandingScan:
     however many files land: a file is named by itself when its own change time is the newest,
     otherwise by the deepest directory above it that carries that time (one entry for a whole
     directory moved in). Files are selected exactly as directory ingestion selects them
-    (:func:`is_event_file`). Raises :class:`UnreadableCursor` for a malformed cursor.
+    (:func:`~orchestration_pipeline.lib.ingest.is_event_file`). Raises :class:`UnreadableCursor` for a malformed cursor.
     """
     cursor = validate_cursor(cursor)
     watermark = cursor["ctime_ns"] if cursor else -1
@@ -97,12 +98,16 @@ def scan_landing(landing: Path, cursor: dict[str, Any] | None) -> LandingScan:
     new: list[tuple[int, str, str]] = []  # (effective ctime, file name, cursor key)
     if landing.is_dir():
         for path in landing.rglob("*"):
-            if not is_event_file(path, landing):
+            if not has_event_file_name(path, landing):
                 continue
             try:
-                own = max(path.stat().st_ctime_ns, path.lstat().st_ctime_ns)
+                link = path.lstat()  # one stat for a plain file; a symlink's target is stat'ed too
+                target = path.stat() if stat.S_ISLNK(link.st_mode) else link
+                if not stat.S_ISREG(target.st_mode):  # as is_event_file: regular files only
+                    continue
+                own = max(target.st_ctime_ns, link.st_ctime_ns)
                 parent_ctime, parent_key = dir_mark(path.relative_to(landing).parent)
-            except FileNotFoundError:  # removed while scanning
+            except FileNotFoundError:  # removed while scanning (or a dangling link)
                 continue
             name = str(path)
             ctime, key = (own, name) if own >= parent_ctime else (parent_ctime, parent_key)
