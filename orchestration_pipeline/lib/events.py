@@ -41,7 +41,6 @@ from pydantic import (
 )
 
 from orchestration_pipeline.lib.canonical_json import json_has_nul
-from orchestration_pipeline.lib.failure_types import FAILURE_TYPES  # noqa: F401 (re-exported)
 from orchestration_pipeline.lib.redaction import (
     may_contain_secret,
     redact_raw_line,

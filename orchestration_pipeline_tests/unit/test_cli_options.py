@@ -8,7 +8,7 @@ from click.testing import CliRunner
 
 from orchestration_pipeline.cli import main
 from orchestration_pipeline.errors import OrchError
-from orchestration_pipeline.lib.events import FAILURE_TYPES
+from orchestration_pipeline.lib.failure_types import FAILURE_TYPES
 from orchestration_pipeline.lib.ingest import (
     Ingestor,
     LineBlock,

@@ -10,7 +10,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from orchestration_pipeline.lib import ingest
-from orchestration_pipeline.lib.events import EVENT_TYPES, FAILURE_TYPES, ParsedEvent, Rejection, parse_line
+from orchestration_pipeline.lib.events import EVENT_TYPES, ParsedEvent, Rejection, parse_line
+from orchestration_pipeline.lib.failure_types import FAILURE_TYPES
 from orchestration_pipeline.lib.ingest import LineBlock, iter_blocks, iter_lines
 
 NOW = datetime(2026, 6, 1, tzinfo=UTC)
