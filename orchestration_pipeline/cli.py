@@ -915,8 +915,8 @@ def decisions_execute(
     from datetime import timedelta
 
     from orchestration_pipeline.lib.db import connection
-    from orchestration_pipeline.lib.effects import redacted_copy
     from orchestration_pipeline.lib.executions import Action, execute_action, get_policy
+    from orchestration_pipeline.lib.redaction import redacted_copy
 
     try:
         body = json.loads(payload)

@@ -19,7 +19,6 @@ and each can tell the rescuer whether a stale claim's effect happened (:meth:`Ef
 
 from __future__ import annotations
 
-import json
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Mapping
 from contextlib import AbstractContextManager
@@ -32,7 +31,7 @@ from psycopg.types.json import Jsonb
 
 from orchestration_pipeline.errors import ExecutionError
 from orchestration_pipeline.lib.db import end_read
-from orchestration_pipeline.lib.redaction import REDACTED, may_contain_secret, redact_value
+from orchestration_pipeline.lib.redaction import REDACTED, redacted_copy
 
 TASKS_WRITER_ROLE = "orch_tasks_writer"
 TASK_STATUSES = ("todo", "in_progress", "blocked", "done", "failed", "cancelled")
@@ -104,20 +103,6 @@ class Effect(ABC):
     def probe(self, ctx: EffectContext, run: ActionRun) -> ProbeResult:
         """Did this attempt's effect happen? The default cannot tell."""
         return ProbeResult(None, {"probe": "this effect cannot tell whether it ran"})
-
-
-def redacted_copy(value: dict[str, Any]) -> dict[str, Any]:
-    """``value`` as it may be stored: a copy with its secrets redacted, or ``value`` itself when it
-    has none (it is never changed). A value that is not JSON is returned as it is, for the writer
-    to refuse."""
-    try:
-        text = json.dumps(value, allow_nan=False)
-    except (TypeError, ValueError):
-        return value
-    if not may_contain_secret(text.encode()):
-        return value
-    redacted, count = redact_value(json.loads(text))
-    return redacted if count else value
 
 
 def _target_redacted(run: ActionRun) -> bool:

@@ -59,9 +59,8 @@ from orchestration_pipeline.lib.effects import (
     EffectRegistry,
     ProbeResult,
     default_effects,
-    redacted_copy,
 )
-from orchestration_pipeline.lib.redaction import may_contain_secret, redact_text, redact_value
+from orchestration_pipeline.lib.redaction import redact_text, redacted_copy
 from orchestration_pipeline.lib.verdict import Verdict
 
 EXECUTION_TABLES = ("policies", "decision_executions", "alerts", "audit_ledger")
@@ -222,10 +221,9 @@ def _error_text(exc: BaseException) -> str:
 
 def _redacted_json(payload_json: str) -> str:
     """The canonical JSON of a payload as stored: secrets redacted (``payload_json`` when it has none)."""
-    if not may_contain_secret(payload_json.encode()):
-        return payload_json
-    redacted, count = redact_value(json.loads(payload_json))
-    return canonical_json(redacted) if count else payload_json
+    payload = json.loads(payload_json)
+    redacted = redacted_copy(payload)
+    return payload_json if redacted is payload else canonical_json(redacted)
 
 
 def _redacted_target(target_ref: str | None) -> str | None:

@@ -610,6 +610,20 @@ def redact_value(value: Any) -> tuple[Any, int]:
     return value, 0
 
 
+def redacted_copy(value: Any) -> Any:
+    """``value`` as it may be stored: a copy with its secrets redacted, or ``value`` itself when it
+    has none (it is never changed). A value that is not JSON is returned as it is, for the writer
+    to refuse."""
+    try:
+        text = json.dumps(value, allow_nan=False)
+    except (TypeError, ValueError):
+        return value
+    if not may_contain_secret(text.encode()):
+        return value
+    redacted, count = redact_value(json.loads(text))
+    return redacted if count else value
+
+
 # The only characters outside ASCII that the full path treats as ASCII letters: a key's
 # str.lower() turns the Kelvin sign into "k" ("TO\u212aEN" is a token), and case-insensitive
 # patterns match "\u017f" (long s) as "s" and dotted and dotless I as "i" ("pa\u017f\u017fword=").
