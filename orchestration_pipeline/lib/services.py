@@ -41,22 +41,23 @@ def _ensure_dagster_database(settings: Settings, urls: DatabaseUrls) -> None:
         ) from None
 
 
+def _make_dirs(settings: Settings, *dirs: Path) -> None:
+    """Create directories under ORCH_HOME; one line naming the fix when that is not possible."""
+    try:
+        for directory in dirs:
+            directory.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise unwritable_home(settings.orch_home, exc) from None
+
+
 def bring_up(settings: Settings, *, apply_migrations: bool = True) -> Services:
     """Start embedded services if needed, make sure the databases exist, and migrate them."""
     if settings.embedded_postgres:
         refuse_whitespace_path(settings.pg_dir)  # before creating anything
-    try:
-        settings.orch_home.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise unwritable_home(settings.orch_home, exc) from None
+    _make_dirs(settings, settings.orch_home)
     urls = resolve_database_urls(settings, start=True)
     _ensure_dagster_database(settings, urls)
-    try:
-        if settings.embedded_qdrant:
-            settings.qdrant_path.mkdir(parents=True, exist_ok=True)
-        settings.landing_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise unwritable_home(settings.orch_home, exc) from None
+    _make_dirs(settings, *([settings.qdrant_path] if settings.embedded_qdrant else []), settings.landing_dir)
     applied: dict[str, list[str]] = {}
     if apply_migrations:
         for target in TARGETS:
