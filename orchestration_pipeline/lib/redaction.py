@@ -291,9 +291,10 @@ def _password_kept(user: str, password: str) -> bool:
     )
 
 
-def _redact_command_lines(text: str, low: str) -> tuple[str, int]:
-    """curl -u user:pw, mysql -pPASSWORD and sshpass -p PASSWORD in free text (``low``: lowercased)."""
-    count = 0
+def _redact_command_lines(text: str) -> tuple[str, int]:
+    """curl -u user:pw, mysql -pPASSWORD and sshpass -p PASSWORD in free text; each rule runs only
+    when its trigger is in the text."""
+    count, low = 0, text.lower()
 
     def mysql_command(match: re.Match[str]) -> str:
         nonlocal count
@@ -420,10 +421,8 @@ def redact_text(text: str) -> tuple[str, int]:
     if "-----BEGIN" in text:
         text = sub(_PEM_PRIVATE_KEY, REDACTED, text)
     text = sub(_KNOWN_TOKEN, REDACTED, text)
-    low = text.lower()
-    if "-u" in low or "mysql" in low or "mariadb" in low or "sshpass" in low:
-        text, n = _redact_command_lines(text, low)
-        count += n
+    text, n = _redact_command_lines(text)
+    count += n
     text = sub(_BEARER, rf"\1 {REDACTED}", text)
     text = sub(_AUTH_HEADER, rf"\1{REDACTED}", text)
     if "@" in text:
