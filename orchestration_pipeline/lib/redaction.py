@@ -16,8 +16,7 @@ Five kinds of secret are replaced with ``"[REDACTED]"``:
   its end, a value after ``:`` to the end of the line;
 * passwords inside connection strings (``postgresql://user:pw@host``, also with an empty user
   or with ``@``, ``?``, ``#`` or ``/`` inside the password, and ``password=pw``); ``host:8080/x@y``
-  and ``image:tag@sha256:…`` are not passwords.
-
+  and ``image:tag@sha256:…`` are not passwords;
 * credentials recognisable by their form alone, with no key in front of them: GitHub
   (``ghp_…``, ``github_pat_…``), GitLab (``glpat-…``), Slack (``xoxb-…``), Stripe (``sk_live_…``),
   npm (``npm_…``), Google API (``AIza…``), OpenAI and Anthropic (``sk-proj-…``, ``sk-ant-…``) keys,
