@@ -789,10 +789,15 @@ def _audit_time(text: str | None, option: str):
 
 
 @audit.command("verify")
-@click.option("--chain", "chain_id", help="Verify only this chain (YYYY-MM-DD/NN).")
+@click.option(
+    "--chain",
+    "chain_id",
+    help="Verify only this chain (tx/<start µs>/<xid>, or YYYY-MM-DD/NN for entries written before "
+    "per-transaction chains); checkpoints are then not checked.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the report as one JSON object.")
 def audit_verify(chain_id: str | None, as_json: bool) -> None:
-    """Recompute every hash chain; exit 1 and name the first broken link if any."""
+    """Recompute every hash chain and checkpoint; exit 1 and name the first broken link if any."""
     from orchestration_pipeline.lib.audit import verify_chain
     from orchestration_pipeline.lib.db import connection
 
@@ -801,11 +806,74 @@ def audit_verify(chain_id: str | None, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(report.as_dict()))
     elif report.ok:
-        click.echo(f"ok: {report.rows} entries in {report.chains} chains verified")
+        sealed = (
+            ""
+            if chain_id
+            else (
+                f", {report.checkpoints} checkpoints; {report.unsealed_entries} newer entries not sealed yet "
+                "(orchestration-pipeline audit checkpoint)"
+            )
+        )
+        click.echo(f"ok: {report.rows} entries in {report.chains} chains verified{sealed}")
     if not report.ok:
         first = report.first_broken
         raise click.ClickException(
             f"{report.broken_chains} broken chain(s); first: {first.describe()} — follow docs/runbooks/audit.md"
+        )
+
+
+@audit.command("checkpoint")
+@click.option(
+    "--max-entries",
+    default=20_000,
+    show_default=True,
+    type=click.IntRange(1),
+    help="Entries per checkpoint; writers wait while one is taken.",
+)
+@click.option(
+    "--lock-timeout-ms",
+    default=200,
+    show_default=True,
+    type=click.IntRange(1),
+    help="Give up waiting for audited transactions still open after this long (then retry).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the outcome as one JSON object.")
+def audit_checkpoint(max_entries: int, lock_timeout_ms: int, as_json: bool) -> None:
+    """Seal every audit entry written since the last checkpoint.
+
+    Until sealed, an entry is protected by the append-only guard and its own hash; once sealed,
+    removing it (or its whole transaction) also breaks the checkpoint chain. Every
+    audit_ledger_integrity materialization does this too. Exit 1 if long transactions kept the
+    ledger busy (what could be sealed was).
+    """
+    from dataclasses import asdict
+
+    from orchestration_pipeline.lib.audit import checkpoint_ledger
+    from orchestration_pipeline.lib.db import connection
+
+    def progress(checkpoints: int, entries: int) -> None:
+        if not as_json:
+            click.echo(f"checkpoint {checkpoints}: {entries} entries sealed", err=True)
+
+    with connection(_orchestration_dsn()) as conn:
+        run = checkpoint_ledger(
+            conn, max_entries=max_entries, lock_timeout_ms=lock_timeout_ms, progress=progress
+        )
+    if as_json:
+        click.echo(json.dumps(asdict(run)))
+    elif run.created:
+        click.echo(
+            f"sealed {run.entries} entries in {run.created} checkpoint(s); newest #{run.checkpoint_seq} {run.checkpoint_hash}"
+        )
+    else:
+        click.echo(
+            "nothing new to seal"
+            + (f"; newest checkpoint #{run.checkpoint_seq}" if run.checkpoint_seq else "")
+        )
+    if run.busy:
+        raise click.ClickException(
+            "an audited transaction stayed open past the lock timeout; the entries after it are not sealed "
+            "yet — run it again later, or raise --lock-timeout-ms"
         )
 
 

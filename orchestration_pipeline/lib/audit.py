@@ -14,37 +14,41 @@ chain position). The trigger functions run as the owner with ``search_path`` pin
 ``pg_catalog`` and the tables named with their schema, so nothing a caller creates runs inside
 them. :func:`guard_verdict` checks all of it.
 
-**Chaining: one chain per UTC day and writer slot, hashed in a BEFORE INSERT trigger.** An entry
-belongs to the chain ``YYYY-MM-DD/NN``, where NN is the writing backend's pid mod 32. The trigger
-updates that chain's head row in ``audit_chain_heads`` in one statement: it takes the head's
-row lock, links the entry to the head (``prev_hash``, ``chain_seq``), computes
-``row_hash = sha256(prev_hash || canonical row)`` and advances the head. Why this way:
+**Chaining: one chain per transaction, sealed by periodic checkpoints**
+(``sql/orchestration/0010_audit_transaction_chains.sql``). A BEFORE INSERT trigger puts each
+entry on its transaction's own chain, ``tx/<transaction start µs>/<xid>``: the first entry links
+to 32 zero bytes, each later one to the entry before it, and ``row_hash = sha256(prev_hash ||
+canonical row)``. :func:`checkpoint_ledger` then seals every entry written since the last
+checkpoint into the next link of one global checkpoint chain, hashing the id and ``row_hash`` of
+each entry in its id range. Why this way:
 
-* Concurrent transactions run on different backends, so they append to different chains and
-  never wait for each other, unless two of their backends share a slot (8 busy connections
-  have on average less than one such pair). A global chain would serialise every audited transaction; a
-  chain per transaction batch needs a checkpointer and leaves the newest entries unprotected
-  until it runs.
-* Within a chain it is correct under concurrency: a second writer waits on the head row lock
-  until the first commits or rolls back, then PostgreSQL re-evaluates the UPDATE against the
-  committed head (READ COMMITTED), so it links to exactly the entry before it. A rollback undoes
-  the entry and the head advance together, leaving no gap.
-* A transaction appends to one chain only (its backend's), so it holds at most one head lock.
-  Write the audit entry as the last statement of the mutation: the head lock is then held only
-  until commit and never while waiting for another lock, so it cannot take part in a deadlock.
-* Only a transaction's first entry on its chain updates the head. Its later entries
-  (``txn_entry`` 2, 3, …) link to the previous one, found by position in the ledger, and a
-  deferred trigger moves the head to the last of them at commit: the head row gets at most two
-  new versions per transaction, so a replay of 100,000 lines costs the same per entry as one.
+* Writers never wait for each other, and an audited mutation costs one row and no lock. The
+  earlier scheme (0004/0006: a chain per UTC day and writer slot, advanced through a head row)
+  took a row lock and wrote a head version in every audited transaction, which halved an
+  audited mutation's throughput; the per-transaction chain measures about a quarter
+  (``benchmarks/audit.py``). Its entries keep verifying against their heads.
+* Tamper evidence is the same once sealed: a changed entry no longer matches its ``row_hash``;
+  a removed entry, a removed transaction, or an entry slipped in, no longer matches its
+  checkpoint; a changed checkpoint breaks the checkpoint chain. The checkpoint hash is also
+  recorded outside the database, in the ``audit_ledger_integrity`` materialization.
+* The price is a window: entries newer than the last checkpoint are protected by the
+  append-only guard and their own hashes, but deleting a whole unsealed transaction would go
+  unseen. Checkpoints run on every ``audit_ledger_integrity`` materialization and from
+  ``orchestration-pipeline audit checkpoint``; :func:`verify_chain` reports how many entries
+  are not sealed yet.
+* Which entries a checkpoint may seal is decided by a lock, not by a clock: an entry's id is
+  drawn while its transaction holds ROW EXCLUSIVE on the ledger, so once the checkpoint holds
+  SHARE every id drawn so far is committed or gone for good. The lock is held for one short
+  transaction per batch, with a lock timeout, so a long transaction makes the checkpoint retry
+  rather than stall writers behind it.
+* The chain id carries the transaction's start time as well as its id, so it stays unique after
+  a logical restore, which restarts transaction ids; checkpoints count audit ids, which a restore
+  keeps.
 * Hashing in the database chains every insert, whoever writes it; nobody can supply their own
-  hash, position or timestamp (the trigger stamps ``occurred_at = now()``). It also saves a
-  round trip: the chain head never travels to the client.
-* The head row also records the last link, so deleting the newest entries is detected.
-* The trigger is written for a one-entry transaction, the common case
-  (``sql/orchestration/0006_audit_chain_fast.sql``): PL/pgSQL prepares every expression it runs
-  once per transaction, so the first entry's work is one statement (chain, time, canonical row,
-  hash and head advance) with a few expressions around it. Profiling the 0004 version under 8
-  writers showed the trigger at 30 % of the server's CPU, a third of that preparing expressions.
+  hash, position or timestamp (the trigger stamps ``occurred_at = now()``).
+* :func:`audited` writes the entry in the same statement as the mutation (a data-modifying
+  ``WITH``), so the audit adds no round trip; :func:`record_audit` is the general form, one more
+  statement in the caller's transaction.
 
 **Canonical row, version 1.** ``"v1"`` followed by these fields, each written as ``~`` for NULL or
 ``<length in characters>:<text>``: audit_id, chain_id, chain_seq, txn_entry, occurred_at as
@@ -52,16 +56,19 @@ integer microseconds since the Unix epoch, org_id, actor, endpoint, method, requ
 entity_type, entity_id, before_data and after_data as PostgreSQL's jsonb text, reason, source.
 Hashes are stored as 32 raw bytes (and shown as hex); the hash input is the previous hash's 32
 bytes followed by the UTF-8 canonical row. The first link of a chain has 32 zero bytes as
-``prev_hash``. :func:`verify_chain` recomputes every hash here in Python, independently of the
-trigger's SQL.
+``prev_hash``; on a transaction's chain ``txn_entry`` equals ``chain_seq``. The checkpoint text
+is described in the migration. :func:`verify_chain` recomputes every hash here in Python,
+independently of the trigger's SQL.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import re
-from collections.abc import Iterable, Mapping
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
@@ -83,7 +90,8 @@ from orchestration_pipeline.lib.verdict import Verdict
 OPERATIONS = frozenset(
     {"create", "update", "delete", "complete", "grant", "revoke", "rebuild", "repair", "purge", "replay"}
 )
-AUDIT_TABLES = ("audit_ledger", "audit_chain_heads")
+AUDIT_TABLES = ("audit_ledger", "audit_chain_heads", "audit_checkpoints")
+TXN_CHAIN_PREFIX = "tx/"  # chains of 0010 on; older chain ids are YYYY-MM-DD/NN and have heads
 # What a writer may supply; the database sets the id, the time and the chain columns.
 CONTENT_COLUMNS = frozenset(
     {
@@ -130,11 +138,14 @@ def _json_text(name: str, value: Mapping[str, Any] | None) -> str | None:
         raise AuditError(
             f"audit write refused: {name} contains a NUL character, which jsonb cannot store — strip it"
         )
-    if may_contain_secret(text.encode()):
-        redacted, count = redact_value(json.loads(text))
-        if count:
-            text = json.dumps(redacted, allow_nan=False)
     return text
+
+
+def _redacted_json(text: str | None) -> str | None:
+    if text is None or not may_contain_secret(text.encode()):
+        return text
+    redacted, count = redact_value(json.loads(text))
+    return json.dumps(redacted, allow_nan=False) if count else text
 
 
 def _redacted_text(value: str | None) -> str | None:
@@ -155,6 +166,58 @@ def require_identity(
             )
 
 
+_ENTRY_COLUMNS = (
+    "org_id, actor, endpoint, method, request_id, operation, entity_type, entity_id, before_data, "
+    "after_data, reason, source"
+)
+_ENTRY_VALUES = "%s, %s, %s, %s, %s, %s, %s, %s, %s::jsonb, %s::jsonb, %s, %s"
+_INSERT_ENTRY = f"INSERT INTO audit_ledger ({_ENTRY_COLUMNS}) VALUES ({_ENTRY_VALUES}) RETURNING audit_id"
+_LEADING_WITH = re.compile(r"\s*WITH(\s+RECURSIVE)?\s", re.IGNORECASE)
+
+
+def _entry_params(
+    conn: psycopg.Connection,
+    *,
+    actor: str,
+    request_id: str,
+    operation: str,
+    entity_type: str,
+    entity_id: str,
+    before: Mapping | None,
+    after: Mapping | None,
+    reason: str | None,
+    source: str | None,
+    org_id: str | None,
+    endpoint: str | None,
+    method: str | None,
+) -> tuple:
+    """Validate one entry and return its column values (secrets redacted), in _ENTRY_COLUMNS order."""
+    require_identity(actor, request_id)
+    if operation not in OPERATIONS:
+        raise AuditError(
+            f"audit write refused: unknown operation {operation!r} — use one of {', '.join(sorted(OPERATIONS))}"
+        )
+    if not entity_type or not str(entity_id):
+        raise AuditError("audit write refused: entity_type and entity_id are required — name what changed")
+    if conn.autocommit and conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE:
+        # An autocommit insert would commit on its own, detached from the mutation it describes.
+        raise AuditError(
+            "audit write refused: no open transaction — write the entry inside the mutation's "
+            "transaction (e.g. `with conn.transaction():`)"
+        )
+    before_text, after_text = _json_text("before", before), _json_text("after", after)
+    # One pre-check over all three (the usual answer is no); each is redacted on its own if yes.
+    probe = "\n".join(t for t in (before_text, after_text, reason) if t)
+    if probe and may_contain_secret(probe.encode()):
+        before_text, after_text, reason = (
+            _redacted_json(before_text),
+            _redacted_json(after_text),
+            _redacted_text(reason),
+        )
+    return (org_id, actor, endpoint, method, request_id, operation, entity_type, str(entity_id),
+            before_text, after_text, reason, source)  # fmt: skip
+
+
 def record_audit(
     conn: psycopg.Connection,
     *,
@@ -172,42 +235,112 @@ def record_audit(
     method: str | None = None,
 ) -> int:
     """Append one audit row in the caller's open transaction; returns its id."""
-    require_identity(actor, request_id)
-    if operation not in OPERATIONS:
-        raise AuditError(
-            f"audit write refused: unknown operation {operation!r} — use one of {', '.join(sorted(OPERATIONS))}"
-        )
-    if not entity_type or not str(entity_id):
-        raise AuditError("audit write refused: entity_type and entity_id are required — name what changed")
-    if conn.autocommit and conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE:
-        # An autocommit insert would commit on its own, detached from the mutation it describes.
-        raise AuditError(
-            "audit write refused: no open transaction — call record_audit inside the mutation's "
-            "transaction (e.g. `with conn.transaction():`)"
-        )
+    params = _entry_params(
+        conn,
+        actor=actor,
+        request_id=request_id,
+        operation=operation,
+        entity_type=entity_type,
+        entity_id=entity_id,
+        before=before,
+        after=after,
+        reason=reason,
+        source=source,
+        org_id=org_id,
+        endpoint=endpoint,
+        method=method,
+    )
     try:
-        row = conn.execute(
-            """INSERT INTO audit_ledger (org_id, actor, endpoint, method, request_id, operation, entity_type,
-                                         entity_id, before_data, after_data, reason, source)
-               VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s::jsonb, %s::jsonb, %s, %s) RETURNING audit_id""",
-            (
-                org_id,
-                actor,
-                endpoint,
-                method,
-                request_id,
-                operation,
-                entity_type,
-                str(entity_id),
-                _json_text("before", before),
-                _json_text("after", after),
-                _redacted_text(reason),
-                source,
-            ),
-        ).fetchone()
+        row = conn.execute(_INSERT_ENTRY, params).fetchone()
     except psycopg.errors.UndefinedTable:
         raise SchemaNotReady(["audit_ledger"]) from None
     return int(row[0])
+
+
+_AUDIT_PARAM_NAMES = tuple(f"_audit_{n}" for n in range(12))
+
+
+@functools.lru_cache(maxsize=256)
+def _audited_query(statement: str, named: bool) -> str:
+    """``statement`` with the entry's INSERT as a data-modifying WITH in front (built once per statement)."""
+    if named:
+        values = ", ".join(
+            f"%({name})s" + ("::jsonb" if n in (8, 9) else "") for n, name in enumerate(_AUDIT_PARAM_NAMES)
+        )
+    else:
+        values = _ENTRY_VALUES
+    cte = f"audit_entry AS (INSERT INTO audit_ledger ({_ENTRY_COLUMNS}) VALUES ({values}) RETURNING audit_id)"
+    leading = _LEADING_WITH.match(statement)
+    if leading:
+        return f"{statement[: leading.end()]}{cte}, {statement[leading.end() :]}"
+    return f"WITH {cte} {statement}"
+
+
+def audited(
+    conn: psycopg.Connection,
+    statement: str,
+    params: Sequence[Any] | Mapping[str, Any] = (),
+    *,
+    expect_rows: int | None = None,
+    actor: str,
+    request_id: str,
+    operation: str,
+    entity_type: str,
+    entity_id: str,
+    before: Mapping | None = None,
+    after: Mapping | None = None,
+    reason: str | None = None,
+    source: str | None = None,
+    org_id: str | None = None,
+    endpoint: str | None = None,
+    method: str | None = None,
+) -> psycopg.Cursor:
+    """Run one mutation and write its audit entry in the same statement; returns the mutation's cursor.
+
+    The entry goes in a data-modifying ``WITH`` in front of ``statement`` (an INSERT, UPDATE,
+    DELETE or SELECT, which may have a ``WITH`` of its own), so it costs no extra round trip and
+    commits or rolls back with the mutation. ``params`` are the statement's placeholders, all
+    positional (``%s``) or all named (``%(name)s``). The entry is written whatever the statement
+    matches: with ``expect_rows`` set, a different row count raises :class:`AuditError`, and the
+    caller's transaction must then roll back, entry and all.
+    """
+    entry = _entry_params(
+        conn,
+        actor=actor,
+        request_id=request_id,
+        operation=operation,
+        entity_type=entity_type,
+        entity_id=entity_id,
+        before=before,
+        after=after,
+        reason=reason,
+        source=source,
+        org_id=org_id,
+        endpoint=endpoint,
+        method=method,
+    )
+    named = isinstance(params, Mapping)
+    if named:
+        if any(name in params for name in _AUDIT_PARAM_NAMES):
+            raise AuditError("audited(): parameter names starting with _audit_ are reserved — rename them")
+        merged: Sequence[Any] | Mapping[str, Any] = {
+            **dict(zip(_AUDIT_PARAM_NAMES, entry, strict=True)),
+            **params,
+        }
+    else:
+        merged = (*entry, *params)
+    try:
+        cur = conn.execute(_audited_query(statement, named), merged)
+    except psycopg.errors.UndefinedTable as exc:
+        if "audit_ledger" in str(exc):
+            raise SchemaNotReady(["audit_ledger"]) from None
+        raise
+    if expect_rows is not None and cur.rowcount != expect_rows:
+        raise AuditError(
+            f"audited mutation of {entity_type} {entity_id} touched {cur.rowcount} row(s), expected "
+            f"{expect_rows} — roll the transaction back; its audit entry goes with it"
+        )
+    return cur
 
 
 # --- verification -----------------------------------------------------------------------------
@@ -257,7 +390,7 @@ class BrokenLink:
     chain_id: str
     audit_id: int | None
     chain_seq: int | None
-    kind: str  # row_hash | prev_hash | sequence | head | missing_head
+    kind: str  # row_hash | prev_hash | sequence | head | missing_head | checkpoint | checkpoint_count | checkpoint_link
     expected: str | None
     found: str | None
 
@@ -268,6 +401,11 @@ class BrokenLink:
             "sequence": "chain sequence has a gap or repeat",
             "head": "chain head does not match the last entry (newest entries removed or head altered)",
             "missing_head": "chain has entries but no head row",
+            "checkpoint": "checkpoint does not match the entries it sealed (an entry was changed, removed or "
+            "added, or the checkpoint altered)",
+            "checkpoint_count": "checkpoint sealed a different number of entries than its range now holds "
+            "(entries removed or added)",
+            "checkpoint_link": "checkpoint does not follow the one before it (a checkpoint was removed or altered)",
         }[self.kind]
         return (
             f"chain {self.chain_id} broken at audit_id {self.audit_id} (seq {self.chain_seq}): {what}; "
@@ -281,7 +419,10 @@ class ChainReport:
 
     chains: int = 0
     rows: int = 0
-    broken_chains: int = 0
+    checkpoints: int = 0
+    sealed_through_id: int = 0  # entries up to this id are sealed by a checkpoint
+    unsealed_entries: int = 0  # newer entries: run checkpoint_ledger to seal them
+    broken_chains: int = 0  # chains and checkpoints that do not verify
     broken: list[BrokenLink] = field(default_factory=list)  # first break of each chain, bounded
 
     @property
@@ -298,6 +439,9 @@ class ChainReport:
             "ok": self.ok,
             "chains": self.chains,
             "rows": self.rows,
+            "checkpoints": self.checkpoints,
+            "sealed_through_id": self.sealed_through_id,
+            "unsealed_entries": self.unsealed_entries,
             "broken_chains": self.broken_chains,
             "first_broken": asdict(first) if first else None,
             "broken": [asdict(b) for b in self.broken],
@@ -313,9 +457,9 @@ FROM audit_ledger {where} ORDER BY chain_id, chain_seq
 
 
 def _chain_breaks(
-    rows: Iterable[dict[str, Any]], head: Mapping[str, Any] | None
+    rows: Iterable[dict[str, Any]], head: Mapping[str, Any] | None, *, has_head: bool = True
 ) -> tuple[int, BrokenLink | None]:
-    """Verify one chain's rows (in sequence order) against its head; returns (rows, first break)."""
+    """Verify one chain's rows (in sequence order), and its head if it has one; returns (rows, first break)."""
     count, broken = 0, None
     expected_prev, expected_seq, last = GENESIS_HASH, 1, None
     for row in rows:
@@ -333,7 +477,7 @@ def _chain_breaks(
             if recomputed != row["row_hash"]:
                 broken = BrokenLink(cid, aid, seq, "row_hash", recomputed, row["row_hash"])
         expected_prev, expected_seq = row["row_hash"], seq + 1
-    if broken is None and last is not None:
+    if broken is None and last is not None and has_head:
         if head is None:
             broken = BrokenLink(
                 last["chain_id"], last["audit_id"], last["chain_seq"], "missing_head", last["row_hash"], None
@@ -383,13 +527,20 @@ def verify_chain(
             # Rows stream chain by chain; memory stays bounded whatever the ledger's size.
             for cid, rows in groupby(cur, key=itemgetter("chain_id")):
                 seen.add(cid)
-                count, broken = _chain_breaks(rows, heads.get(cid))
+                count, broken = _chain_breaks(
+                    rows, heads.get(cid), has_head=not cid.startswith(TXN_CHAIN_PREFIX)
+                )
                 report.chains += 1
                 report.rows += count
                 if broken is not None:
                     report.broken_chains += 1
                     if len(report.broken) < max_reported:
                         report.broken.append(broken)
+        if chain_id is None:
+            checkpoint_break = _verify_checkpoints(conn, report)
+            if checkpoint_break is not None:
+                report.broken_chains += 1
+                report.broken.append(checkpoint_break)
     for cid in sorted(set(heads) - seen):
         head = heads[cid]
         if head["last_seq"] == 0:
@@ -403,13 +554,56 @@ def verify_chain(
     return report
 
 
+def _verify_checkpoints(conn: psycopg.Connection, report: ChainReport) -> BrokenLink | None:
+    """Recompute the checkpoint chain from the entries (in the caller's snapshot); count the unsealed.
+
+    Returns the first break: the checkpoints after it are not judged, since they build on it.
+    """
+    checkpoints = conn.execute(
+        """SELECT checkpoint_seq, from_id, through_id, entries, encode(prev_hash, 'hex'),
+                  encode(checkpoint_hash, 'hex')
+           FROM audit_checkpoints ORDER BY checkpoint_seq"""
+    ).fetchall()
+    report.checkpoints = len(checkpoints)
+    expected_prev, expected_from, expected_seq = GENESIS_HASH, 0, 1
+    with conn.cursor(name="audit_verify_checkpoints") as cur:
+        cur.itersize = 10000
+        cur.execute("SELECT audit_id, encode(row_hash, 'hex') FROM audit_ledger ORDER BY audit_id")
+        entries = iter(cur)
+        pending = next(entries, None)
+        for seq, from_id, through_id, sealed, stored_prev, stored_hash in checkpoints:
+            where = f"checkpoint/{seq}"
+            if seq != expected_seq or from_id != expected_from or stored_prev != expected_prev:
+                return BrokenLink(where, through_id, seq, "checkpoint_link", expected_prev, stored_prev)
+            digest = hashlib.sha256(bytes.fromhex(expected_prev))
+            digest.update(f"c1|{seq}|{from_id}|{through_id}|{sealed}|".encode())
+            count = 0
+            while pending is not None and pending[0] <= through_id:
+                digest.update(f"{',' if count else ''}{pending[0]}:{pending[1]}".encode())
+                count += 1
+                pending = next(entries, None)
+            if count != sealed:
+                return BrokenLink(where, through_id, seq, "checkpoint_count", str(sealed), str(count))
+            if digest.hexdigest() != stored_hash:
+                return BrokenLink(where, through_id, seq, "checkpoint", digest.hexdigest(), stored_hash)
+            expected_prev, expected_from, expected_seq = stored_hash, through_id, seq + 1
+        report.sealed_through_id = expected_from
+        report.unsealed_entries = (pending is not None) + sum(1 for _ in entries)
+    return None
+
+
 def chain_verdict(conn: psycopg.Connection) -> Verdict:
     """``audit_chain_intact``: every chain recomputes, links and ends at its head."""
     report = verify_chain(conn)
     first = report.first_broken
     metadata = {k: v for k, v in report.as_dict().items() if k != "ok"}
     if report.ok:
-        return Verdict(True, f"{report.rows} entries in {report.chains} chains verified", metadata)
+        return Verdict(
+            True,
+            f"{report.rows} entries in {report.chains} chains verified, {report.checkpoints} checkpoints; "
+            f"{report.unsealed_entries} entries not sealed by a checkpoint yet",
+            metadata,
+        )
     more = f" (+{report.broken_chains - 1} more broken chains)" if report.broken_chains > 1 else ""
     return Verdict(
         False,
@@ -421,47 +615,59 @@ def chain_verdict(conn: psycopg.Connection) -> Verdict:
 # --- the guard: triggers and privileges -------------------------------------------------------
 
 _ROW, _BEFORE, _INSERT, _DELETE, _UPDATE, _TRUNCATE = 1, 2, 4, 8, 16, 32
+# Run as the ledger's owner, so each must be owned by it with search_path pinned to pg_catalog.
+_DEFINER_FUNCTIONS = ("audit_ledger_chain()", "audit_checkpoint(integer)")
 
 
 def guard_problems(conn: psycopg.Connection) -> list[str]:
     """What is missing from the ledger's immutability setup (empty when all is in place)."""
     problems: list[str] = []
     exists = conn.execute(
-        "SELECT to_regclass('audit_ledger') IS NOT NULL, to_regclass('audit_chain_heads') IS NOT NULL"
-    ).fetchone()
-    if not all(exists):
+        "SELECT to_regclass(t) IS NOT NULL FROM unnest(%s::text[]) AS t", (list(AUDIT_TABLES),)
+    ).fetchall()
+    if not all(e for (e,) in exists):
         end_read(conn)
         return ["audit_ledger tables missing — run 'orchestration-pipeline db migrate'"]
     triggers = conn.execute(
-        """SELECT t.tgname, t.tgtype, t.tgenabled, p.proname
-           FROM pg_trigger t JOIN pg_proc p ON p.oid = t.tgfoid
-           WHERE t.tgrelid = 'audit_ledger'::regclass AND NOT t.tgisinternal"""
+        """SELECT c.relname, t.tgname, t.tgtype, t.tgenabled, p.proname
+           FROM pg_trigger t JOIN pg_proc p ON p.oid = t.tgfoid JOIN pg_class c ON c.oid = t.tgrelid
+           WHERE t.tgrelid IN ('audit_ledger'::regclass, 'audit_checkpoints'::regclass) AND NOT t.tgisinternal"""
     ).fetchall()
     # 'O' fires normally and 'A' always; 'D' is disabled and 'R' fires only in replica mode.
-    live = [(name, tgtype, proc) for name, tgtype, enabled, proc in triggers if enabled in ("O", "A")]
-    for name, _tgtype, enabled, _proc in triggers:
+    live = [(table, tgtype, proc) for table, _n, tgtype, enabled, proc in triggers if enabled in ("O", "A")]
+    for table, name, _tgtype, enabled, _proc in triggers:
         if enabled not in ("O", "A"):
             problems.append(
-                f"trigger {name} is disabled (tgenabled={enabled}) — ALTER TABLE audit_ledger ENABLE TRIGGER {name}"
+                f"trigger {name} is disabled (tgenabled={enabled}) — ALTER TABLE {table} ENABLE TRIGGER {name}"
             )
 
-    def covered(proc: str, bits: int, row_level: bool, before: bool) -> bool:
+    def covered(table: str, proc: str, bits: int, row_level: bool, before: bool) -> bool:
         return any(
-            p == proc and bool(t & _BEFORE) == before and bool(t & _ROW) == row_level and t & bits
-            for _n, t, p in live
+            tb == table
+            and p == proc
+            and bool(t & _BEFORE) == before
+            and bool(t & _ROW) == row_level
+            and t & bits
+            for tb, t, p in live
         )
 
     wanted = [
-        ("audit_ledger_refuse_change", _UPDATE, True, True, "row-level BEFORE UPDATE guard"),
-        ("audit_ledger_refuse_change", _DELETE, True, True, "row-level BEFORE DELETE guard"),
-        ("audit_ledger_refuse_change", _TRUNCATE, False, True, "statement-level BEFORE TRUNCATE guard"),
-        ("audit_ledger_chain", _INSERT, True, True, "BEFORE INSERT hash-chain trigger"),
-        ("audit_ledger_head_catch_up", _INSERT, True, False, "deferred chain-head trigger"),
+        ("audit_ledger", "audit_ledger_chain", _INSERT, True, True, "BEFORE INSERT hash-chain trigger"),
+        *(
+            (table, "audit_ledger_refuse_change", bits, row_level, True, label)
+            for table in ("audit_ledger", "audit_checkpoints")
+            for bits, row_level, label in (
+                (_UPDATE, True, "row-level BEFORE UPDATE guard"),
+                (_DELETE, True, "row-level BEFORE DELETE guard"),
+                (_TRUNCATE, False, "statement-level BEFORE TRUNCATE guard"),
+            )
+        ),
     ]
-    for proc, bits, row_level, before, label in wanted:
-        if not covered(proc, bits, row_level, before):
+    for table, proc, bits, row_level, before, label in wanted:
+        if not covered(table, proc, bits, row_level, before):
             problems.append(
-                f"{label} missing — reapply sql/orchestration/0004_audit_ledger.sql, then 0006 (psql -1 -f each)"
+                f"{label} missing on {table} — reapply sql/orchestration/0004_audit_ledger.sql, then 0006 "
+                "and 0010 (psql -1 -f each)"
             )
     # The unique chain position is what makes a fork impossible, whatever a writer sends.
     unique = conn.execute(
@@ -492,21 +698,24 @@ def guard_problems(conn: psycopg.Connection) -> list[str]:
     owners = conn.execute(
         """SELECT c.relname, pg_get_userbyid(c.relowner),
                   (SELECT count(*) FROM aclexplode(coalesce(c.relacl, '{}'::aclitem[])) a WHERE a.grantee = 0)
-           FROM pg_class c WHERE c.oid IN ('audit_ledger'::regclass, 'audit_chain_heads'::regclass)"""
+           FROM pg_class c WHERE c.oid IN ('audit_ledger'::regclass, 'audit_chain_heads'::regclass,
+                                          'audit_checkpoints'::regclass)"""
     ).fetchall()
     for table, owner, public_grants in owners:
         if owner != OWNER_ROLE:
             problems.append(f"{table} is owned by {owner} — ALTER TABLE {table} OWNER TO {OWNER_ROLE}")
         if public_grants:
             problems.append(f"PUBLIC has privileges on {table} — REVOKE ALL ON {table} FROM PUBLIC")
-    fn_owner = conn.execute(
-        """SELECT pg_get_userbyid(proowner), prosecdef FROM pg_proc
-           WHERE oid = to_regprocedure('audit_ledger_chain()')"""
-    ).fetchone()
-    if fn_owner is None or fn_owner[0] != OWNER_ROLE or not fn_owner[1]:
-        problems.append(
-            f"audit_ledger_chain() must be SECURITY DEFINER owned by {OWNER_ROLE} — reapply sql/orchestration/0006_audit_chain_fast.sql (psql -1 -f)"
-        )
+    for signature in _DEFINER_FUNCTIONS:
+        fn_owner = conn.execute(
+            "SELECT pg_get_userbyid(proowner), prosecdef FROM pg_proc WHERE oid = to_regprocedure(%s)",
+            (signature,),
+        ).fetchone()
+        if fn_owner is None or fn_owner[0] != OWNER_ROLE or not fn_owner[1]:
+            problems.append(
+                f"{signature} must be SECURITY DEFINER owned by {OWNER_ROLE} — reapply "
+                "sql/orchestration/0010_audit_transaction_chains.sql (psql -1 -f)"
+            )
     if conn.execute("SELECT pg_has_role(%s, %s, 'MEMBER')", (WRITER_ROLE, OWNER_ROLE)).fetchone()[0]:
         problems.append(f"{WRITER_ROLE} is a member of {OWNER_ROLE} — REVOKE {OWNER_ROLE} FROM {WRITER_ROLE}")
     privileges = {
@@ -520,6 +729,11 @@ def guard_problems(conn: psycopg.Connection) -> list[str]:
         ("audit_chain_heads", "UPDATE"): False,
         ("audit_chain_heads", "DELETE"): False,
         ("audit_chain_heads", "TRUNCATE"): False,
+        ("audit_checkpoints", "SELECT"): True,
+        ("audit_checkpoints", "INSERT"): False,  # only through audit_checkpoint(), which decides what to seal
+        ("audit_checkpoints", "UPDATE"): False,
+        ("audit_checkpoints", "DELETE"): False,
+        ("audit_checkpoints", "TRUNCATE"): False,
     }
     for (table, privilege), wanted_grant in privileges.items():
         has = conn.execute(
@@ -545,7 +759,8 @@ def guard_problems(conn: psycopg.Connection) -> list[str]:
         if may_insert and column not in CONTENT_COLUMNS:
             problems.append(
                 f"{WRITER_ROLE} may set audit_ledger.{column} — REVOKE INSERT ON audit_ledger FROM {WRITER_ROLE}, "
-                "then reapply the column grant at the end of sql/orchestration/0006_audit_chain_fast.sql"
+                "then reapply the column grant at the end of sql/orchestration/0006_audit_chain_fast.sql "
+                "(psql -1 -f)"
             )
         elif column in CONTENT_COLUMNS and not may_insert:
             problems.append(
@@ -553,16 +768,23 @@ def guard_problems(conn: psycopg.Connection) -> list[str]:
                 f"TO {WRITER_ROLE}"
             )
     pinned = conn.execute(
-        """SELECT p.proname, coalesce('search_path=pg_catalog, pg_temp' = ANY(p.proconfig), false)
-           FROM pg_proc p WHERE p.oid IN (to_regprocedure('audit_ledger_chain()'),
-                                          to_regprocedure('audit_ledger_head_catch_up()'))"""
+        """SELECT p.oid::regprocedure::text, coalesce('search_path=pg_catalog, pg_temp' = ANY(p.proconfig), false)
+           FROM pg_proc p WHERE p.oid IN (SELECT to_regprocedure(f) FROM unnest(%s::text[]) AS f)""",
+        (list(_DEFINER_FUNCTIONS),),
     ).fetchall()
     for proc, ok in pinned:
         if not ok:
             problems.append(
-                f"{proc}() runs as its owner without search_path pinned to pg_catalog — reapply "
-                "sql/orchestration/0006_audit_chain_fast.sql (psql -1 -f)"
+                f"{proc} runs as its owner without search_path pinned to pg_catalog — reapply "
+                "sql/orchestration/0010_audit_transaction_chains.sql (psql -1 -f)"
             )
+    if conn.execute(
+        "SELECT NOT has_function_privilege(%s, 'audit_checkpoint(integer)', 'EXECUTE')", (WRITER_ROLE,)
+    ).fetchone()[0]:
+        problems.append(
+            f"{WRITER_ROLE} cannot run audit_checkpoint() — GRANT EXECUTE ON FUNCTION audit_checkpoint(integer) "
+            f"TO {WRITER_ROLE}"
+        )
     end_read(conn)
     return problems
 
@@ -585,20 +807,89 @@ def guard_verdict(conn: psycopg.Connection) -> Verdict:
 # --- summary and queries ----------------------------------------------------------------------
 
 
-def ledger_summary(conn: psycopg.Connection) -> dict[str, Any]:
-    """Entries, chains, newest entry and a digest of all chain heads (an anchor to compare later)."""
+@dataclass(frozen=True)
+class CheckpointRun:
+    """What :func:`checkpoint_ledger` sealed, and the checkpoint chain's newest link."""
+
+    created: int  # checkpoints written by this run
+    entries: int  # entries they sealed
+    busy: bool  # gave up: a long transaction with an audit entry kept the ledger locked
+    checkpoint_seq: int | None
+    through_id: int | None
+    checkpoint_hash: str | None
+
+
+def checkpoint_ledger(
+    conn: psycopg.Connection,
+    *,
+    max_entries: int = 20_000,
+    lock_timeout_ms: int = 200,
+    attempts: int = 5,
+    progress: Callable[[int, int], None] | None = None,
+) -> CheckpointRun:
+    """Seal every entry written since the last checkpoint, ``max_entries`` per checkpoint.
+
+    Each checkpoint is one short transaction holding a SHARE lock on the ledger (writers wait
+    meanwhile). Waiting for that lock is bounded by ``lock_timeout_ms``: an audited transaction
+    still open makes the attempt give up and retry, up to ``attempts`` times in a row, and then
+    the run ends with ``busy`` set; nothing is half-written. ``progress(checkpoints, entries)``
+    is called after each checkpoint.
+    """
+    if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+        raise AuditError(
+            "checkpoint_ledger needs a connection with no open transaction — commit or roll back first"
+        )
     require_schema(conn, AUDIT_TABLES, record_decision=False)
-    heads = conn.execute(
-        """SELECT chain_id, last_seq, encode(last_hash, 'hex'), updated_at FROM audit_chain_heads
-           WHERE last_seq > 0 ORDER BY chain_id"""
-    ).fetchall()
+    created = entries = failures = 0
+    busy = False
+    while True:
+        try:
+            with conn.transaction():
+                conn.execute("SET TRANSACTION ISOLATION LEVEL READ COMMITTED")
+                conn.execute("SELECT set_config('lock_timeout', %s, true)", (f"{lock_timeout_ms}ms",))
+                row = conn.execute("SELECT * FROM audit_checkpoint(%s)", (max_entries,)).fetchone()
+        except psycopg.errors.LockNotAvailable:
+            failures += 1
+            if failures >= attempts:
+                busy = True
+                break
+            time.sleep(0.05 * failures)
+            continue
+        if row is None:
+            break
+        failures = 0
+        created += 1
+        entries += row[3]
+        if progress is not None:
+            progress(created, entries)
+    last = conn.execute(
+        """SELECT checkpoint_seq, through_id, encode(checkpoint_hash, 'hex') FROM audit_checkpoints
+           ORDER BY checkpoint_seq DESC LIMIT 1"""
+    ).fetchone()
     end_read(conn)
-    digest = hashlib.sha256("".join(f"{c}:{s}:{h}\n" for c, s, h, _ in heads).encode()).hexdigest()
+    return CheckpointRun(created, entries, busy, *(last or (None, None, None)))
+
+
+def ledger_summary(conn: psycopg.Connection) -> dict[str, Any]:
+    """Entries (sealed and not yet), newest entry, and the newest checkpoint: an anchor to compare later."""
+    require_schema(conn, AUDIT_TABLES, record_decision=False)
+    last = conn.execute(
+        """SELECT checkpoint_seq, through_id, encode(checkpoint_hash, 'hex'), created_at,
+                  (SELECT sum(entries) FROM audit_checkpoints)
+           FROM audit_checkpoints ORDER BY checkpoint_seq DESC LIMIT 1"""
+    ).fetchone()
+    seq, through, digest, sealed_at, sealed = last or (0, 0, None, None, 0)
+    unsealed = conn.execute("SELECT count(*) FROM audit_ledger WHERE audit_id > %s", (through,)).fetchone()[0]
+    newest = conn.execute("SELECT occurred_at FROM audit_ledger ORDER BY audit_id DESC LIMIT 1").fetchone()
+    end_read(conn)
     return {
-        "entries": sum(s for _, s, _, _ in heads),
-        "chains": len(heads),
-        "last_entry_at": max((u for *_, u in heads), default=None),
-        "heads_digest": digest,
+        "entries": int(sealed) + unsealed,
+        "sealed_entries": int(sealed),
+        "unsealed_entries": unsealed,
+        "checkpoints": seq,
+        "last_checkpoint_hash": digest,
+        "last_checkpoint_at": sealed_at,
+        "last_entry_at": newest[0] if newest else None,
     }
 
 

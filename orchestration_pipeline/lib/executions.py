@@ -48,7 +48,7 @@ from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
 from orchestration_pipeline.errors import ActionHashConflict, ExecutionError
-from orchestration_pipeline.lib.audit import record_audit, require_identity
+from orchestration_pipeline.lib.audit import audited, record_audit, require_identity
 from orchestration_pipeline.lib.canonical_json import CANONICALIZER_VERSION, canonical_json, canonical_sha256
 from orchestration_pipeline.lib.db import end_read, require_schema
 from orchestration_pipeline.lib.effects import (
@@ -187,14 +187,13 @@ def upsert_policy(
         )
         if before == policy:
             return policy
-        cur.execute(
+        audited(  # the change and its audit entry in one statement
+            conn,
             """INSERT INTO policies (policy_id, name, effect, enabled, dry_run) VALUES (%s, %s, %s, %s, %s)
                ON CONFLICT (policy_id) DO UPDATE SET name = excluded.name, effect = excluded.effect,
                    enabled = excluded.enabled, dry_run = excluded.dry_run, updated_at = now()""",
             (policy.policy_id, policy.name, policy.effect, policy.enabled, policy.dry_run),
-        )
-        record_audit(
-            conn,
+            expect_rows=1,
             actor=actor,
             request_id=request_id,
             operation="create" if before is None else "update",

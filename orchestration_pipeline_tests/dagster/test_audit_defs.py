@@ -68,8 +68,13 @@ def test_a_clean_ledger_materializes_and_every_check_passes(orch_dsn):
     assert result.success
     ledger = result.asset_materializations_for_node("audit_ledger_integrity")[0].metadata
     # 3 entries + 2 policy creations + claim and completion of one execution.
-    assert ledger["entries"].value == 7 and ledger["chains"].value >= 1
-    assert len(ledger["heads_digest"].value) == 64
+    assert (ledger["entries"].value, ledger["sealed_now"].value, ledger["unsealed_entries"].value) == (
+        7,
+        7,
+        0,
+    )
+    assert ledger["checkpoints"].value == 1 and not ledger["checkpoint_busy"].value
+    assert len(ledger["last_checkpoint_hash"].value) == 64
     summary = result.asset_materializations_for_node("decision_execution_summary")[0].metadata
     assert {k: summary[k].value for k in ("total", "enabled", "dry_run_on", "live_on")} == {
         "total": 2,
@@ -120,6 +125,22 @@ def test_audit_chain_intact_fails_when_an_entry_is_deleted(orch_dsn):
     assert evaluation.metadata["first_broken"].value["audit_id"] == ids[1]
 
 
+def test_audit_chain_intact_fails_when_a_sealed_transaction_is_deleted(orch_dsn):
+    first = _write_entries(orch_dsn, n=1)
+    _write_entries(orch_dsn, n=2)
+    assert _materialize(orch_dsn).success  # seals all three
+    _superuser(
+        orch_dsn,
+        "SET session_replication_role = replica",
+        f"DELETE FROM audit_ledger WHERE audit_id = {first[0]}",
+    )
+    evaluation = _checks(orch_dsn)["audit_chain_intact"]
+    assert not evaluation.passed and evaluation.severity == dg.AssetCheckSeverity.ERROR
+    broken = evaluation.metadata["first_broken"].value
+    assert (broken["kind"], broken["expected"], broken["found"]) == ("checkpoint_count", "3", "2")
+    assert "checkpoint/1" in evaluation.description
+
+
 @pytest.mark.parametrize(
     "sabotage, problem",
     [
@@ -127,7 +148,20 @@ def test_audit_chain_intact_fails_when_an_entry_is_deleted(orch_dsn):
         ("DROP TRIGGER audit_ledger_no_truncate ON audit_ledger", "BEFORE TRUNCATE guard missing"),
         ("ALTER TABLE audit_ledger DISABLE TRIGGER audit_ledger_append_only", "is disabled"),
         ("DROP TRIGGER audit_ledger_chain ON audit_ledger", "hash-chain trigger missing"),
-        ("DROP TRIGGER audit_ledger_head_catch_up ON audit_ledger", "deferred chain-head trigger missing"),
+        (
+            "DROP TRIGGER audit_checkpoints_append_only ON audit_checkpoints",
+            "row-level BEFORE UPDATE guard missing on audit_checkpoints",
+        ),
+        ("GRANT INSERT ON audit_checkpoints TO orch_pipeline_writer", "may INSERT audit_checkpoints"),
+        (
+            "ALTER FUNCTION audit_checkpoint(integer) RESET search_path",
+            "audit_checkpoint(integer) runs as its owner without",
+        ),
+        (
+            "REVOKE EXECUTE ON FUNCTION audit_checkpoint(integer) FROM orch_pipeline_writer",
+            "cannot run audit_checkpoint()",
+        ),
+        ("ALTER TABLE audit_checkpoints OWNER TO CURRENT_USER", "audit_checkpoints is owned by"),
         (
             "ALTER TABLE audit_ledger DROP CONSTRAINT audit_ledger_chain_position",
             "audit_ledger_chain_position",

@@ -11,8 +11,11 @@ import pytest
 from orchestration_pipeline.errors import AuditError
 from orchestration_pipeline.lib.audit import (
     AuditFilter,
+    audited,
+    checkpoint_ledger,
     compute_row_hash,
     guard_problems,
+    ledger_summary,
     parse_since,
     query_audit,
     record_audit,
@@ -74,7 +77,7 @@ def test_record_audit_writes_the_entry_and_the_database_stamps_chain_and_time(or
     assert row[:5] == ("alice", "req-1", "update", "policy", "p1")
     assert row[5] == {"enabled": False, "at": "2026-01-01T00:00:00+00:00", "id": str(uuid.UUID(int=1))}
     assert row[6:12] == ({"enabled": True}, "turn it on", "job:x", "org-1", "/policies/p1", "PATCH")
-    assert row[12].startswith(datetime.now(UTC).strftime("%Y-%m-%d") + "/") and row[13] == 1
+    assert row[12].startswith("tx/") and row[13] == 1  # the transaction's own chain
     assert row[14] == bytes(32)  # the first link of a chain
     assert abs(row[15] - datetime.now(UTC)) < timedelta(minutes=1)
 
@@ -154,6 +157,81 @@ def test_a_rollback_of_the_mutation_removes_its_audit_entry(orch_conn):
     assert verify_chain(orch_conn).ok
 
 
+FLIP = "UPDATE policies SET enabled = %s WHERE policy_id = %s RETURNING policy_id, enabled"
+WHO = {"actor": "alice", "request_id": "req-1", "operation": "update", "entity_type": "policy"}
+
+
+def _policy(conn, policy_id="p1"):
+    conn.execute(
+        "INSERT INTO policies (policy_id, name, effect) VALUES (%s, %s, 'notify')", (policy_id, policy_id)
+    )
+    conn.commit()
+
+
+def test_audited_runs_the_mutation_and_writes_its_entry_in_one_statement(orch_conn):
+    _policy(orch_conn)
+    with orch_conn.transaction():
+        cur = audited(
+            orch_conn, FLIP, (True, "p1"), expect_rows=1, **WHO, entity_id="p1",
+            before={"enabled": False}, after={"enabled": True}, reason="token=ghp_" + "a" * 36,
+        )  # fmt: skip
+        assert cur.fetchall() == [("p1", True)]  # the mutation's own result
+    entry = orch_conn.execute(
+        "SELECT actor, entity_id, before_data, after_data, reason, chain_seq FROM audit_ledger"
+    ).fetchall()
+    enabled = orch_conn.execute("SELECT enabled FROM policies").fetchone()[0]
+    orch_conn.rollback()
+    assert enabled is True
+    assert entry == [("alice", "p1", {"enabled": False}, {"enabled": True}, "token=[REDACTED]", 1)]
+    assert verify_chain(orch_conn).ok
+
+
+def test_audited_rolls_back_with_the_mutation(orch_conn):
+    _policy(orch_conn)
+    with pytest.raises(RuntimeError), orch_conn.transaction():
+        audited(orch_conn, FLIP, (True, "p1"), **WHO, entity_id="p1")
+        raise RuntimeError("a later step of the same change failed")
+    assert _count(orch_conn) == 0
+    assert _count(orch_conn, "SELECT count(*) FROM policies WHERE enabled") == 0
+
+
+def test_audited_refuses_a_mutation_that_touched_another_number_of_rows(orch_conn):
+    _policy(orch_conn)
+    with pytest.raises(AuditError, match=r"touched 0 row\(s\), expected 1 — roll the transaction back"):
+        with orch_conn.transaction():
+            audited(
+                orch_conn, FLIP, (True, "no-such-policy"), expect_rows=1, **WHO, entity_id="no-such-policy"
+            )
+    assert _count(orch_conn) == 0
+
+
+def test_audited_refuses_an_entry_without_identity_before_running_anything(orch_conn):
+    _policy(orch_conn)
+    with pytest.raises(AuditError, match="actor and request_id are required"), orch_conn.transaction():
+        audited(orch_conn, FLIP, (True, "p1"), **(WHO | {"actor": " "}), entity_id="p1")
+    assert _count(orch_conn, "SELECT count(*) FROM policies WHERE enabled") == 0
+
+
+def test_audited_accepts_a_statement_with_its_own_with_and_named_parameters(orch_conn):
+    _policy(orch_conn, "p1")
+    _policy(orch_conn, "p2")
+    with orch_conn.transaction():
+        cur = audited(
+            orch_conn,
+            """with recursive wanted(id) AS (SELECT %(first)s UNION ALL SELECT 'p2' WHERE false)
+               UPDATE policies SET enabled = true FROM wanted WHERE policy_id = wanted.id RETURNING policy_id""",
+            {"first": "p1"},
+            expect_rows=1,
+            **WHO,
+            entity_id="p1",
+            after={"enabled": True},
+        )
+        assert cur.fetchone() == ("p1",)
+        with pytest.raises(AuditError, match="reserved"):
+            audited(orch_conn, "SELECT %(_audit_0)s", {"_audit_0": 1}, **WHO, entity_id="x")
+    assert _count(orch_conn) == 1 and verify_chain(orch_conn).ok
+
+
 def test_record_audit_never_commits(orch_dsn):
     with connection(orch_dsn) as writer, connection(orch_dsn) as reader:
         _audit(writer)
@@ -189,7 +267,7 @@ def test_the_guard_refuses_changes_even_from_a_superuser(orch_conn, statement):
 def test_the_writer_role_may_only_insert_and_select(orch_conn):
     with orch_conn.transaction():
         orch_conn.execute("SET LOCAL ROLE orch_pipeline_writer")
-        _audit(orch_conn)  # the SECURITY DEFINER trigger advances the chain head for it
+        _audit(orch_conn)  # the SECURITY DEFINER trigger chains it
         assert orch_conn.execute("SELECT count(*) FROM audit_ledger").fetchone()[0] == 1
     refused = [
         ("UPDATE audit_ledger SET reason = 'x'", "permission denied"),
@@ -197,6 +275,8 @@ def test_the_writer_role_may_only_insert_and_select(orch_conn):
         ("TRUNCATE audit_ledger", "permission denied"),
         ("ALTER TABLE audit_ledger DISABLE TRIGGER audit_ledger_append_only", "must be owner"),
         ("UPDATE audit_chain_heads SET last_seq = 0", "permission denied"),
+        ("INSERT INTO audit_checkpoints VALUES (1, 0, 1, 1, '', '')", "permission denied"),
+        ("UPDATE audit_checkpoints SET entries = 0", "permission denied"),
         ("DROP TABLE audit_ledger", "must be owner"),
     ]
     for statement, message in refused:
@@ -204,6 +284,12 @@ def test_the_writer_role_may_only_insert_and_select(orch_conn):
             with orch_conn.transaction():
                 orch_conn.execute("SET LOCAL ROLE orch_pipeline_writer")
                 orch_conn.execute(statement)
+    with orch_conn.transaction():  # but it may seal entries, through the function that decides what
+        orch_conn.execute("SET LOCAL ROLE orch_pipeline_writer")
+        assert orch_conn.execute("SELECT checkpoint_seq, entries FROM audit_checkpoint(100)").fetchone() == (
+            1,
+            1,
+        )
     assert guard_problems(orch_conn) == []
     assert verify_chain(orch_conn).ok
 
@@ -254,14 +340,147 @@ def test_a_removed_entry_breaks_the_next_link(orch_dsn):
     assert (first.expected, first.found) == (hashes[ids[0]], hashes[ids[1]])
 
 
-def test_removing_the_newest_entries_is_caught_by_the_chain_head(orch_dsn):
+def _transaction_of(conn, n, prefix):
+    with conn.transaction():
+        return [_audit(conn, entity_id=f"{prefix}{i}") for i in range(n)]
+
+
+@pytest.mark.parametrize(
+    "victim",
+    ["the newest entry of a transaction", "a whole one-entry transaction", "a whole transaction"],
+)
+def test_removing_sealed_entries_is_caught_by_their_checkpoint(orch_dsn, victim):
     with connection(orch_dsn) as conn:
-        with conn.transaction():
-            ids = [_audit(conn, entity_id=f"p{i}") for i in range(3)]
+        three = _transaction_of(conn, 3, "a")
+        one = _transaction_of(conn, 1, "b")
+        run = checkpoint_ledger(conn)
+        assert (run.created, run.entries, run.busy) == (1, 4, False)
+        assert verify_chain(conn).ok
+        gone = {
+            "the newest entry of a transaction": [three[-1]],
+            "a whole one-entry transaction": one,
+            "a whole transaction": three,
+        }[victim]
+        _tamper(orch_dsn, "DELETE FROM audit_ledger WHERE audit_id = ANY(%s)", (gone,))
+        report = verify_chain(conn)
+    first = report.first_broken
+    assert not report.ok
+    assert (first.kind, first.chain_id, first.expected, first.found) == (
+        "checkpoint_count",
+        "checkpoint/1",
+        "4",
+        str(4 - len(gone)),
+    )
+    assert "entries removed or added" in first.describe()
+
+
+def test_entries_after_the_last_checkpoint_are_reported_as_not_sealed_yet(orch_dsn):
+    with connection(orch_dsn) as conn:
+        _transaction_of(conn, 2, "a")
+        before = verify_chain(conn)
+        checkpoint_ledger(conn)
+        _transaction_of(conn, 3, "b")
+        after = verify_chain(conn)
+        summary = ledger_summary(conn)
+    assert before.ok and (before.checkpoints, before.unsealed_entries) == (0, 2)
+    assert after.ok and (after.checkpoints, after.unsealed_entries, after.rows) == (1, 3, 5)
+    assert (summary["entries"], summary["sealed_entries"], summary["unsealed_entries"]) == (5, 2, 3)
+    assert summary["checkpoints"] == 1 and len(summary["last_checkpoint_hash"]) == 64
+
+
+def test_checkpoints_chain_and_seal_in_batches(orch_dsn):
+    with connection(orch_dsn) as conn:
+        _transaction_of(conn, 5, "a")
+        seen = []
+        run = checkpoint_ledger(conn, max_entries=2, progress=lambda n, e: seen.append((n, e)))
+        again = checkpoint_ledger(conn)
+        ranges = conn.execute(
+            "SELECT from_id, through_id, entries FROM audit_checkpoints ORDER BY checkpoint_seq"
+        ).fetchall()
         conn.rollback()
-        _tamper(orch_dsn, "DELETE FROM audit_ledger WHERE audit_id = %s", (ids[2],))
-        first = verify_chain(conn).first_broken
-    assert (first.kind, first.audit_id, first.chain_seq) == ("head", ids[2], 3)
+        report = verify_chain(conn)
+    assert (run.created, run.entries, run.checkpoint_seq) == (3, 5, 3)
+    assert seen == [(1, 2), (2, 4), (3, 5)]
+    assert (again.created, again.checkpoint_seq, again.checkpoint_hash) == (0, 3, run.checkpoint_hash)
+    assert [r[2] for r in ranges] == [2, 2, 1]
+    assert all(a[1] == b[0] for a, b in zip(ranges, ranges[1:], strict=False))  # contiguous
+    assert report.ok and report.checkpoints == 3 and report.unsealed_entries == 0
+
+
+@pytest.mark.parametrize(
+    ("statement", "kind"),
+    [
+        ("UPDATE audit_checkpoints SET checkpoint_hash = sha256('x') WHERE checkpoint_seq = 1", "checkpoint"),
+        ("DELETE FROM audit_checkpoints WHERE checkpoint_seq = 1", "checkpoint_link"),
+        ("UPDATE audit_checkpoints SET entries = entries + 1 WHERE checkpoint_seq = 2", "checkpoint_count"),
+    ],
+)
+def test_a_changed_or_removed_checkpoint_breaks_the_checkpoint_chain(orch_dsn, statement, kind):
+    with connection(orch_dsn) as conn:
+        _transaction_of(conn, 2, "a")
+        checkpoint_ledger(conn)
+        _transaction_of(conn, 2, "b")
+        checkpoint_ledger(conn)
+        _tamper(orch_dsn, statement)
+        report = verify_chain(conn)
+    assert not report.ok and report.first_broken.kind == kind
+
+
+def test_an_entry_slipped_into_a_sealed_range_is_caught_even_with_a_valid_hash(orch_dsn):
+    with connection(orch_dsn) as conn:
+        kept = _transaction_of(conn, 1, "a")
+        with pytest.raises(RuntimeError), conn.transaction():  # rolled back: its id stays unused
+            gap = _audit(conn, entity_id="undone")
+            raise RuntimeError("roll back")
+        kept += _transaction_of(conn, 1, "b")
+        checkpoint_ledger(conn)
+        forged = {
+            "audit_id": gap,
+            "chain_id": "tx/1/1",
+            "chain_seq": 1,
+            "txn_entry": 1,
+            "occurred_at": datetime.now(UTC).replace(microsecond=0),
+            "org_id": None,
+            "actor": "alice",
+            "endpoint": None,
+            "method": None,
+            "request_id": "req-1",
+            "operation": "grant",
+            "entity_type": "policy",
+            "entity_id": "p1",
+            "before_data": None,
+            "after_data": None,
+            "reason": None,
+            "source": None,
+        }
+        _tamper(
+            orch_dsn,
+            """INSERT INTO audit_ledger (audit_id, occurred_at, actor, request_id, operation, entity_type, entity_id,
+                                         chain_id, chain_seq, txn_entry, prev_hash, row_hash)
+               OVERRIDING SYSTEM VALUE
+               VALUES (%s, %s, 'alice', 'req-1', 'grant', 'policy', 'p1', 'tx/1/1', 1, 1, %s, decode(%s, 'hex'))""",
+            (gap, forged["occurred_at"], bytes(32), compute_row_hash("00" * 32, forged)),
+        )
+        report = verify_chain(conn)
+    assert kept[0] < gap < kept[1]
+    assert [b.kind for b in report.broken] == ["checkpoint_count"]  # its own chain verifies
+
+
+def test_a_checkpoint_waits_for_no_one_longer_than_its_lock_timeout(orch_dsn):
+    """An open transaction with an entry keeps ids unsettled: the checkpoint gives up, writes nothing."""
+    with connection(orch_dsn) as holder, connection(orch_dsn) as conn:
+        _audit(holder, entity_id="open")  # not committed
+        run = checkpoint_ledger(conn, lock_timeout_ms=50, attempts=2)
+        assert run.busy and run.created == 0
+        holder.commit()
+        run = checkpoint_ledger(conn, lock_timeout_ms=50, attempts=2)
+        assert not run.busy and (run.created, run.entries) == (1, 1)
+
+
+def test_checkpoint_ledger_needs_a_connection_with_no_open_transaction(orch_conn):
+    orch_conn.execute("SELECT 1")
+    with pytest.raises(AuditError, match="no open transaction"):
+        checkpoint_ledger(orch_conn)
 
 
 def test_a_forged_entry_with_a_recomputed_hash_still_breaks_the_chain(orch_dsn):
@@ -291,91 +510,55 @@ def test_a_forged_entry_with_a_recomputed_hash_still_breaks_the_chain(orch_dsn):
     assert (first.audit_id, first.kind) == (ids[2], "prev_hash")
 
 
-SLOTS = 32  # chains per day: the writing backend's pid mod 32
-
-
-def _connections_sharing_a_slot(dsn, wanted):
-    """``wanted`` connections whose backends write to the same chain, plus one that does not."""
-    opened, by_slot = [], {}
-    try:
-        while True:
-            conn = psycopg.connect(dsn)
-            opened.append(conn)
-            slot = conn.execute("SELECT pg_backend_pid() %% %s", (SLOTS,)).fetchone()[0]
-            conn.rollback()
-            by_slot.setdefault(slot, []).append(conn)
-            full = [group for group in by_slot.values() if len(group) >= wanted]
-            if full and len(by_slot) > 1:
-                same = full[0][:wanted]
-                other = next(g[0] for g in by_slot.values() if g[0] not in same)
-                for extra in opened:
-                    if extra not in same and extra is not other:
-                        extra.close()
-                return same, other
-            assert len(opened) <= wanted * SLOTS + 1, "pigeonhole: cannot happen"
-    except BaseException:
-        for conn in opened:
-            conn.close()
-        raise
-
-
-def test_concurrent_writers_in_one_chain_build_one_unbroken_sequence(orch_dsn):
-    same, other = _connections_sharing_a_slot(orch_dsn, 3)
-    writers, per_thread = [*same, other], 40
-    barrier = threading.Barrier(len(writers))
+def test_concurrent_writers_each_build_their_own_chain_and_all_verify(orch_dsn):
+    writers, per_thread = 4, 40
+    barrier = threading.Barrier(writers)
     errors: list[BaseException] = []
 
-    def writer(n: int, conn) -> None:
+    def writer(n: int) -> None:
         try:
-            barrier.wait()
-            for i in range(per_thread):
-                with conn.transaction():
-                    _audit(conn, entity_id=f"e{n}", request_id=f"r{n}-{i}", after={"i": i})
+            with connection(orch_dsn) as conn:
+                barrier.wait()
+                for i in range(per_thread):
+                    with conn.transaction():
+                        _audit(conn, entity_id=f"e{n}", request_id=f"r{n}-{i}", after={"i": i})
+                        if i % 4 == 0:  # some transactions write two entries
+                            _audit(conn, entity_id=f"e{n}", request_id=f"r{n}-{i}", after={"second": i})
         except BaseException as exc:  # surfaced by the assertion below
             errors.append(exc)
 
-    pool = [threading.Thread(target=writer, args=(n, c)) for n, c in enumerate(writers)]
+    pool = [threading.Thread(target=writer, args=(n,)) for n in range(writers)]
     for t in pool:
         t.start()
     for t in pool:
         t.join(120)
-    for conn in writers:
-        conn.close()
     assert errors == []
     with connection(orch_dsn) as conn:
-        per_chain = conn.execute(
-            "SELECT chain_id, array_agg(chain_seq ORDER BY chain_seq) FROM audit_ledger GROUP BY 1 ORDER BY 2 DESC"
+        lengths = conn.execute(
+            "SELECT array_agg(chain_seq ORDER BY chain_seq) FROM audit_ledger GROUP BY chain_id"
         ).fetchall()
         conn.rollback()
+        run = checkpoint_ledger(conn)
         report = verify_chain(conn)
-    shared_chain_seqs = max(per_chain, key=lambda r: len(r[1]))[1]
-    assert shared_chain_seqs == list(range(1, 3 * per_thread + 1))  # three writers, one gapless chain
-    assert len(per_chain) == 2
-    assert report.ok and report.chains == 2 and report.rows == 4 * per_thread
+    entries = writers * (per_thread + per_thread // 4)
+    assert sorted(r[0] for r in lengths) == sorted(
+        [[1]] * (writers * per_thread * 3 // 4) + [[1, 2]] * (entries - writers * per_thread)
+    )
+    assert report.ok and report.chains == writers * per_thread and report.rows == entries
+    assert run.entries == entries and report.unsealed_entries == 0
 
 
-def test_writers_of_different_chains_do_not_wait_for_each_other(orch_dsn):
-    (holder, same), other = _connections_sharing_a_slot(orch_dsn, 2)
-    try:
-        _audit(holder, entity_id="a")  # holds its chain's head lock until it commits
-        other.execute("SET lock_timeout = '2s'")
+def test_writers_never_wait_for_each_other(orch_dsn):
+    with connection(orch_dsn) as holder, connection(orch_dsn) as other:
+        _audit(holder, entity_id="a")  # open, uncommitted
+        other.execute("SET lock_timeout = '200ms'")
         other.commit()
-        with other.transaction():
-            _audit(other, entity_id="b")  # another chain: commits at once
-        # The same chain waits: with a short lock timeout the second writer gives up.
-        same.execute("SET lock_timeout = '200ms'")
-        same.commit()
-        with pytest.raises(psycopg.errors.LockNotAvailable):
-            with same.transaction():
-                _audit(same, entity_id="c")
+        for i in range(3):
+            with other.transaction():
+                _audit(other, entity_id=f"b{i}")  # commits at once, no lock to wait for
         holder.commit()
-        with same.transaction():
-            _audit(same, entity_id="c")
         report = verify_chain(other)
-    finally:
-        for conn in (holder, same, other):
-            conn.close()
-    assert report.ok and report.rows == 3 and report.chains == 2
+    assert report.ok and report.rows == 4 and report.chains == 4
 
 
 def test_a_transaction_appends_to_one_chain_whatever_it_touches(orch_conn):
@@ -441,32 +624,41 @@ def test_quarantine_replay_leaves_one_replay_entry_per_examined_line(orch_conn, 
     assert verify_chain(orch_conn).ok
 
 
-def test_a_long_transaction_links_its_entries_and_moves_the_head_once_at_commit(orch_conn):
+def test_a_long_transaction_links_its_entries_in_one_chain_across_a_rolled_back_savepoint(orch_conn):
     with orch_conn.transaction():
         first = [_audit(orch_conn, entity_id=f"a{i}") for i in range(3)]
         with pytest.raises(RuntimeError), orch_conn.transaction():  # a savepoint that rolls back
             _audit(orch_conn, entity_id="undone")
             raise RuntimeError("roll back to the savepoint")
         rest = [_audit(orch_conn, entity_id=f"b{i}") for i in range(2)]
-        # Until commit the head still names the transaction's first entry.
-        assert orch_conn.execute("SELECT last_id FROM audit_chain_heads").fetchone()[0] == first[0]
     rows = orch_conn.execute(
-        "SELECT audit_id, chain_seq, txn_entry FROM audit_ledger ORDER BY chain_seq"
+        "SELECT audit_id, chain_id, chain_seq, txn_entry FROM audit_ledger ORDER BY chain_seq"
     ).fetchall()
-    head = orch_conn.execute("SELECT last_id, last_seq FROM audit_chain_heads").fetchone()
     orch_conn.rollback()
     assert [r[0] for r in rows] == first + rest
-    assert [(r[1], r[2]) for r in rows] == [(1, 1), (2, 2), (3, 3), (4, 4), (5, 5)]
-    assert head == (rest[-1], 5)
+    assert len({r[1] for r in rows}) == 1
+    assert [(r[2], r[3]) for r in rows] == [(1, 1), (2, 2), (3, 3), (4, 4), (5, 5)]
     assert verify_chain(orch_conn).ok
-    # The next transaction starts again at txn_entry 1 and links to the last entry.
+    # The next transaction starts a chain of its own.
     with orch_conn.transaction():
         _audit(orch_conn, entity_id="c")
-    assert orch_conn.execute(
-        "SELECT chain_seq, txn_entry FROM audit_ledger ORDER BY audit_id DESC"
-    ).fetchone() == (6, 1)
+    chain, seq = orch_conn.execute(
+        "SELECT chain_id, chain_seq FROM audit_ledger ORDER BY audit_id DESC"
+    ).fetchone()
     orch_conn.rollback()
+    assert chain != rows[0][1] and seq == 1
     assert verify_chain(orch_conn).ok
+
+
+def test_a_savepoint_that_rolls_back_the_first_entry_leaves_the_chain_to_start_again(orch_conn):
+    with orch_conn.transaction():
+        with pytest.raises(RuntimeError), orch_conn.transaction():
+            _audit(orch_conn, entity_id="undone")
+            raise RuntimeError("roll back to the savepoint")
+        _audit(orch_conn, entity_id="kept")
+    seqs = [r[0] for r in orch_conn.execute("SELECT chain_seq FROM audit_ledger").fetchall()]
+    orch_conn.rollback()
+    assert seqs == [1] and verify_chain(orch_conn).ok
 
 
 def test_a_bulk_audit_in_one_transaction_verifies(orch_conn):
@@ -479,58 +671,90 @@ def test_a_bulk_audit_in_one_transaction_verifies(orch_conn):
     assert report.ok and report.rows == 5000 and report.chains == 1
 
 
-def test_a_forged_chain_setting_cannot_fork_a_chain(orch_dsn):
+def test_a_forged_chain_setting_cannot_append_to_another_transactions_chain(orch_dsn):
     with connection(orch_dsn) as conn:
-        with conn.transaction():
-            ids = [_audit(conn, entity_id=f"p{i}") for i in range(3)]
+        _transaction_of(conn, 3, "p")
         chain = conn.execute("SELECT chain_id FROM audit_ledger LIMIT 1").fetchone()[0]
         conn.rollback()
-        # Pointing at an entry that already has a successor: the position is taken, the insert fails.
+        # Naming another transaction's chain: the entry still goes on this transaction's own.
+        with conn.transaction():
+            conn.execute("SELECT set_config('orch.audit_chain', %s, true)", (chain,))
+            forged = _audit(conn, entity_id="forged")
+        assert conn.execute(
+            "SELECT chain_id <> %s FROM audit_ledger WHERE audit_id = %s", (chain, forged)
+        ).fetchone()[0]
+        conn.rollback()
+        # Clearing it after an entry: the next one would take position 1 again, and is refused.
         with pytest.raises(psycopg.errors.UniqueViolation), conn.transaction():
-            conn.execute("SELECT set_config('orch.audit_chain', %s, true)", (f"{chain}|1|1",))
-            _audit(conn, entity_id="forged")
+            _audit(conn, entity_id="one")
+            conn.execute("SELECT set_config('orch.audit_chain', '', true)")
+            _audit(conn, entity_id="two")
         # Nonsense is ignored: the entry takes the normal path.
         with conn.transaction():
             conn.execute("SELECT set_config('orch.audit_chain', 'nonsense', true)")
             _audit(conn, entity_id="fine")
         report = verify_chain(conn)
-    assert report.ok and report.rows == 4 and ids
+    assert report.ok and report.rows == 5 and report.chains == 3
 
 
-def test_entries_from_the_first_and_the_current_chain_trigger_form_one_verifiable_chain(orch_conn):
-    """0006 replaced 0004's trigger for speed; both must write the same canonical rows and hashes."""
+def test_entries_of_every_chain_trigger_verify_after_an_upgrade(databases, tmp_path):
+    """0004 and 0006 chained by day and slot (with heads), 0010 by transaction: a ledger written
+    by all three, then checkpointed, verifies, and tampering with an old entry is still caught."""
     import re
+    import shutil
 
+    from orchestration_pipeline.lib.db import migrate
     from orchestration_pipeline.lib.project_files import sql_dir
+
+    old_root = tmp_path / "sql"
+    shutil.copytree(sql_dir(), old_root)
+    for path in (old_root / "orchestration").glob("*.sql"):
+        if int(path.name[:4]) >= 10:
+            path.unlink()
+    dsn = databases.create("upgrade")
 
     def trigger_from(name):
         text = (sql_dir() / "orchestration" / name).read_text()
-        # 0004 defines the function directly; 0006 inside a DO block that names its schema
-        # (0004's trigger calls its per-field helper, which 0006 drops: bring that back too)
+        # 0004 defines the function directly (with its per-field helper, which 0006 drops), 0006
+        # inside a DO block that names its schema
         pattern = r"CREATE OR REPLACE FUNCTION audit_canonical_field.*?\n\$\$;\n"
         pattern += r"|CREATE OR REPLACE FUNCTION audit_ledger_chain\(\).*?\n\$\$;\n|DO \$do\$.*?\$do\$;"
         return "\n".join(m.group(0) for m in re.finditer(pattern, text, re.S))
 
-    def write(tag):
-        _audit(orch_conn, entity_id=f"{tag}-single", before={"k": "é\t"}, reason="r", org_id="o")
-        orch_conn.commit()
-        with orch_conn.transaction():
+    def write(conn, tag):
+        _audit(conn, entity_id=f"{tag}-single", before={"k": "é\t"}, reason="r", org_id="o")
+        conn.commit()
+        with conn.transaction():
             for i in range(3):  # a transaction's later entries take the other path
-                _audit(orch_conn, entity_id=f"{tag}-multi-{i}", after={"n": i}, endpoint="/x", method="POST")
+                _audit(conn, entity_id=f"{tag}-multi-{i}", after={"n": i}, endpoint="/x", method="POST")
 
-    for name in ("0004_audit_ledger.sql", "0006_audit_chain_fast.sql", "0004_audit_ledger.sql"):
-        orch_conn.execute("SET LOCAL search_path = public, pg_temp")  # as the migration pins it
-        orch_conn.execute(trigger_from(name))
-        orch_conn.commit()
-        write(name[:4])
-    report = verify_chain(orch_conn)
-    assert report.ok, report.as_dict()
-    assert report.rows == 12 and report.chains == 1
+    with connection(dsn) as conn:
+        migrate(conn, "orchestration", root=old_root)  # up to 0009: the 0006 trigger
+        write(conn, "0006")
+        conn.execute("SET LOCAL search_path = public, pg_temp")  # as the migration pins it
+        conn.execute(trigger_from("0004_audit_ledger.sql"))
+        conn.commit()
+        write(conn, "0004")
+        migrate(conn, "orchestration")  # 0010
+        write(conn, "0010")
+        before_checkpoint = verify_chain(conn)
+        checkpoint_ledger(conn)
+        report = verify_chain(conn)
+        old = conn.execute(
+            "SELECT audit_id FROM audit_ledger WHERE chain_id NOT LIKE 'tx/%%' LIMIT 1"
+        ).fetchone()[0]
+        conn.rollback()
+        _tamper(dsn, "UPDATE audit_ledger SET reason = 'edited' WHERE audit_id = %s", (old,))
+        tampered = verify_chain(conn)
+    assert before_checkpoint.ok, before_checkpoint.as_dict()
+    assert report.ok and report.rows == 12 and report.chains == 3, report.as_dict()  # 1 day/slot + 2 tx
+    assert report.unsealed_entries == 0 and report.checkpoints == 1
+    assert not tampered.ok and [b.kind for b in tampered.broken] == ["row_hash"]
 
 
 def test_a_writer_cannot_choose_the_id_the_time_or_the_chain_of_an_entry(orch_conn):
-    # An id it chose could collide on purpose: INSERT ... ON CONFLICT DO NOTHING would skip the
-    # entry after the trigger had advanced the chain head.
+    # An id it chose could collide on purpose (INSERT ... ON CONFLICT DO NOTHING), or land in a
+    # range a checkpoint has already sealed.
     _audit(orch_conn)
     orch_conn.commit()
     for column, value in (("audit_id", 1), ("occurred_at", "2000-01-01"), ("chain_seq", 1)):
@@ -543,22 +767,6 @@ def test_a_writer_cannot_choose_the_id_the_time_or_the_chain_of_an_entry(orch_co
                 (value,),
             )
     assert verify_chain(orch_conn).ok
-
-
-def test_a_forged_entry_count_in_the_chain_setting_cannot_leave_the_head_behind(orch_conn):
-    _audit(orch_conn, entity_id="first")
-    orch_conn.commit()
-    chain, seq = orch_conn.execute("SELECT chain_id, chain_seq FROM audit_ledger").fetchone()
-    orch_conn.rollback()
-    with orch_conn.transaction():
-        orch_conn.execute("SET LOCAL ROLE orch_pipeline_writer")
-        # "|0": the next entry would count as the transaction's first and skip the head catch-up
-        orch_conn.execute("SELECT set_config('orch.audit_chain', %s, true)", (f"{chain}|{seq}|0",))
-        _audit(orch_conn, entity_id="forged")
-    with orch_conn.transaction():  # the chain goes on; no UniqueViolation on a stale head
-        _audit(orch_conn, entity_id="next")
-    report = verify_chain(orch_conn)
-    assert report.ok and report.rows == 3, report.as_dict()
 
 
 def test_objects_a_caller_creates_cannot_run_inside_the_chain_trigger(orch_conn):

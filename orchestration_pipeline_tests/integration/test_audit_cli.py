@@ -74,6 +74,11 @@ def test_policy_execution_and_forensics_from_the_shell(run, orch_dsn, tasks_dsn)
         == "no audit entries match"
     )
     assert run("audit", "verify").stdout.startswith("ok: 4 entries")
+    assert "4 newer entries not sealed yet" in run("audit", "verify").stdout
+    sealed = json.loads(run("audit", "checkpoint", "--json").stdout)
+    assert (sealed["created"], sealed["entries"], sealed["busy"]) == (1, 4, False)
+    assert "nothing new to seal; newest checkpoint #1" in run("audit", "checkpoint").stdout
+    assert "1 checkpoints; 0 newer entries" in run("audit", "verify").stdout
 
     with connection(orch_dsn) as conn:
         conn.execute("SET session_replication_role = replica")
@@ -112,3 +117,17 @@ def test_decisions_print_results_with_their_secrets_redacted(run):
     printed += run("decisions", "list", "--json").stdout
     assert "api_key=[REDACTED]" in printed
     assert "s3cr3t-value" not in printed
+
+
+def test_a_checkpoint_blocked_by_an_open_audited_transaction_exits_1_and_says_why(run, orch_dsn):
+    from orchestration_pipeline.lib.audit import record_audit
+
+    run("policy", "set", "p", "--effect", "notify")
+    with connection(orch_dsn) as holder:
+        record_audit(
+            holder, actor="a", request_id="r", operation="update", entity_type="policy", entity_id="p"
+        )
+        busy = run("audit", "checkpoint", "--lock-timeout-ms", "20", ok=False)
+        holder.rollback()
+    assert busy.returncode == 1 and "stayed open past the lock timeout" in busy.stderr
+    assert json.loads(run("audit", "checkpoint", "--json").stdout)["entries"] == 1

@@ -12,7 +12,7 @@ from orchestration_pipeline.lib.executions import stale_claims_verdict
 @dg.asset_check(
     asset=audit_ledger_integrity,
     blocking=True,
-    description="Every hash chain recomputes from its first entry and ends at its head (ERROR).",
+    description="Every hash chain recomputes from its first entry, and every checkpoint from the entries it sealed (ERROR).",
 )
 def audit_chain_intact(orchestration_db: OrchestrationDatabase) -> dg.AssetCheckResult:
     with orchestration_db.connection() as conn:
