@@ -2,22 +2,25 @@
 
     python benchmarks/audit.py [--writers 8] [--seconds 3] [--rounds 3] [--dsn postgresql://...]
 
-The mutation is a typical critical one: flip one policy's ``enabled`` flag (UPDATE … RETURNING),
-one committed transaction each, from --writers processes, spread over --rows policies so that
-writers touch different entities. (a) baseline: the UPDATE alone; (b) audited: the same UPDATE
-plus ``record_audit()`` with before/after in the same transaction (chain trigger, sha256, chain
-head advance). Rounds alternate a and b so both see the same machine noise; medians are
-reported (WAL bytes are cluster-wide: they mean something only when nothing else writes).
-Finally ``verify_chain()`` recomputes everything written. Prints one JSON line.
-Targets: overhead <= 30 %, audited >= 3,000 transactions/s (the ceiling supa_audit states).
+The mutation is a typical critical one: switch one policy's ``enabled`` flag (an UPDATE), one
+committed transaction each, from --writers processes, spread over --rows policies so that
+writers touch different entities (each writer owns its policies, so it knows the before and
+after it records). (a) baseline: the UPDATE alone; (b) audited: the same UPDATE through
+``audited()``, which writes the entry with before/after in the same statement (chain trigger,
+sha256); (c) ``record_audit()``: the same entry as a second statement after the UPDATE, for
+comparison. Rounds rotate the variants so all see the same machine noise; medians are reported
+(WAL bytes are cluster-wide: they mean something only when nothing else writes). Finally
+``checkpoint_ledger()`` seals and ``verify_chain()`` recomputes everything written. Prints one
+JSON line. Targets: overhead of (b) <= 30 %, (b) >= 3,000 transactions/s (the ceiling supa_audit
+states).
 
 Where the time goes (``cpu_us_per_tx``, one writer, CPU microseconds per transaction of this
 client process and of its server backend, read from /proc when the server is on this machine):
 ``baseline``; ``plain_insert``, the same 12 columns inserted as a second statement into a table
-with no index, trigger or chain (``audit_baseline.sql``), the floor of any design that writes an
-audit row in the mutation's transaction; and ``audited``. When writers saturate the CPU, client
-and server share it, so ``plain_insert_cpu_overhead_pct`` is about the overhead that floor alone
-costs in the throughput figures.
+with no index, trigger or chain (``audit_baseline.sql``), the floor of any design that writes the
+audit row as a statement of its own; ``audited`` and ``record_audit``. When writers saturate the
+CPU, client and server share it, so ``*_cpu_overhead_pct`` is about the overhead each costs in
+the throughput figures.
 Without --dsn an embedded PostgreSQL is started in a temporary directory.
 """
 
@@ -34,11 +37,12 @@ from pathlib import Path
 
 from _scratch import Scratch
 
-from orchestration_pipeline.lib.audit import record_audit, verify_chain
+from orchestration_pipeline.lib.audit import audited, checkpoint_ledger, record_audit, verify_chain
 from orchestration_pipeline.lib.db import connection, migrate
 
 HERE = Path(__file__).resolve().parent
-FLIP = "UPDATE policies SET enabled = NOT enabled, updated_at = now() WHERE policy_id = %s RETURNING enabled"
+SWITCH = "UPDATE policies SET enabled = %s, updated_at = now() WHERE policy_id = %s"
+VARIANTS = ("baseline", "audited", "record_audit")
 
 
 def _entry(request_id: str, policy_id: str, enabled: bool) -> dict:
@@ -55,18 +59,35 @@ def _entry(request_id: str, policy_id: str, enabled: bool) -> dict:
     }
 
 
-def _worker(dsn: str, ids: list[str], audited: bool, start, stop, out) -> None:
+def _mutate(conn, variant: str, state: dict[str, bool], policy_id: str, request_id: str) -> None:
+    """Switch one policy, as ``variant`` does it; ``state`` is what this writer last set."""
+    enabled = state[policy_id] = not state[policy_id]
+    if variant == "audited":
+        audited(conn, SWITCH, (enabled, policy_id), expect_rows=1, **_entry(request_id, policy_id, enabled))
+        return
+    conn.execute(SWITCH, (enabled, policy_id))
+    if variant == "record_audit":
+        record_audit(conn, **_entry(request_id, policy_id, enabled))
+
+
+def _states(conn, ids: list[str]) -> dict[str, bool]:
+    state = dict(
+        conn.execute("SELECT policy_id, enabled FROM policies WHERE policy_id = ANY(%s)", (ids,)).fetchall()
+    )
+    conn.commit()
+    return state
+
+
+def _worker(dsn: str, ids: list[str], variant: str, start, stop, out) -> None:
     """One writer process: commit one mutation per transaction until told to stop."""
     done = 0
     with connection(dsn) as conn:
+        state = _states(conn, ids)
         start.wait()
         i = 0
         while not stop.is_set():
-            policy_id = ids[i % len(ids)]
             i += 1
-            enabled = conn.execute(FLIP, (policy_id,)).fetchone()[0]
-            if audited:
-                record_audit(conn, **_entry(f"bench-{i}", policy_id, enabled))
+            _mutate(conn, variant, state, ids[i % len(ids)], f"bench-{os.getpid()}-{i}")
             conn.commit()
             done += 1
     out.put(done)
@@ -89,19 +110,26 @@ def _backend_cpu_s(pid: int) -> float | None:
 def _cpu_breakdown(dsn: str, ids: list[str], transactions: int) -> dict[str, dict[str, float | None]]:
     """CPU microseconds per transaction, client and server, of the baseline, a plain second
     INSERT, and the audited transaction; one writer, variants interleaved twice, minimum kept."""
-    samples: dict[str, list[tuple[float, float | None]]] = {"baseline": [], "plain_insert": [], "audited": []}
+    samples: dict[str, list[tuple[float, float | None]]] = {
+        "baseline": [],
+        "plain_insert": [],
+        "audited": [],
+        "record_audit": [],
+    }
     with connection(dsn) as conn:
         pid = conn.info.backend_pid
+        state = _states(conn, ids)
         for _ in range(2):
             for variant in samples:
                 client0, server0 = time.process_time(), _backend_cpu_s(pid)
                 for i in range(transactions):
                     policy_id = ids[i % len(ids)]
-                    enabled = conn.execute(FLIP, (policy_id,)).fetchone()[0]
-                    content = _entry(f"bench-cpu-{i}", policy_id, enabled)
-                    if variant == "audited":
-                        record_audit(conn, **content)
-                    elif variant == "plain_insert":
+                    if variant != "plain_insert":
+                        _mutate(conn, variant, state, policy_id, f"bench-cpu-{i}")
+                    else:
+                        enabled = state[policy_id] = not state[policy_id]
+                        conn.execute(SWITCH, (enabled, policy_id))
+                        content = _entry(f"bench-cpu-{i}", policy_id, enabled)
                         conn.execute(
                             PLAIN_INSERT,
                             (
@@ -147,7 +175,7 @@ def _wal_lsn(dsn: str) -> int:
         return int(conn.execute("SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), '0/0')").fetchone()[0])
 
 
-def _round(dsn: str, ids: list[str], writers: int, seconds: float, audited: bool) -> tuple[float, float]:
+def _round(dsn: str, ids: list[str], writers: int, seconds: float, variant: str) -> tuple[float, float]:
     """Transactions per second of ``writers`` processes over ``seconds``, and WAL bytes per transaction.
 
     Processes, not threads, as the pipeline's own writers are (Dagster runs steps in
@@ -157,7 +185,7 @@ def _round(dsn: str, ids: list[str], writers: int, seconds: float, audited: bool
     start, stop, out = ctx.Barrier(writers + 1), ctx.Event(), ctx.Queue()
     shares = [ids[n::writers] for n in range(writers)]  # each writer owns its entities
     pool = [
-        ctx.Process(target=_worker, args=(dsn, shares[n], audited, start, stop, out)) for n in range(writers)
+        ctx.Process(target=_worker, args=(dsn, shares[n], variant, start, stop, out)) for n in range(writers)
     ]
     for p in pool:
         p.start()
@@ -182,7 +210,7 @@ def main() -> int:
         "--writers", type=int, default=8, help="concurrent writer processes, one connection each"
     )
     parser.add_argument("--seconds", type=float, default=3.0, help="length of each measured round")
-    parser.add_argument("--rounds", type=int, default=3, help="rounds per variant (alternating)")
+    parser.add_argument("--rounds", type=int, default=5, help="rounds per variant (rotating)")
     parser.add_argument("--rows", type=int, default=1000, help="policies the mutations spread over")
     parser.add_argument(
         "--breakdown-transactions",
@@ -207,23 +235,30 @@ def main() -> int:
             sync_commit = conn.execute("SHOW synchronous_commit").fetchone()[0]
             conn.rollback()
 
-        _round(dsn, ids, args.writers, 1.0, audited=True)  # warm-up: caches, prepared statements
-        runs: dict[bool, list[tuple[float, float]]] = {False: [], True: []}
+        for variant in VARIANTS:  # warm-up: caches, prepared statements
+            _round(dsn, ids, args.writers, 1.0, variant)
+        runs: dict[str, list[tuple[float, float]]] = {v: [] for v in VARIANTS}
         for r in range(args.rounds):
-            for with_audit in (False, True) if r % 2 == 0 else (True, False):
-                runs[with_audit].append(_round(dsn, ids, args.writers, args.seconds, with_audit))
-        single = {a: _round(dsn, ids, 1, args.seconds, a)[0] for a in (False, True)}
+            for variant in VARIANTS[r % 3 :] + VARIANTS[: r % 3]:
+                runs[variant].append(_round(dsn, ids, args.writers, args.seconds, variant))
+        single = {v: _round(dsn, ids, 1, args.seconds, v)[0] for v in VARIANTS}
         cpu = _cpu_breakdown(dsn, ids, args.breakdown_transactions)
 
         with connection(dsn) as conn:
             t0 = time.perf_counter()
+            sealed = checkpoint_ledger(conn)
+            checkpoint_s = time.perf_counter() - t0
+            t0 = time.perf_counter()
             report = verify_chain(conn)
             verify_s = time.perf_counter() - t0
-        assert report.ok, report.as_dict()
+        assert report.ok and report.unsealed_entries == 0, report.as_dict()
 
-        a, b = (statistics.median(tps for tps, _ in runs[x]) for x in (False, True))
-        wal_a, wal_b = (statistics.median(wal for _, wal in runs[x]) for x in (False, True))
-        overhead = (a - b) / a * 100
+        tps = {v: statistics.median(t for t, _ in runs[v]) for v in VARIANTS}
+        wal = {v: statistics.median(w for _, w in runs[v]) for v in VARIANTS}
+
+        def overhead(rates: dict[str, float], variant: str) -> float:
+            return round((rates["baseline"] - rates[variant]) / rates["baseline"] * 100, 1)
+
         print(
             json.dumps(
                 {
@@ -233,23 +268,25 @@ def main() -> int:
                     "writers": args.writers,
                     "seconds_per_round": args.seconds,
                     "rounds": args.rounds,
-                    "baseline_tx_per_s": round(a),
-                    "audited_tx_per_s": round(b),
-                    "overhead_pct": round(overhead, 1),
-                    "baseline_wal_bytes_per_tx": round(wal_a),
-                    "audited_wal_bytes_per_tx": round(wal_b),
-                    "single_writer_baseline_tx_per_s": round(single[False]),
-                    "single_writer_audited_tx_per_s": round(single[True]),
-                    "single_writer_overhead_pct": round(
-                        (single[False] - single[True]) / single[False] * 100, 1
-                    ),
+                    "baseline_tx_per_s": round(tps["baseline"]),
+                    "audited_tx_per_s": round(tps["audited"]),
+                    "overhead_pct": overhead(tps, "audited"),
+                    "record_audit_tx_per_s": round(tps["record_audit"]),
+                    "record_audit_overhead_pct": overhead(tps, "record_audit"),
+                    "rounds_tx_per_s": {v: [round(t) for t, _ in runs[v]] for v in VARIANTS},
+                    "wal_bytes_per_tx": {v: round(wal[v]) for v in VARIANTS},
+                    "single_writer_tx_per_s": {v: round(single[v]) for v in VARIANTS},
+                    "single_writer_overhead_pct": overhead(single, "audited"),
                     "cpu_us_per_tx": cpu,
                     "plain_insert_cpu_overhead_pct": _cpu_overhead(cpu, "plain_insert"),
                     "audited_cpu_overhead_pct": _cpu_overhead(cpu, "audited"),
+                    "record_audit_cpu_overhead_pct": _cpu_overhead(cpu, "record_audit"),
                     "ledger_rows": report.rows,
                     "chains": report.chains,
+                    "checkpoints": report.checkpoints,
+                    "checkpoint_rows_per_s": round(sealed.entries / checkpoint_s),
                     "verify_rows_per_s": round(report.rows / verify_s),
-                    "targets_met": overhead <= 30 and b >= 3000,
+                    "targets_met": overhead(tps, "audited") <= 30 and tps["audited"] >= 3000,
                 }
             )
         )

@@ -58,10 +58,12 @@ def test_audit_benchmark(pg_admin_dsn: str, server_mode: bool) -> None:
         "200",
     )
     assert out["baseline_tx_per_s"] > 0 and out["audited_tx_per_s"] > 0
-    # every audited transaction of the run left one verified ledger row
-    assert out["ledger_rows"] > 0 and out["chains"] >= 1
+    # every audited transaction of the run left one verified, sealed ledger row
+    assert out["ledger_rows"] > 0 and out["chains"] >= 1 and out["checkpoints"] >= 1
+    assert out["record_audit_tx_per_s"] > 0
+    assert set(out["rounds_tx_per_s"]) == {"baseline", "audited", "record_audit"}
     cpu = out["cpu_us_per_tx"]
-    assert set(cpu) == {"baseline", "plain_insert", "audited"}
+    assert set(cpu) == {"baseline", "plain_insert", "audited", "record_audit"}
     for variant in cpu.values():
         assert variant["client"] > 0
         if variant["server"] is not None:
