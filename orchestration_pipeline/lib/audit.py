@@ -282,53 +282,31 @@ def audited(
     params: Sequence[Any] | Mapping[str, Any] = (),
     *,
     expect_rows: int | None = None,
-    actor: str,
-    request_id: str,
-    operation: str,
-    entity_type: str,
-    entity_id: str,
-    before: Mapping | None = None,
-    after: Mapping | None = None,
-    reason: str | None = None,
-    source: str | None = None,
-    org_id: str | None = None,
-    endpoint: str | None = None,
-    method: str | None = None,
+    **entry: Any,
 ) -> psycopg.Cursor:
     """Run one mutation and write its audit entry in the same statement; returns the mutation's cursor.
 
-    The entry goes in a data-modifying ``WITH`` in front of ``statement`` (an INSERT, UPDATE,
-    DELETE or SELECT, which may have a ``WITH`` of its own), so it costs no extra round trip and
-    commits or rolls back with the mutation. ``params`` are the statement's placeholders, all
-    positional (``%s``) or all named (``%(name)s``). The entry is written whatever the statement
-    matches: with ``expect_rows`` set, a different row count raises :class:`AuditError`, and the
-    caller's transaction must then roll back, entry and all.
+    ``entry`` takes the keyword arguments of :func:`record_audit` (actor, request_id, operation,
+    entity_type, entity_id, before, after, reason, source, org_id, endpoint, method), checked and
+    redacted the same way. The entry goes in a data-modifying ``WITH`` in front of ``statement``
+    (an INSERT, UPDATE, DELETE or SELECT, which may have a ``WITH`` of its own), so it costs no
+    extra round trip and commits or rolls back with the mutation. ``params`` are the statement's
+    placeholders, all positional (``%s``) or all named (``%(name)s``). The entry is written
+    whatever the statement matches: with ``expect_rows`` set, a different row count raises
+    :class:`AuditError`, and the caller's transaction must then roll back, entry and all.
     """
-    entry = _entry_params(
-        conn,
-        actor=actor,
-        request_id=request_id,
-        operation=operation,
-        entity_type=entity_type,
-        entity_id=entity_id,
-        before=before,
-        after=after,
-        reason=reason,
-        source=source,
-        org_id=org_id,
-        endpoint=endpoint,
-        method=method,
-    )
+    optional = dict.fromkeys(("before", "after", "reason", "source", "org_id", "endpoint", "method"))
+    values = _entry_params(conn, **(optional | entry))
     named = isinstance(params, Mapping)
     if named:
         if any(name in params for name in _AUDIT_PARAM_NAMES):
             raise AuditError("audited(): parameter names starting with _audit_ are reserved — rename them")
         merged: Sequence[Any] | Mapping[str, Any] = {
-            **dict(zip(_AUDIT_PARAM_NAMES, entry, strict=True)),
+            **dict(zip(_AUDIT_PARAM_NAMES, values, strict=True)),
             **params,
         }
     else:
-        merged = (*entry, *params)
+        merged = (*values, *params)
     try:
         cur = conn.execute(_audited_query(statement, named), merged)
     except psycopg.errors.UndefinedTable as exc:
@@ -337,7 +315,7 @@ def audited(
         raise
     if expect_rows is not None and cur.rowcount != expect_rows:
         raise AuditError(
-            f"audited mutation of {entity_type} {entity_id} touched {cur.rowcount} row(s), expected "
+            f"audited mutation of {values[6]} {values[7]} touched {cur.rowcount} row(s), expected "
             f"{expect_rows} — roll the transaction back; its audit entry goes with it"
         )
     return cur

@@ -477,6 +477,17 @@ def test_a_checkpoint_waits_for_no_one_longer_than_its_lock_timeout(orch_dsn):
         assert not run.busy and (run.created, run.entries) == (1, 1)
 
 
+def test_a_checkpoint_in_an_older_snapshot_is_refused(orch_conn):
+    """In REPEATABLE READ the snapshot predates the lock, and could miss entries it then seals."""
+    _audit(orch_conn)
+    orch_conn.commit()
+    with pytest.raises(psycopg.errors.InvalidTransactionState, match="READ COMMITTED"):
+        with orch_conn.transaction():
+            orch_conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+            orch_conn.execute("SELECT * FROM audit_checkpoint(10)")
+    assert _count(orch_conn, "SELECT count(*) FROM audit_checkpoints") == 0
+
+
 def test_checkpoint_ledger_needs_a_connection_with_no_open_transaction(orch_conn):
     orch_conn.execute("SELECT 1")
     with pytest.raises(AuditError, match="no open transaction"):
