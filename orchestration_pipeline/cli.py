@@ -831,20 +831,21 @@ def audit_verify(chain_id: str | None, as_json: bool) -> None:
     help="Entries per checkpoint; writers wait while one is taken.",
 )
 @click.option(
-    "--lock-timeout-ms",
-    default=200,
+    "--wait-ms",
+    default=2000,
     show_default=True,
-    type=click.IntRange(1),
-    help="Give up waiting for audited transactions still open after this long (then retry).",
+    type=click.IntRange(0),
+    help="How long to wait for audited transactions still open (then retry twice, then stop).",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the outcome as one JSON object.")
-def audit_checkpoint(max_entries: int, lock_timeout_ms: int, as_json: bool) -> None:
+def audit_checkpoint(max_entries: int, wait_ms: int, as_json: bool) -> None:
     """Seal every audit entry written since the last checkpoint.
 
     Until sealed, an entry is protected by the append-only guard and its own hash; once sealed,
     removing it (or its whole transaction) also breaks the checkpoint chain. Every
-    audit_ledger_integrity materialization does this too. Exit 1 if long transactions kept the
-    ledger busy (what could be sealed was).
+    audit_ledger_integrity materialization does this too. Writers never wait for it. Exit 1 if an
+    audited transaction stayed open too long, or another checkpoint was running (what could be
+    sealed was).
     """
     from dataclasses import asdict
 
@@ -856,9 +857,7 @@ def audit_checkpoint(max_entries: int, lock_timeout_ms: int, as_json: bool) -> N
             click.echo(f"checkpoint {checkpoints}: {entries} entries sealed", err=True)
 
     with connection(_orchestration_dsn()) as conn:
-        run = checkpoint_ledger(
-            conn, max_entries=max_entries, lock_timeout_ms=lock_timeout_ms, progress=progress
-        )
+        run = checkpoint_ledger(conn, max_entries=max_entries, wait_ms=wait_ms, progress=progress)
     if as_json:
         click.echo(json.dumps(asdict(run)))
     elif run.created:
@@ -872,8 +871,7 @@ def audit_checkpoint(max_entries: int, lock_timeout_ms: int, as_json: bool) -> N
         )
     if run.busy:
         raise click.ClickException(
-            "an audited transaction stayed open past the lock timeout; the entries after it are not sealed "
-            "yet — run it again later, or raise --lock-timeout-ms"
+            f"stopped early: {run.busy}; the rest is not sealed yet — run it again later, or raise --wait-ms"
         )
 
 

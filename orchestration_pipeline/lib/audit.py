@@ -36,11 +36,12 @@ each entry in its id range. Why this way:
   unseen. Checkpoints run on every ``audit_ledger_integrity`` materialization and from
   ``orchestration-pipeline audit checkpoint``; :func:`verify_chain` reports how many entries
   are not sealed yet.
-* Which entries a checkpoint may seal is decided by a lock, not by a clock: an entry's id is
-  drawn while its transaction holds ROW EXCLUSIVE on the ledger, so once the checkpoint holds
-  SHARE every id drawn so far is committed or gone for good. The lock is held for one short
-  transaction per batch, with a lock timeout, so a long transaction makes the checkpoint retry
-  rather than stall writers behind it.
+* Which entries a checkpoint may seal is decided by the writers' locks, not by a clock, and
+  writers never wait for a checkpoint: an entry's id is drawn, in order (sequence CACHE 1),
+  while its transaction holds ROW EXCLUSIVE on the ledger. The checkpoint reads the last id
+  drawn, then waits (bounded) until every transaction that held that lock at the time has
+  ended: every id up to the one read is then committed or gone for good. A transaction left
+  open past the wait makes the checkpoint stop and name its pid; nothing is half-written.
 * The chain id carries the transaction's start time as well as its id, so it stays unique after
   a logical restore, which restarts transaction ids; checkpoints count audit ids, which a restore
   keeps.
@@ -172,7 +173,8 @@ _ENTRY_COLUMNS = (
 )
 _ENTRY_VALUES = "%s, %s, %s, %s, %s, %s, %s, %s, %s::jsonb, %s::jsonb, %s, %s"
 _INSERT_ENTRY = f"INSERT INTO audit_ledger ({_ENTRY_COLUMNS}) VALUES ({_ENTRY_VALUES}) RETURNING audit_id"
-_LEADING_WITH = re.compile(r"\s*WITH(\s+RECURSIVE)?\s", re.IGNORECASE)
+# WITH [RECURSIVE] at the start of a statement, after any whitespace and comments.
+_LEADING_WITH = re.compile(r"(?:\s|--[^\n]*\n|/\*.*?\*/)*WITH(\s+RECURSIVE)?\s", re.IGNORECASE | re.DOTALL)
 
 
 def _entry_params(
@@ -291,7 +293,8 @@ def audited(
     redacted the same way. The entry goes in a data-modifying ``WITH`` in front of ``statement``
     (an INSERT, UPDATE, DELETE or SELECT, which may have a ``WITH`` of its own), so it costs no
     extra round trip and commits or rolls back with the mutation. ``params`` are the statement's
-    placeholders, all positional (``%s``) or all named (``%(name)s``). The entry is written
+    placeholders, all positional (``%s``) or all named (``%(name)s``); write a literal ``%`` as
+    ``%%``, even with no params. The entry is written
     whatever the statement matches: with ``expect_rows`` set, a different row count raises
     :class:`AuditError`, and the caller's transaction must then roll back, entry and all.
     """
@@ -504,7 +507,8 @@ def verify_chain(
             cur.execute(_VERIFY_SQL.format(where=where), params)
             # Rows stream chain by chain; memory stays bounded whatever the ledger's size.
             for cid, rows in groupby(cur, key=itemgetter("chain_id")):
-                seen.add(cid)
+                if cid in heads:  # per-transaction chains have no head: not kept, memory stays flat
+                    seen.add(cid)
                 count, broken = _chain_breaks(
                     rows, heads.get(cid), has_head=not cid.startswith(TXN_CHAIN_PREFIX)
                 )
@@ -594,7 +598,7 @@ def chain_verdict(conn: psycopg.Connection) -> Verdict:
 
 _ROW, _BEFORE, _INSERT, _DELETE, _UPDATE, _TRUNCATE = 1, 2, 4, 8, 16, 32
 # Run as the ledger's owner, so each must be owned by it with search_path pinned to pg_catalog.
-_DEFINER_FUNCTIONS = ("audit_ledger_chain()", "audit_checkpoint(integer)")
+_DEFINER_FUNCTIONS = ("audit_ledger_chain()", "audit_checkpoint(integer,integer)")
 
 
 def guard_problems(conn: psycopg.Connection) -> list[str]:
@@ -757,11 +761,22 @@ def guard_problems(conn: psycopg.Connection) -> list[str]:
                 "sql/orchestration/0010_audit_transaction_chains.sql (psql -1 -f)"
             )
     if conn.execute(
-        "SELECT NOT has_function_privilege(%s, 'audit_checkpoint(integer)', 'EXECUTE')", (WRITER_ROLE,)
+        "SELECT NOT has_function_privilege(%s, 'audit_checkpoint(integer,integer)', 'EXECUTE')",
+        (WRITER_ROLE,),
     ).fetchone()[0]:
         problems.append(
-            f"{WRITER_ROLE} cannot run audit_checkpoint() — GRANT EXECUTE ON FUNCTION audit_checkpoint(integer) "
-            f"TO {WRITER_ROLE}"
+            f"{WRITER_ROLE} cannot run audit_checkpoint() — GRANT EXECUTE ON FUNCTION "
+            f"audit_checkpoint(integer, integer) TO {WRITER_ROLE}"
+        )
+    sequence = conn.execute(
+        """SELECT s.seqcache, s.seqcycle FROM pg_sequence s
+           WHERE s.seqrelid = pg_get_serial_sequence('audit_ledger', 'audit_id')::regclass"""
+    ).fetchone()
+    if sequence is None or sequence[0] != 1 or sequence[1]:
+        # With cached or cycling ids an entry could land in a range a checkpoint already sealed.
+        problems.append(
+            "audit_ledger.audit_id must draw ids one at a time, in order — ALTER TABLE audit_ledger "
+            "ALTER COLUMN audit_id SET CACHE 1 SET NO CYCLE"
         )
     end_read(conn)
     return problems
@@ -791,7 +806,7 @@ class CheckpointRun:
 
     created: int  # checkpoints written by this run
     entries: int  # entries they sealed
-    busy: bool  # gave up: a long transaction with an audit entry kept the ledger locked
+    busy: str | None  # why it stopped early: writers left open (their pids), or another checkpoint
     checkpoint_seq: int | None
     through_id: int | None
     checkpoint_hash: str | None
@@ -801,35 +816,40 @@ def checkpoint_ledger(
     conn: psycopg.Connection,
     *,
     max_entries: int = 20_000,
-    lock_timeout_ms: int = 200,
-    attempts: int = 5,
+    wait_ms: int = 2_000,
+    attempts: int = 3,
     progress: Callable[[int, int], None] | None = None,
 ) -> CheckpointRun:
-    """Seal every entry written since the last checkpoint, ``max_entries`` per checkpoint.
+    """Seal the entries written before this call and not sealed yet, ``max_entries`` per checkpoint.
 
-    Each checkpoint is one short transaction holding a SHARE lock on the ledger (writers wait
-    meanwhile). Waiting for that lock is bounded by ``lock_timeout_ms``: an audited transaction
-    still open makes the attempt give up and retry, up to ``attempts`` times in a row, and then
-    the run ends with ``busy`` set; nothing is half-written. ``progress(checkpoints, entries)``
-    is called after each checkpoint.
+    Each checkpoint is one short transaction; writers never wait for it. It waits up to
+    ``wait_ms`` for audited transactions still open when it started; one left open longer makes
+    the attempt fail and retry, up to ``attempts`` times in a row, and then the run stops with
+    ``busy`` saying why (the pids). So does another checkpoint running at the same time.
+    ``progress(checkpoints, entries)`` is called after each checkpoint.
     """
     if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
         raise AuditError(
             "checkpoint_ledger needs a connection with no open transaction — commit or roll back first"
         )
     require_schema(conn, AUDIT_TABLES, record_decision=False)
+    # Stop at the entries that exist now, even if writers keep adding more meanwhile.
+    target = conn.execute("SELECT coalesce(max(audit_id), 0) FROM audit_ledger").fetchone()[0]
+    end_read(conn)
     created = entries = failures = 0
-    busy = False
+    busy = None
     while True:
         try:
             with conn.transaction():
                 conn.execute("SET TRANSACTION ISOLATION LEVEL READ COMMITTED")
-                conn.execute("SELECT set_config('lock_timeout', %s, true)", (f"{lock_timeout_ms}ms",))
-                row = conn.execute("SELECT * FROM audit_checkpoint(%s)", (max_entries,)).fetchone()
-        except psycopg.errors.LockNotAvailable:
+                row = conn.execute(
+                    "SELECT * FROM audit_checkpoint(%s, %s)", (max_entries, wait_ms)
+                ).fetchone()
+        except psycopg.errors.LockNotAvailable as exc:
             failures += 1
             if failures >= attempts:
-                busy = True
+                text = exc.diag.message_primary or str(exc)
+                busy = "another checkpoint is running" if "audit_checkpoints" in text else text
                 break
             time.sleep(0.05 * failures)
             continue
@@ -840,6 +860,8 @@ def checkpoint_ledger(
         entries += row[3]
         if progress is not None:
             progress(created, entries)
+        if row[2] >= target:
+            break
     last = conn.execute(
         """SELECT checkpoint_seq, through_id, encode(checkpoint_hash, 'hex') FROM audit_checkpoints
            ORDER BY checkpoint_seq DESC LIMIT 1"""

@@ -154,14 +154,15 @@ def test_audit_chain_intact_fails_when_a_sealed_transaction_is_deleted(orch_dsn)
         ),
         ("GRANT INSERT ON audit_checkpoints TO orch_pipeline_writer", "may INSERT audit_checkpoints"),
         (
-            "ALTER FUNCTION audit_checkpoint(integer) RESET search_path",
-            "audit_checkpoint(integer) runs as its owner without",
+            "ALTER FUNCTION audit_checkpoint(integer, integer) RESET search_path",
+            "audit_checkpoint(integer,integer) runs as its owner without",
         ),
         (
-            "REVOKE EXECUTE ON FUNCTION audit_checkpoint(integer) FROM orch_pipeline_writer",
+            "REVOKE EXECUTE ON FUNCTION audit_checkpoint(integer, integer) FROM orch_pipeline_writer",
             "cannot run audit_checkpoint()",
         ),
         ("ALTER TABLE audit_checkpoints OWNER TO CURRENT_USER", "audit_checkpoints is owned by"),
+        ("ALTER TABLE audit_ledger ALTER COLUMN audit_id SET CACHE 20", "must draw ids one at a time"),
         (
             "ALTER TABLE audit_ledger DROP CONSTRAINT audit_ledger_chain_position",
             "audit_ledger_chain_position",

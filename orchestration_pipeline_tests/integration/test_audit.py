@@ -2,6 +2,7 @@
 
 import json
 import threading
+import time
 import uuid
 from datetime import UTC, datetime, timedelta
 
@@ -195,6 +196,23 @@ def test_audited_rolls_back_with_the_mutation(orch_conn):
     assert _count(orch_conn, "SELECT count(*) FROM policies WHERE enabled") == 0
 
 
+@pytest.mark.parametrize(
+    "statement",
+    [
+        "-- switch it on\nWITH p AS (SELECT %s AS id) UPDATE policies SET enabled = true, name = 'on 100%%' "
+        "FROM p WHERE policy_id = p.id",
+        "/* a note\n spanning lines */ UPDATE policies SET enabled = true, name = 'on 100%%' WHERE policy_id = %s",
+    ],
+)
+def test_audited_handles_leading_comments_and_literal_percent_signs(orch_conn, statement):
+    _policy(orch_conn)
+    with orch_conn.transaction():
+        audited(orch_conn, statement, ("p1",), expect_rows=1, **WHO, entity_id="p1")
+    name = orch_conn.execute("SELECT name FROM policies").fetchone()[0]
+    orch_conn.rollback()
+    assert name == "on 100%" and _count(orch_conn) == 1
+
+
 def test_audited_refuses_a_mutation_that_touched_another_number_of_rows(orch_conn):
     _policy(orch_conn)
     with pytest.raises(AuditError, match=r"touched 0 row\(s\), expected 1 — roll the transaction back"):
@@ -354,7 +372,7 @@ def test_removing_sealed_entries_is_caught_by_their_checkpoint(orch_dsn, victim)
         three = _transaction_of(conn, 3, "a")
         one = _transaction_of(conn, 1, "b")
         run = checkpoint_ledger(conn)
-        assert (run.created, run.entries, run.busy) == (1, 4, False)
+        assert (run.created, run.entries, run.busy) == (1, 4, None)
         assert verify_chain(conn).ok
         gone = {
             "the newest entry of a transaction": [three[-1]],
@@ -466,15 +484,95 @@ def test_an_entry_slipped_into_a_sealed_range_is_caught_even_with_a_valid_hash(o
     assert [b.kind for b in report.broken] == ["checkpoint_count"]  # its own chain verifies
 
 
-def test_a_checkpoint_waits_for_no_one_longer_than_its_lock_timeout(orch_dsn):
-    """An open transaction with an entry keeps ids unsettled: the checkpoint gives up, writes nothing."""
-    with connection(orch_dsn) as holder, connection(orch_dsn) as conn:
-        _audit(holder, entity_id="open")  # not committed
-        run = checkpoint_ledger(conn, lock_timeout_ms=50, attempts=2)
-        assert run.busy and run.created == 0
+def test_a_checkpoint_waits_for_open_writers_and_never_blocks_them(orch_dsn):
+    """An open transaction with an entry keeps its id unsettled: the checkpoint waits for it, and
+    gives up naming its pid; meanwhile other writers commit as usual, and nothing is half-sealed."""
+    with connection(orch_dsn) as holder, connection(orch_dsn) as other, connection(orch_dsn) as conn:
+        _audit(holder, entity_id="open")  # drawn first, not committed
+        other.execute("SET lock_timeout = '100ms'")
+        other.commit()
+        _transaction_of(other, 2, "b")
+        outcome: dict = {}
+        checkpointer = threading.Thread(
+            target=lambda: outcome.update(run=checkpoint_ledger(conn, wait_ms=300, attempts=2))
+        )
+        checkpointer.start()
+        time.sleep(0.1)
+        _transaction_of(other, 1, "c")  # while the checkpoint waits: no lock to wait for
+        checkpointer.join(10)
+        run = outcome["run"]
+        assert run.created == 0 and f"pids {holder.info.backend_pid}" in run.busy
+        assert _count(other, "SELECT count(*) FROM audit_checkpoints") == 0
         holder.commit()
-        run = checkpoint_ledger(conn, lock_timeout_ms=50, attempts=2)
-        assert not run.busy and (run.created, run.entries) == (1, 1)
+        run = checkpoint_ledger(conn, wait_ms=300)
+        assert run.busy is None and (run.created, run.entries) == (1, 4)
+        assert verify_chain(conn).ok
+
+
+def test_checkpoints_taken_while_writers_commit_and_roll_back_never_raise_a_false_alarm(orch_dsn):
+    """Entries committed late, rolled back, or written in several statements: whatever order they
+    settle in, every checkpoint seals exactly what its range ends up holding."""
+    stop = threading.Event()
+    errors: list[BaseException] = []
+
+    def writer(n: int) -> None:
+        try:
+            with connection(orch_dsn) as conn:
+                i = 0
+                while not stop.is_set():
+                    i += 1
+                    try:
+                        with conn.transaction():
+                            _audit(conn, entity_id=f"w{n}-{i}")
+                            time.sleep(0.002 * (i % 3))  # commit late, after others drew later ids
+                            if i % 2:
+                                _audit(conn, entity_id=f"w{n}-{i}-second")
+                            if i % 5 == 0:
+                                raise RuntimeError("roll back")
+                    except RuntimeError:
+                        pass
+        except BaseException as exc:  # surfaced below
+            errors.append(exc)
+
+    pool = [threading.Thread(target=writer, args=(n,)) for n in range(3)]
+    for t in pool:
+        t.start()
+    runs = []
+    with connection(orch_dsn) as conn:
+        deadline = time.monotonic() + 1.5
+        while time.monotonic() < deadline:
+            runs.append(checkpoint_ledger(conn, max_entries=7, wait_ms=500))
+        stop.set()
+        for t in pool:
+            t.join(30)
+        runs.append(checkpoint_ledger(conn))
+        report = verify_chain(conn)
+    assert errors == [] and all(r.busy is None for r in runs)
+    assert sum(r.created for r in runs) > 3
+    assert report.ok, report.as_dict()
+    assert report.unsealed_entries == 0 and report.rows == sum(r.entries for r in runs)
+
+
+def test_a_second_checkpointer_stops_at_once_saying_another_is_running(orch_dsn):
+    with connection(orch_dsn) as first, connection(orch_dsn) as second:
+        _transaction_of(first, 1, "a")
+        first.execute("LOCK TABLE audit_checkpoints IN EXCLUSIVE MODE")  # as a running checkpoint holds it
+        started = time.perf_counter()
+        run = checkpoint_ledger(second, attempts=2)
+        first.rollback()
+    assert run.busy == "another checkpoint is running" and run.created == 0
+    assert time.perf_counter() - started < 2
+
+
+def test_checkpoint_ledger_stops_at_the_entries_that_existed_when_it_started(orch_dsn):
+    with connection(orch_dsn) as conn, connection(orch_dsn) as writer:
+        _transaction_of(conn, 3, "a")
+
+        def write_more(n, entries):
+            _transaction_of(writer, 1, f"late{n}")  # a writer keeping pace with the checkpoints
+
+        run = checkpoint_ledger(conn, max_entries=1, progress=write_more)
+    assert (run.created, run.entries) == (3, 3)
 
 
 def test_a_checkpoint_in_an_older_snapshot_is_refused(orch_conn):
@@ -559,8 +657,30 @@ def test_concurrent_writers_each_build_their_own_chain_and_all_verify(orch_dsn):
     assert run.entries == entries and report.unsealed_entries == 0
 
 
+def _connections_sharing_a_backend_slot(dsn, slots=32):
+    """Two connections whose backends' pids are equal mod ``slots``: under day/slot chains (0004,
+    0006) they wrote to the same chain and waited for each other."""
+    opened, by_slot = [], {}
+    try:
+        while True:
+            conn = psycopg.connect(dsn)
+            opened.append(conn)
+            pair = by_slot.setdefault(conn.info.backend_pid % slots, [])
+            pair.append(conn)
+            if len(pair) == 2:
+                for extra in opened:
+                    if extra not in pair:
+                        extra.close()
+                return pair
+    except BaseException:
+        for conn in opened:
+            conn.close()
+        raise
+
+
 def test_writers_never_wait_for_each_other(orch_dsn):
-    with connection(orch_dsn) as holder, connection(orch_dsn) as other:
+    holder, other = _connections_sharing_a_backend_slot(orch_dsn)
+    try:
         _audit(holder, entity_id="a")  # open, uncommitted
         other.execute("SET lock_timeout = '200ms'")
         other.commit()
@@ -569,6 +689,9 @@ def test_writers_never_wait_for_each_other(orch_dsn):
                 _audit(other, entity_id=f"b{i}")  # commits at once, no lock to wait for
         holder.commit()
         report = verify_chain(other)
+    finally:
+        holder.close()
+        other.close()
     assert report.ok and report.rows == 4 and report.chains == 4
 
 
@@ -754,11 +877,15 @@ def test_entries_of_every_chain_trigger_verify_after_an_upgrade(databases, tmp_p
         old = conn.execute(
             "SELECT audit_id FROM audit_ledger WHERE chain_id NOT LIKE 'tx/%%' LIMIT 1"
         ).fetchone()[0]
+        legacy_chains = conn.execute(
+            "SELECT count(DISTINCT chain_id) FROM audit_ledger WHERE chain_id NOT LIKE 'tx/%%'"
+        ).fetchone()[0]
         conn.rollback()
         _tamper(dsn, "UPDATE audit_ledger SET reason = 'edited' WHERE audit_id = %s", (old,))
         tampered = verify_chain(conn)
     assert before_checkpoint.ok, before_checkpoint.as_dict()
-    assert report.ok and report.rows == 12 and report.chains == 3, report.as_dict()  # 1 day/slot + 2 tx
+    assert report.ok and report.rows == 12, report.as_dict()
+    assert report.chains == legacy_chains + 2  # day/slot chain(s) (two if written across midnight) + 2 tx
     assert report.unsealed_entries == 0 and report.checkpoints == 1
     assert not tampered.ok and [b.kind for b in tampered.broken] == ["row_hash"]
 

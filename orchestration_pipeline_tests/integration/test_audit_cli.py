@@ -76,7 +76,7 @@ def test_policy_execution_and_forensics_from_the_shell(run, orch_dsn, tasks_dsn)
     assert run("audit", "verify").stdout.startswith("ok: 4 entries")
     assert "4 newer entries not sealed yet" in run("audit", "verify").stdout
     sealed = json.loads(run("audit", "checkpoint", "--json").stdout)
-    assert (sealed["created"], sealed["entries"], sealed["busy"]) == (1, 4, False)
+    assert (sealed["created"], sealed["entries"], sealed["busy"]) == (1, 4, None)
     assert "nothing new to seal; newest checkpoint #1" in run("audit", "checkpoint").stdout
     assert "1 checkpoints; 0 newer entries" in run("audit", "verify").stdout
 
@@ -127,7 +127,9 @@ def test_a_checkpoint_blocked_by_an_open_audited_transaction_exits_1_and_says_wh
         record_audit(
             holder, actor="a", request_id="r", operation="update", entity_type="policy", entity_id="p"
         )
-        busy = run("audit", "checkpoint", "--lock-timeout-ms", "20", ok=False)
+        busy = run("audit", "checkpoint", "--wait-ms", "20", ok=False)
+        pid = holder.info.backend_pid
         holder.rollback()
-    assert busy.returncode == 1 and "stayed open past the lock timeout" in busy.stderr
+    assert busy.returncode == 1 and f"still open after 20 ms (pids {pid})" in busy.stderr
+    assert "raise --wait-ms" in busy.stderr
     assert json.loads(run("audit", "checkpoint", "--json").stdout)["entries"] == 1

@@ -136,19 +136,22 @@ CREATE OR REPLACE TRIGGER audit_checkpoints_no_truncate
     BEFORE TRUNCATE ON audit_checkpoints
     FOR EACH STATEMENT EXECUTE FUNCTION audit_ledger_refuse_change();
 
--- Seal the entries after the last checkpoint, at most p_max_entries of them, as the next
--- checkpoint; returns it, or no row when there is nothing new. Call it in a READ COMMITTED
--- transaction of its own and commit: it holds a SHARE lock on the ledger until then.
---
--- Which entries are settled: an entry's audit_id is drawn while its transaction holds ROW
--- EXCLUSIVE on the ledger, so once this SHARE lock is granted every transaction that drew an
--- id has ended, and every entry up to max(audit_id) is committed or gone for good. Writers
--- wait while the lock is held; set lock_timeout before calling so that a long transaction
--- with an entry makes the checkpoint give up instead of holding every writer behind it.
+-- Which entries a checkpoint may seal ("settled": committed, or rolled back for good) is
+-- decided from the identity sequence and the writers' locks, so that writers never wait for a
+-- checkpoint: an entry's audit_id is drawn while its transaction holds ROW EXCLUSIVE on the
+-- ledger, and ids are drawn in order, one at a time (CACHE 1, pinned here and checked by
+-- audit_guard_present). So once every transaction that held that lock when the sequence was
+-- read has ended, every id up to the value read is settled.
+ALTER TABLE audit_ledger ALTER COLUMN audit_id SET CACHE 1 SET NO CYCLE;
+
+-- Seal the settled entries after the last checkpoint, at most p_max_entries of them, as the
+-- next checkpoint; returns it, or no row when there is nothing new. Waits up to p_wait_ms for
+-- writers still open, then fails with lock_not_available naming their pids; fails the same way
+-- at once if another checkpoint is running. Run it in a READ COMMITTED transaction.
 DO $do$
 BEGIN
 EXECUTE format($f$
-CREATE OR REPLACE FUNCTION %1$I.audit_checkpoint(p_max_entries integer DEFAULT 20000)
+CREATE OR REPLACE FUNCTION %1$I.audit_checkpoint(p_max_entries integer DEFAULT 20000, p_wait_ms integer DEFAULT 2000)
 RETURNS TABLE (checkpoint_seq bigint, from_id bigint, through_id bigint, entries bigint, checkpoint_hash text)
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $body$
@@ -156,21 +159,50 @@ DECLARE
     v_seq     bigint;
     v_from    bigint;
     v_prev    bytea;
+    v_drawn   bigint;
+    v_writers text[];
+    v_open    int[];
+    v_until   timestamptz;
     v_through bigint;
     v_entries bigint;
     v_body    text;
     v_hash    bytea;
 BEGIN
-    IF p_max_entries IS NULL OR p_max_entries < 1 THEN
-        RAISE EXCEPTION 'audit_checkpoint: p_max_entries must be at least 1' USING ERRCODE = 'invalid_parameter_value';
+    IF p_max_entries IS NULL OR p_max_entries < 1 OR p_wait_ms IS NULL OR p_wait_ms < 0 THEN
+        RAISE EXCEPTION 'audit_checkpoint: p_max_entries must be at least 1 and p_wait_ms at least 0'
+            USING ERRCODE = 'invalid_parameter_value';
     END IF;
     IF current_setting('transaction_isolation') <> 'read committed' THEN
-        -- An older snapshot could miss entries committed before the lock below was granted.
+        -- An older snapshot could miss entries committed while this waited for their writers.
         RAISE EXCEPTION 'audit_checkpoint: run it in a READ COMMITTED transaction'
             USING ERRCODE = 'invalid_transaction_state';
     END IF;
-    LOCK TABLE %1$I.audit_checkpoints IN EXCLUSIVE MODE;  -- one checkpointer at a time
-    LOCK TABLE %1$I.audit_ledger IN SHARE MODE;           -- every entry drawn so far is settled
+    LOCK TABLE %1$I.audit_checkpoints IN EXCLUSIVE MODE NOWAIT;  -- one checkpointer at a time
+
+    -- The last id drawn, then the transactions that may have drawn one up to it (in that order:
+    -- a writer that drew an id before the first read still holds its lock at the second).
+    v_drawn := coalesce(pg_sequence_last_value(pg_get_serial_sequence('%1$I.audit_ledger', 'audit_id')::regclass), 0);
+    SELECT array_agg(l.virtualtransaction) INTO v_writers
+      FROM pg_locks l
+     WHERE l.locktype = 'relation' AND l.relation = '%1$I.audit_ledger'::regclass
+       AND l.database = (SELECT d.oid FROM pg_database d WHERE d.datname = current_database())
+       AND l.mode = 'RowExclusiveLock' AND l.granted AND l.pid IS DISTINCT FROM pg_backend_pid();
+    v_until := clock_timestamp() + p_wait_ms * interval '1 millisecond';
+    WHILE v_writers IS NOT NULL LOOP
+        SELECT array_agg(DISTINCT l.pid) INTO v_open
+          FROM pg_locks l
+         WHERE l.locktype = 'relation' AND l.relation = '%1$I.audit_ledger'::regclass
+           AND l.mode = 'RowExclusiveLock' AND l.granted AND l.virtualtransaction = ANY (v_writers);
+        EXIT WHEN v_open IS NULL;
+        IF clock_timestamp() >= v_until THEN
+            RAISE EXCEPTION 'audit_checkpoint: %% transaction(s) writing the ledger still open after %% ms (pids %%)',
+                cardinality(v_open), p_wait_ms, array_to_string(v_open, ', ')
+                USING ERRCODE = 'lock_not_available',
+                      HINT = 'the entries they may write are sealed by a later checkpoint; see pg_stat_activity for these pids';
+        END IF;
+        PERFORM pg_sleep(0.005);
+    END LOOP;
+
     SELECT c.checkpoint_seq, c.through_id, c.checkpoint_hash INTO v_seq, v_from, v_prev
       FROM %1$I.audit_checkpoints c ORDER BY c.checkpoint_seq DESC LIMIT 1;
     IF NOT FOUND THEN
@@ -179,9 +211,10 @@ BEGIN
         v_prev := '\x0000000000000000000000000000000000000000000000000000000000000000'::bytea;
     END IF;
     SELECT l.audit_id INTO v_through FROM %1$I.audit_ledger l
-     WHERE l.audit_id > v_from ORDER BY l.audit_id OFFSET p_max_entries - 1 LIMIT 1;
+     WHERE l.audit_id > v_from AND l.audit_id <= v_drawn ORDER BY l.audit_id OFFSET p_max_entries - 1 LIMIT 1;
     IF v_through IS NULL THEN
-        SELECT max(l.audit_id) INTO v_through FROM %1$I.audit_ledger l WHERE l.audit_id > v_from;
+        SELECT max(l.audit_id) INTO v_through FROM %1$I.audit_ledger l
+         WHERE l.audit_id > v_from AND l.audit_id <= v_drawn;
     END IF;
     IF v_through IS NULL THEN
         RETURN;
@@ -202,8 +235,8 @@ END
 $do$;
 
 ALTER TABLE audit_checkpoints OWNER TO orch_audit_owner;
-ALTER FUNCTION audit_checkpoint(integer) OWNER TO orch_audit_owner;
+ALTER FUNCTION audit_checkpoint(integer, integer) OWNER TO orch_audit_owner;
 REVOKE ALL ON audit_checkpoints FROM PUBLIC;
-REVOKE ALL ON FUNCTION audit_checkpoint(integer) FROM PUBLIC;
+REVOKE ALL ON FUNCTION audit_checkpoint(integer, integer) FROM PUBLIC;
 GRANT SELECT ON audit_checkpoints TO orch_pipeline_writer;
-GRANT EXECUTE ON FUNCTION audit_checkpoint(integer) TO orch_pipeline_writer;
+GRANT EXECUTE ON FUNCTION audit_checkpoint(integer, integer) TO orch_pipeline_writer;
