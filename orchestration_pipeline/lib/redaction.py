@@ -116,10 +116,13 @@ _KNOWN_TOKEN = re.compile(
     r"|glpat-[A-Za-z0-9_-]{20,64}(?![A-Za-z0-9_-])"
     r"|(?:AKIA|ASIA)[A-Z0-9]{16}(?![A-Za-z0-9])"
     r"|xox[abposr]-[A-Za-z0-9-]{10,251}(?![A-Za-z0-9-])"
+    r"|xoxe(?:\.xox[bp])?-[A-Za-z0-9-]{10,251}(?![A-Za-z0-9-])"  # Slack refresh tokens
+    r"|xapp-[0-9]{1,4}-[A-Za-z0-9-]{10,251}(?![A-Za-z0-9-])"  # Slack app-level tokens
     r"|[sr]k_(?:live|test)_[A-Za-z0-9]{16,247}(?![A-Za-z0-9])"
     r"|AIza[A-Za-z0-9_-]{35}(?![A-Za-z0-9_-])"
     r"|npm_[A-Za-z0-9]{36}(?![A-Za-z0-9])"
     r"|sk-(?:proj|ant|svcacct|admin)-[A-Za-z0-9_-]{20,512}(?![A-Za-z0-9_-])"
+    r"|sk-[A-Za-z0-9]{48}(?![A-Za-z0-9_-])"  # OpenAI's older user keys
     r"|eyJ[A-Za-z0-9_-]{8,4096}\.eyJ[A-Za-z0-9_-]{8,8192}\.[A-Za-z0-9_-]{0,4096}(?![A-Za-z0-9_-])"
     r")"
 )
@@ -643,10 +646,13 @@ FORM_PATTERNS = tuple(
         rb"akia",
         rb"asia",
         rb"xox[abposr]-",
+        rb"xoxe[-.]",
+        rb"xapp-",
         rb"k_(?:live|test)_",
         rb"aiza",
         rb"npm_",
         rb"sk-(?:proj|ant|svcacct|admin)-",
+        rb"sk-[a-z0-9]{48}",
         rb"eyj",
         rb"-u(?:[ \t=\"'\\]|ser)",  # -u/-U then a blank, "=", a quote or a JSON escape; --user, --proxy-user
         # -uuser:pw after a blank or quote (raw: also an escaped \t, \n, \r); a decoded user of 256

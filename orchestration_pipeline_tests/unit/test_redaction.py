@@ -510,12 +510,16 @@ _JWT = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.SflKxwRJSMeKKF2QT4fwpMe
         "AKIAIOSFODNN7EXAMPLE",
         "ASIAIOSFODNN7EXAMPLE",
         "xoxb-123456789012-abcdefABCDEF",
+        "xoxe.xoxp-1-Mi0yLTExMjM0NTY3ODkw",
+        "xoxe-1-My0xLTExMjM0NTY3ODkwLTEy",
+        "xapp-1-A0123ABCDEF-1234567890123-0123456789abcdef",
         "sk_live_" + "a1B2" * 6,
         "rk_test_" + "a1B2" * 6,
         "AIza" + "SyD-abcdefghijklmnopqrstuvwxyz01234",
         "npm_" + "aB3" * 12,
         "sk-proj-" + "Ab_-9" * 8,
         "sk-ant-api03-" + "x" * 40,
+        "sk-" + "Ab1xYz9Q" * 2 + "T3BlbkFJ" + "Qw8eR7tY" * 2 + "Zx0C" * 2,
         _JWT,
     ],
 )
@@ -576,6 +580,9 @@ def test_command_line_passwords_are_redacted(text, secret, kept):
         "ghp_tooshort",
         "tasks in Asia: akia-7, ASIA-2",
         "AKIAIOSFODNN7EXAMPLEX",  # one character too long: not an access key id
+        "risk-" + "a" * 48 + " and disk-1, task-42",  # sk- inside a word
+        "sk-" + "a1" * 24 + "b",  # 49 characters: not the 48 of a key
+        "xapp-store release notes",
         "eyJ only a prefix",
         "docker run -u $(id -u):$(id -g) image",  # no -uuser:pw glued inside "$(id -u):"
         "['mysql', '-p', 'appdb']",  # a list: -p alone, then the database
