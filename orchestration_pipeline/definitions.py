@@ -10,7 +10,7 @@ from orchestration_pipeline.defs.audit.checks import (
     audit_guard_present,
     no_stale_pending_executions,
 )
-from orchestration_pipeline.defs.audit.jobs import audit_job
+from orchestration_pipeline.defs.audit.jobs import audit_job, hourly_audit
 from orchestration_pipeline.defs.ingestion.assets import raw_events
 from orchestration_pipeline.defs.ingestion.checks import (
     core_event_coverage,
@@ -90,7 +90,7 @@ def defs() -> dg.Definitions:
             no_stale_pending_executions,
         ],
         jobs=[ingest_job, reconciliation_job, audit_job],
-        schedules=[nightly_reconciliation],
+        schedules=[nightly_reconciliation, hourly_audit],
         sensors=[landing_zone_sensor, projection_lag_sensor],
         resources=build_resources(),
     )

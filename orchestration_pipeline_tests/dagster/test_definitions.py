@@ -54,9 +54,11 @@ def test_asset_graph_snapshot():
     }
     assert sorted(j.name for j in d.jobs) == ["audit_job", "ingest_job", "reconciliation_job"]
     assert sorted(s.name for s in d.sensors) == ["landing_zone_sensor", "projection_lag_sensor"]
-    assert [(s.name, s.cron_schedule, s.execution_timezone) for s in d.schedules] == [
-        ("nightly_reconciliation", "30 2 * * *", "UTC")
+    assert sorted((s.name, s.cron_schedule, s.execution_timezone) for s in d.schedules) == [
+        ("hourly_audit", "7 * * * *", "UTC"),
+        ("nightly_reconciliation", "30 2 * * *", "UTC"),
     ]
+    assert d.get_schedule_def("hourly_audit").job_name == "audit_job"
     assert sorted(d.resources) == [
         "ingestion_settings",
         "orchestration_db",
