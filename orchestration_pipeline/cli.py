@@ -828,7 +828,7 @@ def audit_verify(chain_id: str | None, as_json: bool) -> None:
     default=20_000,
     show_default=True,
     type=click.IntRange(1),
-    help="Entries per checkpoint; writers wait while one is taken.",
+    help="Entries sealed per checkpoint, each in one short transaction.",
 )
 @click.option(
     "--wait-ms",
