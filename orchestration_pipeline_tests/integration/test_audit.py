@@ -586,6 +586,15 @@ def test_a_checkpoint_in_an_older_snapshot_is_refused(orch_conn):
     assert _count(orch_conn, "SELECT count(*) FROM audit_checkpoints") == 0
 
 
+def test_a_checkpoint_inside_a_transaction_that_has_written_is_refused(orch_conn):
+    """It would wait for writers while holding this transaction's locks, which they may wait on."""
+    with pytest.raises(psycopg.errors.InvalidTransactionState, match="transaction of its own"):
+        with orch_conn.transaction():
+            _audit(orch_conn)
+            orch_conn.execute("SELECT * FROM audit_checkpoint(10)")
+    assert _count(orch_conn, "SELECT count(*) FROM audit_checkpoints") == 0
+
+
 def test_checkpoint_ledger_needs_a_connection_with_no_open_transaction(orch_conn):
     orch_conn.execute("SELECT 1")
     with pytest.raises(AuditError, match="no open transaction"):

@@ -161,7 +161,7 @@ DECLARE
     v_prev    bytea;
     v_drawn   bigint;
     v_writers text[];
-    v_open    int[];
+    v_open    text[];
     v_until   timestamptz;
     v_through bigint;
     v_entries bigint;
@@ -177,6 +177,12 @@ BEGIN
         RAISE EXCEPTION 'audit_checkpoint: run it in a READ COMMITTED transaction'
             USING ERRCODE = 'invalid_transaction_state';
     END IF;
+    IF pg_current_xact_id_if_assigned() IS NOT NULL THEN
+        -- Waiting here for writers while holding this transaction's own locks could wait on a
+        -- writer that waits on us, unseen by the deadlock detector.
+        RAISE EXCEPTION 'audit_checkpoint: run it in a transaction of its own, before any write'
+            USING ERRCODE = 'invalid_transaction_state';
+    END IF;
     LOCK TABLE %1$I.audit_checkpoints IN EXCLUSIVE MODE NOWAIT;  -- one checkpointer at a time
 
     -- The last id drawn, then the transactions that may have drawn one up to it (in that order:
@@ -189,7 +195,8 @@ BEGIN
        AND l.mode = 'RowExclusiveLock' AND l.granted AND l.pid IS DISTINCT FROM pg_backend_pid();
     v_until := clock_timestamp() + p_wait_ms * interval '1 millisecond';
     WHILE v_writers IS NOT NULL LOOP
-        SELECT array_agg(DISTINCT l.pid) INTO v_open
+        -- A prepared (two-phase) transaction has no pid: it is named as such.
+        SELECT array_agg(DISTINCT coalesce(l.pid::text, 'prepared transaction ' || l.virtualtransaction)) INTO v_open
           FROM pg_locks l
          WHERE l.locktype = 'relation' AND l.relation = '%1$I.audit_ledger'::regclass
            AND l.mode = 'RowExclusiveLock' AND l.granted AND l.virtualtransaction = ANY (v_writers);
@@ -198,7 +205,8 @@ BEGIN
             RAISE EXCEPTION 'audit_checkpoint: %% transaction(s) writing the ledger still open after %% ms (pids %%)',
                 cardinality(v_open), p_wait_ms, array_to_string(v_open, ', ')
                 USING ERRCODE = 'lock_not_available',
-                      HINT = 'the entries they may write are sealed by a later checkpoint; see pg_stat_activity for these pids';
+                      HINT = 'the entries they may write are sealed by a later checkpoint; see pg_stat_activity '
+                             'for these pids (pg_prepared_xacts for a prepared transaction)';
         END IF;
         PERFORM pg_sleep(0.005);
     END LOOP;
