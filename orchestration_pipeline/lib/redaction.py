@@ -304,15 +304,17 @@ def _redact_command_lines(text: str) -> tuple[str, int]:
         count += n
         return command
 
+    # A value redacted here may have held a ";", "|" or "&" that ended a mysql command: the mysql
+    # rule runs last, on what the others left, so that a second pass finds the same commands.
     if "-u" in low:
         text, n = _USER_FLAG.subn(_keep_pre, text)
+        count += n
+    if "sshpass" in low:
+        text, n = _SSHPASS.subn(_keep_pre, text)
         count += n
     if "mysql" in low or "mariadb" in low:
         # one command at a time, each scanned once: linear however many commands a text holds
         text = _MYSQL_COMMAND.sub(mysql_command, text)
-    if "sshpass" in low:
-        text, n = _SSHPASS.subn(_keep_pre, text)
-        count += n
     return text, count
 
 
