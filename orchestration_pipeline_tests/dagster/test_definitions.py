@@ -58,7 +58,7 @@ def test_asset_graph_snapshot():
         ("hourly_audit", "7 * * * *", "UTC"),
         ("nightly_reconciliation", "30 2 * * *", "UTC"),
     ]
-    assert d.get_schedule_def("hourly_audit").job_name == "audit_job"
+    assert {s.name: s.job_name for s in d.schedules}["hourly_audit"] == "audit_job"
     assert sorted(d.resources) == [
         "ingestion_settings",
         "orchestration_db",
