@@ -66,6 +66,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import inspect
 import json
 import re
 import time
@@ -85,7 +86,7 @@ from psycopg.rows import dict_row
 from orchestration_pipeline.errors import AuditError, SchemaNotReady
 from orchestration_pipeline.lib.canonical_json import json_has_nul
 from orchestration_pipeline.lib.db import end_read, require_schema
-from orchestration_pipeline.lib.redaction import may_contain_secret, redact_text, redact_value
+from orchestration_pipeline.lib.redaction import may_contain_secret, redact_json_text, redact_text
 from orchestration_pipeline.lib.verdict import Verdict
 
 OPERATIONS = frozenset(
@@ -142,19 +143,6 @@ def _json_text(name: str, value: Mapping[str, Any] | None) -> str | None:
     return text
 
 
-def _redacted_json(text: str | None) -> str | None:
-    if text is None or not may_contain_secret(text.encode()):
-        return text
-    redacted, count = redact_value(json.loads(text))
-    return json.dumps(redacted, allow_nan=False) if count else text
-
-
-def _redacted_text(value: str | None) -> str | None:
-    if value is None or not may_contain_secret(value.encode()):
-        return value
-    return redact_text(value)[0]
-
-
 def require_identity(
     actor: object, request_id: object, *, what: str = "audit write", error: type[Exception] = AuditError
 ) -> None:
@@ -177,49 +165,6 @@ _INSERT_ENTRY = f"INSERT INTO audit_ledger ({_ENTRY_COLUMNS}) VALUES ({_ENTRY_VA
 _LEADING_WITH = re.compile(r"(?:\s|--[^\n]*\n|/\*.*?\*/)*WITH(\s+RECURSIVE)?\s", re.IGNORECASE | re.DOTALL)
 
 
-def _entry_params(
-    conn: psycopg.Connection,
-    *,
-    actor: str,
-    request_id: str,
-    operation: str,
-    entity_type: str,
-    entity_id: str,
-    before: Mapping | None,
-    after: Mapping | None,
-    reason: str | None,
-    source: str | None,
-    org_id: str | None,
-    endpoint: str | None,
-    method: str | None,
-) -> tuple:
-    """Validate one entry and return its column values (secrets redacted), in _ENTRY_COLUMNS order."""
-    require_identity(actor, request_id)
-    if operation not in OPERATIONS:
-        raise AuditError(
-            f"audit write refused: unknown operation {operation!r} — use one of {', '.join(sorted(OPERATIONS))}"
-        )
-    if not entity_type or not str(entity_id):
-        raise AuditError("audit write refused: entity_type and entity_id are required — name what changed")
-    if conn.autocommit and conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE:
-        # An autocommit insert would commit on its own, detached from the mutation it describes.
-        raise AuditError(
-            "audit write refused: no open transaction — write the entry inside the mutation's "
-            "transaction (e.g. `with conn.transaction():`)"
-        )
-    before_text, after_text = _json_text("before", before), _json_text("after", after)
-    # One pre-check over all three (the usual answer is no); each is redacted on its own if yes.
-    probe = "\n".join(t for t in (before_text, after_text, reason) if t)
-    if probe and may_contain_secret(probe.encode()):
-        before_text, after_text, reason = (
-            _redacted_json(before_text),
-            _redacted_json(after_text),
-            _redacted_text(reason),
-        )
-    return (org_id, actor, endpoint, method, request_id, operation, entity_type, str(entity_id),
-            before_text, after_text, reason, source)  # fmt: skip
-
-
 def record_audit(
     conn: psycopg.Connection,
     *,
@@ -237,26 +182,52 @@ def record_audit(
     method: str | None = None,
 ) -> int:
     """Append one audit row in the caller's open transaction; returns its id."""
-    params = _entry_params(
-        conn,
-        actor=actor,
-        request_id=request_id,
-        operation=operation,
-        entity_type=entity_type,
-        entity_id=entity_id,
-        before=before,
-        after=after,
-        reason=reason,
-        source=source,
-        org_id=org_id,
-        endpoint=endpoint,
-        method=method,
-    )
+    fields = {name: value for name, value in locals().items() if name != "conn"}
     try:
-        row = conn.execute(_INSERT_ENTRY, params).fetchone()
+        row = conn.execute(_INSERT_ENTRY, _entry_values(conn, fields)).fetchone()
     except psycopg.errors.UndefinedTable:
         raise SchemaNotReady(["audit_ledger"]) from None
     return int(row[0])
+
+
+# The fields of an entry, as record_audit takes them, and what each defaults to when optional.
+_ENTRY_FIELDS = {
+    name: param.default
+    for name, param in inspect.signature(record_audit).parameters.items()
+    if param.kind is inspect.Parameter.KEYWORD_ONLY
+}
+
+
+def _entry_values(conn: psycopg.Connection, fields: Mapping[str, Any]) -> tuple:
+    """Validate one entry (record_audit's fields) and return its column values, secrets redacted,
+    in _ENTRY_COLUMNS order."""
+    unknown = sorted(set(fields) - set(_ENTRY_FIELDS))
+    missing = sorted(n for n, d in _ENTRY_FIELDS.items() if d is inspect.Parameter.empty and n not in fields)
+    if unknown or missing:
+        raise TypeError(f"audit entry: unknown field(s) {unknown}, missing field(s) {missing}")
+    e = {name: fields.get(name, default) for name, default in _ENTRY_FIELDS.items()}
+    require_identity(e["actor"], e["request_id"])
+    if e["operation"] not in OPERATIONS:
+        raise AuditError(
+            f"audit write refused: unknown operation {e['operation']!r} — use one of {', '.join(sorted(OPERATIONS))}"
+        )
+    if not e["entity_type"] or not str(e["entity_id"]):
+        raise AuditError("audit write refused: entity_type and entity_id are required — name what changed")
+    if conn.autocommit and conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE:
+        # An autocommit insert would commit on its own, detached from the mutation it describes.
+        raise AuditError(
+            "audit write refused: no open transaction — write the entry inside the mutation's "
+            "transaction (e.g. `with conn.transaction():`)"
+        )
+    before, after, reason = _json_text("before", e["before"]), _json_text("after", e["after"]), e["reason"]
+    # One pre-check over all three, the usual answer being no; if yes, each is redacted in full.
+    probe = "\n".join(t for t in (before, after, reason) if t)
+    if probe and may_contain_secret(probe.encode()):
+        before = before and redact_json_text(before)
+        after = after and redact_json_text(after)
+        reason = reason and redact_text(reason)[0]
+    return (e["org_id"], e["actor"], e["endpoint"], e["method"], e["request_id"], e["operation"],
+            e["entity_type"], str(e["entity_id"]), before, after, reason, e["source"])  # fmt: skip
 
 
 _AUDIT_PARAM_NAMES = tuple(f"_audit_{n}" for n in range(12))
@@ -298,8 +269,7 @@ def audited(
     whatever the statement matches: with ``expect_rows`` set, a different row count raises
     :class:`AuditError`, and the caller's transaction must then roll back, entry and all.
     """
-    optional = dict.fromkeys(("before", "after", "reason", "source", "org_id", "endpoint", "method"))
-    values = _entry_params(conn, **(optional | entry))
+    values = _entry_values(conn, entry)
     named = isinstance(params, Mapping)
     if named:
         if any(name in params for name in _AUDIT_PARAM_NAMES):

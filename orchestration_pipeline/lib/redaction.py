@@ -613,6 +613,15 @@ def redact_value(value: Any) -> tuple[Any, int]:
     return value, 0
 
 
+def redact_json_text(text: str) -> str:
+    """JSON text as it may be stored: re-encoded with its secrets redacted, or ``text`` itself
+    (the same object) when it has none."""
+    if not may_contain_secret(text.encode()):
+        return text
+    redacted, count = redact_value(json.loads(text))
+    return json.dumps(redacted, allow_nan=False) if count else text
+
+
 def redacted_copy(value: Any) -> Any:
     """``value`` as it may be stored: a copy with its secrets redacted, or ``value`` itself when it
     has none (it is never changed). A value that is not JSON is returned as it is, for the writer
@@ -621,10 +630,8 @@ def redacted_copy(value: Any) -> Any:
         text = json.dumps(value, allow_nan=False)
     except (TypeError, ValueError):
         return value
-    if not may_contain_secret(text.encode()):
-        return value
-    redacted, count = redact_value(json.loads(text))
-    return redacted if count else value
+    stored = redact_json_text(text)
+    return value if stored is text else json.loads(stored)
 
 
 # The only characters outside ASCII that the full path treats as ASCII letters: a key's

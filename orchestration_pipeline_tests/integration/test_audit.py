@@ -247,6 +247,9 @@ def test_audited_accepts_a_statement_with_its_own_with_and_named_parameters(orch
         assert cur.fetchone() == ("p1",)
         with pytest.raises(AuditError, match="reserved"):
             audited(orch_conn, "SELECT %(_audit_0)s", {"_audit_0": 1}, **WHO, entity_id="x")
+        misspelt = {("actr" if k == "actor" else k): v for k, v in WHO.items()}
+        with pytest.raises(TypeError, match=r"unknown field\(s\) \['actr'\], missing field\(s\) \['actor'\]"):
+            audited(orch_conn, FLIP, (True, "p1"), **misspelt, entity_id="p1")
     assert _count(orch_conn) == 1 and verify_chain(orch_conn).ok
 
 
