@@ -568,7 +568,8 @@ def chain_verdict(conn: psycopg.Connection) -> Verdict:
 
 _ROW, _BEFORE, _INSERT, _DELETE, _UPDATE, _TRUNCATE = 1, 2, 4, 8, 16, 32
 # Run as the ledger's owner, so each must be owned by it with search_path pinned to pg_catalog.
-_DEFINER_FUNCTIONS = ("audit_ledger_chain()", "audit_checkpoint(integer,integer)")
+_CHECKPOINT_FUNCTION = "audit_checkpoint(integer,integer)"
+_DEFINER_FUNCTIONS = ("audit_ledger_chain()", _CHECKPOINT_FUNCTION)
 
 
 def guard_problems(conn: psycopg.Connection) -> list[str]:
@@ -731,8 +732,7 @@ def guard_problems(conn: psycopg.Connection) -> list[str]:
                 "sql/orchestration/0010_audit_transaction_chains.sql (psql -1 -f)"
             )
     if conn.execute(
-        "SELECT NOT has_function_privilege(%s, 'audit_checkpoint(integer,integer)', 'EXECUTE')",
-        (WRITER_ROLE,),
+        "SELECT NOT has_function_privilege(%s, %s, 'EXECUTE')", (WRITER_ROLE, _CHECKPOINT_FUNCTION)
     ).fetchone()[0]:
         problems.append(
             f"{WRITER_ROLE} cannot run audit_checkpoint() — GRANT EXECUTE ON FUNCTION "
@@ -807,7 +807,7 @@ def checkpoint_ledger(
     target = conn.execute("SELECT coalesce(max(audit_id), 0) FROM audit_ledger").fetchone()[0]
     end_read(conn)
     created = entries = failures = 0
-    busy = None
+    busy, last = None, None
     while True:
         try:
             with conn.transaction():
@@ -828,15 +828,17 @@ def checkpoint_ledger(
         failures = 0
         created += 1
         entries += row[3]
+        last = (row[0], row[2], row[4])  # seq, through_id, hash
         if progress is not None:
             progress(created, entries)
         if row[2] >= target:
             break
-    last = conn.execute(
-        """SELECT checkpoint_seq, through_id, encode(checkpoint_hash, 'hex') FROM audit_checkpoints
-           ORDER BY checkpoint_seq DESC LIMIT 1"""
-    ).fetchone()
-    end_read(conn)
+    if last is None:  # nothing sealed now: report the newest checkpoint there is
+        last = conn.execute(
+            """SELECT checkpoint_seq, through_id, encode(checkpoint_hash, 'hex') FROM audit_checkpoints
+               ORDER BY checkpoint_seq DESC LIMIT 1"""
+        ).fetchone()
+        end_read(conn)
     return CheckpointRun(created, entries, busy, *(last or (None, None, None)))
 
 

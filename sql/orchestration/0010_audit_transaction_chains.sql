@@ -218,18 +218,14 @@ BEGIN
         v_from := 0;
         v_prev := '\x0000000000000000000000000000000000000000000000000000000000000000'::bytea;
     END IF;
-    SELECT l.audit_id INTO v_through FROM %1$I.audit_ledger l
-     WHERE l.audit_id > v_from AND l.audit_id <= v_drawn ORDER BY l.audit_id OFFSET p_max_entries - 1 LIMIT 1;
-    IF v_through IS NULL THEN
-        SELECT max(l.audit_id) INTO v_through FROM %1$I.audit_ledger l
-         WHERE l.audit_id > v_from AND l.audit_id <= v_drawn;
-    END IF;
-    IF v_through IS NULL THEN
+    -- The next settled entries, at most p_max_entries of them, in one read.
+    SELECT count(*), max(e.audit_id), string_agg(e.audit_id::text || ':' || encode(e.row_hash, 'hex'), ',' ORDER BY e.audit_id)
+      INTO v_entries, v_through, v_body
+      FROM (SELECT l.audit_id, l.row_hash FROM %1$I.audit_ledger l
+             WHERE l.audit_id > v_from AND l.audit_id <= v_drawn ORDER BY l.audit_id LIMIT p_max_entries) e;
+    IF v_entries = 0 THEN
         RETURN;
     END IF;
-    SELECT count(*), string_agg(l.audit_id::text || ':' || encode(l.row_hash, 'hex'), ',' ORDER BY l.audit_id)
-      INTO v_entries, v_body
-      FROM %1$I.audit_ledger l WHERE l.audit_id > v_from AND l.audit_id <= v_through;
     v_seq := v_seq + 1;
     v_hash := sha256(v_prev || convert_to(
         concat('c1|', v_seq, '|', v_from, '|', v_through, '|', v_entries, '|', v_body), 'UTF8'));
