@@ -37,6 +37,10 @@ CASES = (
     ("sshpass_flags", "sshpass -p ", "sshpasx -p "),
     ("aws_prefixes", "AKIA", "AKIB"),
     ("raw_user_flags", '"-u", "', '"-v", "'),
+    ("user_bundles", "-sSu a:", "-sSw a:"),  # every bundle ending in -u the start of a user
+    ("quoted_user_bundles", "-su 'a/", "-sw 'a/"),
+    ("redacted_values", "token=[REDACTED]", "tokex=[REDACTED]"),  # each stepped over, never rescanned
+    ("escaped_quote_values", 'token=\\"', 'tokex=\\"'),  # an unclosed \" value at every key
 )
 
 

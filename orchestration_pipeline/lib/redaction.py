@@ -67,6 +67,7 @@ _URL_PASSWORD = re.compile(
 _QUOTED = (
     r"\"(?:[^\"\\]|\\[\s\S]){0,512}\""
     r"|\\\"(?:[^\"\\]|\\(?!\")){0,512}\\\""
+    r"|\\\"(?:[^\"\\\n]|\\(?!\")){0,512}"
     r"|'[^']{0,512}'"
     r"|[\"'][^\n]{0,512}"
     r"|[|>][-+]?[ \t]*\n(?:[ \t]+[^\n]*(?:\n|$)){1,64}"
@@ -74,6 +75,18 @@ _QUOTED = (
 _VALUE_AFTER_EQUALS = re.compile(rf"{_QUOTED}|(?!--[A-Za-z])(?:[^\s;&|\"',}}\\]|\\(?![nrt\"\\]))" + "{1,512}")
 _VALUE_AFTER_COLON = re.compile(rf"{_QUOTED}|(?!--[A-Za-z])(?:[^\n;&|\"',}}\\]|\\(?![nrt\"\\]))" + "{1,512}")
 _FLAG_VALUE = re.compile(rf"{_QUOTED}|(?!-)(?:[^\s;&|\"',}}\\]|\\(?![nrt\"\\]))" + "{1,512}")
+# The rest of a value longer than its pattern's bound (512 characters). The bound keeps the scan
+# linear where a value is only stepped over (already redacted); a value being redacted is never
+# scanned again, so it is taken to its end: no secret's tail is left behind.
+_BARE_TAIL = re.compile(r"(?:[^\s;&|\"',}\\]|\\(?![nrt\"\\]))*+")
+_COLON_TAIL = re.compile(r"(?:[^\n;&|\"',}\\]|\\(?![nrt\"\\]))*+")
+_LINE_TAIL = re.compile(r"[^\n]*+")
+_QUOTE_TAILS = {
+    '"': re.compile(r'(?:[^"\\\n]|\\.)*+"?'),
+    "'": re.compile(r"[^'\n]*+'?"),
+    '\\"': re.compile(r'(?:[^"\\\n]|\\(?!"))*+(?:\\")?'),
+}
+_VALUE_BOUND = 512
 # A key and its separator, for any key-like word (also a Java -Dkey=value property); the value is
 # matched after it only for a key that names a secret, so the scan goes on inside other values
 # ("reason: password=…") and stays linear.
@@ -142,9 +155,11 @@ _CLI_VALUE = (
 _CLI_SEP = r"""(?:[ \t]{1,32}|(?:\\t){1,8}|\\?["']\s{0,8},\s{0,8}(?=\\?["']))"""
 # What -u user:password holds that is no password (_password_kept says the same of argv lists):
 # uid:gid (docker -u 1000:1000, -u ${UID}:${GID}: each half a number or a shell variable), a URL
-# (-u https://host: a user "https" and a password "//host"), a date format (date -u +%H:%M).
+# (-u https://host: a user "https" and a password "//host"), a date format (date -u +%H:%M); and
+# what a rule redacted already, also after a scheme ("-ua:authorization://" has become
+# "-ua:authorization:[REDACTED]": redacting it again would not be idempotent).
 _ID_OR_VARIABLE = r"(?:\d{1,32}|\$\{?[A-Za-z_]\w{0,63}\}?)"
-_URL_START = r"(?:[A-Za-z][\w+.-]{0,31}:)?//"
+_URL_START = r"(?:[A-Za-z][\w+.-]{0,31}:)?(?://|\[REDACTED\])"
 
 
 # Every command-line pattern below decides in itself what is a password (no test in Python per
@@ -160,16 +175,20 @@ def _keep_pre(match: re.Match[str]) -> str:
 # of "$(id -u):$(id -g)", and nothing the pre-check would not see). Every user run stops at what
 # separates the next flag from its value ("=" included), so runs do not overlap: linear. A user
 # after an escaped tab has no "\": it could hold the next "\t-u".
+# -u at the end of a bundle of curl's switches (-su, -sSLu, -ku) takes the user:password too.
+_USER_BUNDLE = r"-[sSkLfvqiIgGjlnNOR46]{1,8}[uU]"
+_USER_FLAG_BUNDLE = re.compile(_USER_BUNDLE)
 _USER_FLAG = re.compile(
-    r"(?:(?<![\w-])|(?<=\\[tnr]))(?P<pre>(?:--user|--proxy-user|-[uU])"
+    r"(?:(?<![\w-])|(?<=\\[tnr]))(?P<pre>(?:--user|--proxy-user|-[uU]|" + _USER_BUNDLE + ")"
     r"""(?>[ \t]{1,32}|(?P<esc>\\t){1,8}|=|\\?["']\s{0,8},\s{0,8}(?=\\?["'])|(?=\\?["'])"""
     r"""|(?P<att>(?:(?<![^ \t\n\r"']-u)|(?<=\\[tnr]-u))(?<=-u)(?=[\w$@.%~])))"""
     + _CLI_QUOTE
     + rf"""(?!\+|{_ID_OR_VARIABLE}:{_ID_OR_VARIABLE}(?:[\s"'\\]|$))"""
-    + r"""(?(esc)[^\s:"'/=\\]{0,256}+|(?(att)[^\s:"'/=\\\x00-\x1f()<>;|&,\[\]]{1,256}+|[^\s:"'/=]{0,256}+)):)"""
-    + rf"(?!\[REDACTED\]|{_URL_START})"
+    + r"""(?(esc)[^\s:"'/=\\]{0,256}+|(?(att)[^\s:"'/=\\\x00-\x1f()<>;|&,\[\]]{1,256}+"""
+    + r"""|(?(sq)[^\s:'=]{0,256}+|(?(dq)[^\s:"'=]{0,256}+|(?(eq)[^\s:"'=]{0,256}+|[^\s:"'/=]{0,256}+))))):)"""
+    + rf"(?!{_URL_START})"
     + _CLI_VALUE
-    + r"{1,512}+"
+    + r"++"  # to the value's end: each match takes its whole value, so runs never overlap
 )
 # A mysql or mariadb command, to the end of its line (a line continued by "\" goes on) or its
 # pipeline step; inside it, -pPASSWORD (-p'my pw', "-ppw"), but not docker's -p3306:3306.
@@ -183,7 +202,7 @@ _MYSQL_PASSWORD = re.compile(
     + _CLI_QUOTE
     + ")"
     + _CLI_VALUE
-    + r"{1,256}+"
+    + r"++"
 )
 # sshpass [-v] [-P prompt] -p PASSWORD (also -pPASSWORD, -p 'my pw', and as a list).
 _SSHPASS_ARG_SEP = r"""(?:[ \t]{1,32}|(?:\\t){1,8}|\\?["']\s{0,8},\s{0,8}\\?["'])"""
@@ -191,7 +210,7 @@ _SSHPASS = re.compile(
     r"(?:\b|(?<=\\[tnr]))(?P<pre>(?i:sshpass)"
     rf"""(?:{_SSHPASS_ARG_SEP}(?:-v|-P{_SSHPASS_ARG_SEP}?\\?["']?[^\s"'\\]{{1,64}}\\?["']?)){{0,4}}"""
     rf"{_SSHPASS_ARG_SEP}-p{_CLI_SEP}?+"
-    r"(?!\\?[\"']?\[REDACTED\])" + _CLI_QUOTE + ")" + _CLI_VALUE + r"{1,256}+"
+    r"(?!\\?[\"']?\[REDACTED\])" + _CLI_QUOTE + ")" + _CLI_VALUE + r"++"
 )
 _ARGV_MYSQL = re.compile(r"(?i)(?:[^/\\]*[/\\])*(?:mysql|mariadb)[\w.-]{0,16}")
 _ARGV_SSHPASS = re.compile(r"(?i)(?:[^/\\]*[/\\])*sshpass(?:\.exe)?")
@@ -211,6 +230,7 @@ _HEADER_NAME = re.compile(
 _JSON_KEY = re.compile(r'(?<!\\)"((?:[^"\\]|\\.){1,128}+)"\s{0,8}:\s{0,8}')
 _JSON_STRING = re.compile(r'"(?:[^"\\]|\\.)*"?')
 _BARE_VALUE = re.compile(r"[^,}\]\s\"]{1,512}")
+_RAW_BARE_TAIL = re.compile(r"[^,}\]\s\"]*+")
 _STRUCTURE = re.compile(r'["{}\[\]]')
 # A cheap pre-filter: lines without any of these substrings cannot hold a secret we redact.
 # (pass, pwd, secret, token, key, auth, bearer, credential, cookie, ://)
@@ -260,6 +280,23 @@ def _redacted_value(value: str) -> str | None:
     return None if value.startswith(REDACTED) else REDACTED
 
 
+def _past_bound(text: str, secret: re.Match[str], tail: re.Pattern[str], replacement: str) -> tuple[str, int]:
+    """A value being redacted that filled its pattern's bound: the replacement and the end of the
+    whole value (the rest of a bare run, or of an opened quote up to its closing quote)."""
+    value, end = secret[0], secret.end()
+    if (quoted := _split_quoted(value)) is None:
+        if value[0] in "|>" and "\n" in value:  # a YAML block: bounded by lines, not characters
+            return replacement, end
+        return replacement, tail.match(text, end).end()
+    quote, _, closed = quoted
+    if closed:
+        return replacement, end
+    end = _QUOTE_TAILS[quote].match(text, end).end()
+    if end > secret.end() and text.endswith(quote, 0, end):
+        return f"{quote}{REDACTED}{quote}", end
+    return replacement, end
+
+
 def _kept_length(value: str) -> int:
     """How much of a value with nothing to redact (empty, or already redacted) to step over."""
     if (quoted := _split_quoted(value)) is not None:
@@ -283,8 +320,7 @@ def _password_kept(user: str, password: str) -> bool:
     (``docker -u 1000:1000``, ``-u ${UID}:${GID}``), a URL (``-u https://host``), a ``date -u
     +%H:%M`` format; and a password already redacted."""
     return (
-        password.startswith(REDACTED)
-        or (
+        (
             _ARGV_ID_OR_VARIABLE.fullmatch(user) is not None
             and _ARGV_ID_OR_VARIABLE.fullmatch(password) is not None
         )
@@ -306,7 +342,7 @@ def _redact_command_lines(text: str) -> tuple[str, int]:
 
     # A value redacted here may have held a ";", "|" or "&" that ended a mysql command: the mysql
     # rule runs last, on what the others left, so that a second pass finds the same commands.
-    if "-u" in low:
+    if "-u" in low or _USER_FLAG_BUNDLE.search(text) is not None:
         text, n = _USER_FLAG.subn(_keep_pre, text)
         count += n
     if "sshpass" in low:
@@ -349,7 +385,10 @@ def _redact_argv_passwords(argv: list) -> int:
     for i, item in enumerate(argv):
         if not isinstance(item, str):
             continue
-        if i and argv[i - 1] in _ARGV_USER_FLAGS:
+        if i and (
+            argv[i - 1] in _ARGV_USER_FLAGS
+            or (isinstance(argv[i - 1], str) and _USER_FLAG_BUNDLE.fullmatch(argv[i - 1]) is not None)
+        ):
             user, colon, password = item.partition(":")  # the user may be empty: -u :token
             if colon and password and not _password_kept(user, password):
                 argv[i] = f"{user}:{REDACTED}"
@@ -387,11 +426,13 @@ def redact_text(text: str) -> tuple[str, int]:
             key = match["key"]
             low = key.lower()
             if flag:
-                value_pattern = _FLAG_VALUE
+                value_pattern, tail = _FLAG_VALUE, _BARE_TAIL
             elif low in ("cookie", "set-cookie", "set_cookie"):
-                value_pattern = _REST_OF_LINE  # every cookie of the header
+                value_pattern, tail = _REST_OF_LINE, _LINE_TAIL  # every cookie of the header
+            elif match["sep"] == ":":
+                value_pattern, tail = _VALUE_AFTER_COLON, _COLON_TAIL
             else:
-                value_pattern = _VALUE_AFTER_COLON if match["sep"] == ":" else _VALUE_AFTER_EQUALS
+                value_pattern, tail = _VALUE_AFTER_EQUALS, _BARE_TAIL
             start = match.end()
             if (prefix := _STRING_PREFIX.match(value, start)) is not None:
                 start = prefix.end()
@@ -405,6 +446,7 @@ def redact_text(text: str) -> tuple[str, int]:
                 or not is_secret_key(key)
                 or _PLAIN_WORD.match(value, start)
                 or _keeps_value(key, value[start : start + 1])  # PWD=/path: decided by its first character
+                or value.startswith(REDACTED, start)  # done already: no need to read the value
                 or (secret := value_pattern.match(value, start)) is None
             ):
                 out.append(value[pos : match.end()])
@@ -417,8 +459,11 @@ def redact_text(text: str) -> tuple[str, int]:
                 pos = max(step, match.end())
                 continue
             count += 1
+            end = secret.end()
+            if len(secret[0]) >= _VALUE_BOUND:
+                replacement, end = _past_bound(value, secret, tail, replacement)
             out.append(value[pos:start] + replacement)
-            pos = secret.end()
+            pos = end
         out.append(value[pos:])
         return "".join(out)
 
@@ -495,6 +540,8 @@ def redact_raw_line(text: str) -> tuple[str, int]:
         ):
             out.append(text[pos:start] + f'"{REDACTED}"')
             pairs += 1
+            if end - start >= _VALUE_BOUND and value.re is _BARE_VALUE:
+                end = _RAW_BARE_TAIL.match(text, end).end()  # a long bare token, whole
         else:
             out.append(text[pos:end])
         pos = end
@@ -511,7 +558,7 @@ _RAW_PAIR = re.compile(
 )
 _RAW_FLAG = re.compile(r'"(?P<name>--[A-Za-z][\w-]{0,63})"\s{0,8},\s{0,8}(?P<value>"(?:[^"\\]|\\.)*"?)')
 _RAW_USER_FLAG = re.compile(
-    r'"(?:-u|-U|--user|--proxy-user)"\s{0,8},\s{0,8}"(?P<user>[^"\\:\s]{0,256}):(?P<pw>(?:[^"\\]|\\.){1,512})'
+    r'"(?:-u|-U|--user|--proxy-user)"\s{0,8},\s{0,8}"(?P<user>[^"\\:\s]{0,256}):(?P<pw>(?:[^"\\]|\\.)++)'
 )
 
 
@@ -664,6 +711,7 @@ FORM_PATTERNS = tuple(
         rb"sk-[a-z0-9]{48}",
         rb"eyj",
         rb"-u(?:[ \t=\"'\\]|ser)",  # -u/-U then a blank, "=", a quote or a JSON escape; --user, --proxy-user
+        rb"-[skfvqiglnjor46]{1,8}u[ \t=\"'\\]",  # the same after a bundle of switches (-su, -ksu)
         # -uuser:pw after a blank or quote (raw: also an escaped \t, \n, \r); a decoded user of 256
         # characters is at most 1024 bytes raw (UTF-8). No run can hold the next start: linear.
         rb"-u(?:(?<![^ \t\n\r\"']-u)|(?<=\\[tnr]-u))[^\s\"'/=:\\]{1,1024}:",

@@ -355,6 +355,10 @@ _TRICKY = st.lists(
             "sshpass -v -p ",
             "SSHPASS=",
             "$U",
+            "-su ",
+            "-sSU'",
+            "CORP/",
+            "y" * 510,  # with a few more characters, past the 512 of a bounded value
         ]
     ),
     max_size=12,
@@ -365,6 +369,7 @@ _TRICKY = st.lists(
 @given(_TRICKY)
 @example("mysql sshpass -p | -p'password")  # the pipe ended the mysql command until redacted
 @example("mysql -u a:b;c -p'password")
+@example("-ua:authorization://")  # a URL until the header rule redacted it, then not kept
 def test_redacting_twice_changes_nothing(text):
     once, _ = redact_text(text)
     assert redact_text(once) == (once, 0)
@@ -497,6 +502,18 @@ def test_long_and_prefixed_values_on_raw_lines():
     raw = '{"env":[{"name":"DB_PASSWORD","value":"' + "A" * 5000 + 'LEAKU1"}] cut'
     assert "LEAKU1" not in redact_raw_line(raw)[0]
     assert "LEAKU2" not in redact_raw_line('{"token": b"LEAKU2"')[0]
+    raw, count = redact_raw_line('{"token": ' + "a" * 700 + 'LEAKU3, "x": 1')  # bare, past the bound
+    assert "LEAKU3" not in raw and raw.endswith('"x": 1') and count == 1
+    raw, count = redact_raw_line('{"argv": ["curl", "-u", "alice:' + "a" * 700 + 'LEAKU4"], "cut')
+    assert "LEAKU4" not in raw and count == 1
+    raw, count = redact_raw_line('{"cmd": "run --password \\"abcLEAKU5')  # an escaped quote, cut off
+    assert "LEAKU5" not in raw and count == 1 and redact_raw_line(raw) == (raw, 0)
+
+
+def test_argv_lists_lose_passwords_after_switch_bundles():
+    argv = ["curl", "-su", "alice:LEAKV1", "-sSU", "proxy:LEAKV2", "-k", "x:y", "https://api"]
+    value, count = redact_value(argv)
+    assert count == 2 and "LEAKV" not in json.dumps(value) and value[6] == "x:y"
 
 
 _GHP = "ghp_" + "Ab1" * 12
@@ -590,6 +607,10 @@ def test_command_line_passwords_are_redacted(text, secret, kept):
         "['mysql', '-p', 'appdb']",  # a list: -p alone, then the database
         "bash: sshpass: command not found",  # only SSHPASS so spelled is a secret key
         "sshpass -e ssh -p 2222 host",  # ssh's port
+        "ps -fu root",  # a bundle ending in -u, with no password
+        "sort -nu names.txt",
+        "tar -cvu archive.tar a:b",  # not a bundle of curl's switches
+        "curl -su https://api",  # a URL, not user:password
     ],
 )
 def test_ordinary_command_lines_and_lookalikes_are_left_alone(text):
@@ -652,6 +673,23 @@ def _event_line(rationale: str) -> str:
             "'ssh'",
         ),
         ("SSHPASS=LEAKR9 sshpass -e ssh host", "LEAKR9", "sshpass -e ssh host"),
+        # -u at the end of a bundle of curl's switches, and users with a domain
+        ("curl -su alice:LEAKB1 https://api", "LEAKB1", "curl -su alice:"),
+        ("curl -sSLu alice:LEAKB2 https://api", "LEAKB2", "-sSLu alice:"),
+        ("curl -kU proxyuser:LEAKB3 -x proxy https://api", "LEAKB3", "-kU proxyuser:"),
+        ("curl -u 'CORP/alice:LEAKB4' https://api", "LEAKB4", "-u 'CORP/alice:"),
+        ("curl --ntlm -u 'CORP\\alice:LEAKB5' https://api", "LEAKB5", "-u 'CORP\\alice:"),
+        ('curl -u "CORP/alice:LEAKB6" https://api', "LEAKB6", '"CORP/alice:'),
+        # values longer than a pattern's bound (512 characters) lose their tails too
+        ("token=" + "a" * 600 + "LEAKL1 next", "LEAKL1", " next"),
+        ('password="' + "a" * 600 + 'LEAKL2" next=1', "LEAKL2", '" next=1'),
+        ("password: " + "a" * 600 + "LEAKL3", "LEAKL3", "password: "),
+        ("Cookie: " + "a" * 2100 + "LEAKL4", "LEAKL4", "Cookie: "),
+        ("run --password " + "a" * 600 + "LEAKL5 next", "LEAKL5", " next"),
+        ("curl -u alice:" + "a" * 600 + "LEAKL6 https://api", "LEAKL6", " https://api"),
+        ("sshpass -p " + "a" * 600 + "LEAKL7 ssh host", "LEAKL7", " ssh host"),
+        ("mysql -p" + "a" * 300 + "LEAKL8 db", "LEAKL8", " db"),
+        ("api_key='" + "a" * 600 + "LEAKL9'", "LEAKL9", "api_key='"),
     ],
 )
 def test_command_line_passwords_in_more_shapes(text, secret, kept):
