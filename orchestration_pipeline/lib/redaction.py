@@ -13,7 +13,9 @@ Five kinds of secret are replaced with ``"[REDACTED]"``:
   (``api_key=…``, ``"password": "…"`` inside a string, ``X-Api-Key: …``, ``--token …``,
   ``-Dgpg.passphrase=…``, ``:_authToken=…``). A quoted value is redacted to its closing quote (or to
   the end of the line when it is never closed), a YAML block (``|``) whole, a ``Cookie`` header to
-  its end, a value after ``:`` to the end of the line;
+  its end, a value after ``:`` to the end of the line. Patterns read at most 512 characters of a
+  value (so a scan that only steps over one stays linear); a value being redacted is then taken to
+  its real end, so a longer secret leaves no tail behind;
 * passwords inside connection strings (``postgresql://user:pw@host``, also with an empty user
   or with ``@``, ``?``, ``#`` or ``/`` inside the password, and ``password=pw``); ``host:8080/x@y``
   and ``image:tag@sha256:…`` are not passwords;
@@ -22,7 +24,8 @@ Five kinds of secret are replaced with ``"[REDACTED]"``:
   npm (``npm_…``), Google API (``AIza…``), OpenAI and Anthropic (``sk-proj-…``, ``sk-ant-…``) keys,
   AWS access key ids (``AKIA…``) and JWTs (``eyJ….eyJ….…``);
 * command-line passwords: ``curl -u user:pw`` (also ``--user``, ``--proxy-user``, ``-U``,
-  ``-u'user:pw'``, ``-uuser:pw``, ``-u :token``; the user is kept, and ``uid:gid`` as in
+  ``-u'user:pw'``, ``-uuser:pw``, ``-u :token``, -u ending a bundle of switches as in ``-sSu``,
+  ``-u 'CORP/alice:pw'``; the user is kept, and ``uid:gid`` as in
   ``docker -u 1000:1000``, a URL as in ``ffuf -u https://…`` or ``date -u +%H:%M`` is no password),
   ``mysql -pPASSWORD`` (mysql and mariadb tools, ``-p'my pw'``, not ``docker -p3306:3306``) and
   ``sshpass [-v] [-P prompt] -p PASSWORD`` (and ``SSHPASS=…``), in text (quoted values whole, lines
