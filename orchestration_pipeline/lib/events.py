@@ -341,13 +341,25 @@ def reject_oversized(prefix: bytes, total_bytes: int, full_sha256: str) -> Rejec
 _PLAIN_TIMESTAMP = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d{1,6})?(?:Z|[+-](?:0\d|1[0-5]):[0-5]\d)")
 
 
-def storable_moment(moment: datetime) -> datetime:
+def storable_moment(moment: datetime) -> datetime | None:
     """``moment``, in UTC when its offset is one PostgreSQL refuses (beyond ±15:59; RFC 3339 and
-    Python allow up to ±23:59). The instant is unchanged; only the way it is written differs."""
+    Python allow up to ±23:59). The instant is unchanged; only the way it is written differs.
+    None when that instant falls outside years 1 to 9999 (0001-01-01T00:30:00+20:00)."""
     offset = moment.utcoffset()
     if offset is not None and abs(offset) >= timedelta(hours=16):
-        return moment.astimezone(UTC)
+        try:
+            return moment.astimezone(UTC)
+        except OverflowError:
+            return None
     return moment
+
+
+def payload_duration(payload: dict[str, Any]) -> int | None:
+    """``payload.duration_ms`` for the duration_ms column, when it fits there (a bigint, not negative)."""
+    duration = payload.get("duration_ms")
+    if isinstance(duration, int) and not isinstance(duration, bool) and 0 <= duration <= BIGINT_MAX:
+        return duration
+    return None
 
 
 def timestamp_text(text: str, moment: datetime) -> str:
@@ -442,11 +454,19 @@ def parse_line_validated(raw: bytes, *, now: datetime | None = None) -> ParsedEv
             text,
             redactions,
         )
-    occurred = storable_moment(occurred)
     if occurred > (now or datetime.now(UTC)) + FUTURE_TOLERANCE:
         return _reject(
             "future_timestamp",
             f"occurred_at {model.occurred_at} is more than a day in the future — check the producer's clock",
+            "/occurred_at",
+            raw,
+            text,
+            redactions,
+        )
+    if (occurred := storable_moment(occurred)) is None:
+        return _reject(
+            "invalid_value",
+            f"/occurred_at: {model.occurred_at} is before year 1 in UTC — check the producer's clock",
             "/occurred_at",
             raw,
             text,
@@ -467,9 +487,7 @@ def parse_line_validated(raw: bytes, *, now: datetime | None = None) -> ParsedEv
                 redactions,
             )
         payload = {**payload, EXTRA_KEY: extra}
-    duration = model.duration_ms if model.duration_ms is not None else payload.get("duration_ms")
-    if not (isinstance(duration, int) and not isinstance(duration, bool) and duration >= 0):
-        duration = None
+    duration = model.duration_ms if model.duration_ms is not None else payload_duration(payload)
     fingerprint = template = None
     if event_type == "error":
         fingerprint, template = error_fingerprint(model.stage or "", payload.get("message", ""))
@@ -699,12 +717,11 @@ def parse_common_line(raw: bytes, now: datetime, *, unmarked: bool = False) -> C
         return None
     if occurred.tzinfo is None or occurred > now + FUTURE_TOLERANCE:
         return None
-    occurred = storable_moment(occurred)
+    if (occurred := storable_moment(occurred)) is None:
+        return None
     duration = envelope.duration_ms
     if duration is None:
-        duration = payload.get("duration_ms")
-        if not (isinstance(duration, int) and not isinstance(duration, bool) and duration >= 0):
-            duration = None
+        duration = payload_duration(payload)
     return CommonEvent(
         envelope.event_id,
         event_type,

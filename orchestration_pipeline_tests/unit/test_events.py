@@ -14,6 +14,7 @@ from orchestration_pipeline.lib.events import (
     envelope_json_schema,
     error_fingerprint,
     parse_line,
+    parse_line_validated,
 )
 
 NOW = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
@@ -106,6 +107,9 @@ def test_each_type_accepts_its_required_fields(event_type, payload, extra):
             "invalid_value",
             "/status",
         ),
+        # in UTC before year 1, or after 9999: Python cannot convert them; never a crash
+        (line(occurred_at="0001-01-01T00:30:00+20:00"), "invalid_value", "/occurred_at"),
+        (line(occurred_at="9999-12-31T23:59:59-20:00"), "future_timestamp", "/occurred_at"),
     ],
 )
 def test_rejections_name_the_failure_and_field(raw, failure, pointer):
@@ -158,6 +162,14 @@ def test_error_fingerprint_normalises_what_varies():
 def test_duration_is_copied_from_the_payload():
     ev = parse_line(line(event_type="task_end", payload={"success": True, "duration_ms": 42}), now=NOW)
     assert ev.duration_ms == 42
+
+
+@pytest.mark.parametrize("parse", [parse_line, parse_line_validated])
+def test_a_payload_duration_beyond_bigint_stays_in_the_payload_only(parse):
+    # the duration_ms column is a bigint: a larger value there failed the whole file's COPY
+    ev = parse(line(event_type="task_start", payload={"duration_ms": 2**63}), now=NOW)
+    assert isinstance(ev, ParsedEvent) and ev.duration_ms is None
+    assert json.loads(ev.payload_json)["duration_ms"] == 2**63
 
 
 def test_top_level_fields_outside_the_envelope_are_kept_in_the_payload():
