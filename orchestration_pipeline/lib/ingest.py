@@ -759,16 +759,18 @@ def copy_events(
 _CONFLICT_FIELDS = tuple(
     c for c in _STAGE_COLUMNS[: _STAGE_COLUMNS.index("source_file")] if c not in ("event_id", "occurred_at")
 )
-CONFLICTS_SQL = f"""
-SELECT r.event_id::text, r.source_file, r.source_line, e.source_file, e.source_line,
-       jsonb_build_array({", ".join(f"r.{f}" for f in _CONFLICT_FIELDS)}),
-       jsonb_build_array({", ".join(f"e.{f}" for f in _CONFLICT_FIELDS)}),
-       jsonb_build_object(
+# The line of a staged row ``r``, rebuilt as JSON (what a conflicting line is quarantined as).
+_REBUILT_LINE = """jsonb_build_object(
            'event_id', r.event_id, 'event_type', r.event_type,
            'occurred_at', to_char(r.occurred_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'),
            'session_id', r.session_id, 'task_id', r.task_id, 'source', r.source, 'stage', r.stage,
            'severity', r.severity, 'status', r.status, 'duration_ms', r.duration_ms,
-           'payload', r.payload)::text
+           'payload', r.payload)::text"""
+CONFLICTS_SQL = f"""
+SELECT r.event_id::text, r.source_file, r.source_line, e.source_file, e.source_line,
+       jsonb_build_array({", ".join(f"r.{f}" for f in _CONFLICT_FIELDS)}),
+       jsonb_build_array({", ".join(f"e.{f}" for f in _CONFLICT_FIELDS)}),
+       {_REBUILT_LINE}
 FROM ingest_repeats r
 JOIN events e ON e.event_id = r.event_id AND e.occurred_at = r.occurred_at
 WHERE ({", ".join(f"r.{f}" for f in _CONFLICT_FIELDS)})
@@ -815,12 +817,48 @@ def _conflicts(cur: psycopg.Cursor, held: list[tuple]) -> list[tuple]:
 def conflict_detail(row: tuple) -> str:
     """Why a conflicting line was quarantined, and what to do."""
     event_id, _file, _line, stored_file, stored_line, differing, _json = row
+    if stored_file:
+        where = f"from {stored_file} line {stored_line}"
+    else:
+        where = f"from a replay, line {stored_line}" if stored_line else "by an earlier ingestion"
     return (
         f"event_id {event_id} is already stored for this occurred_at with a different {differing} "
-        f"(from {stored_file or 'a replay'} line {stored_line}); the stored version is kept — give this "
-        "event its own event_id (or leave event_id out to derive one from the content), or fix the "
-        "producer that reuses ids"
+        f"({where}); the stored version is kept — give this event its own event_id (or leave "
+        "event_id out to derive one from the content), or fix the producer that reuses ids"
     )
+
+
+# Staged error lines whose (event_id, occurred_at) already names something else, removed from the
+# stage and returned as conflict rows (see conflict_detail): an event of another kind (a stored
+# task_start: folding the error into its group would rewrite that event's payload), an error of
+# another group (recorded in error_occurrences), or, in this batch, an earlier error line of
+# another group. The same error sent again (same group) stays: it counts as a duplicate.
+ERROR_CONFLICTS_SQL = f"""
+WITH firsts AS (
+    SELECT DISTINCT ON (event_id, occurred_at) event_id, occurred_at, fingerprint, source_file, source_line
+    FROM ingest_stage ORDER BY event_id, occurred_at, source_line
+), conflicting AS (
+    SELECT r.ctid AS row_ref,
+           CASE WHEN o.fingerprint IS NOT NULL AND o.fingerprint <> r.fingerprint
+                     THEN 'error stage or message (another error group)'
+                WHEN o.fingerprint IS NULL AND e.event_id IS NOT NULL
+                     THEN 'event_type (' || e.event_type || ', not error)'
+                WHEN f.fingerprint <> r.fingerprint
+                     THEN 'error stage or message (another error group)' END AS differing,
+           CASE WHEN o.fingerprint IS NOT NULL OR e.event_id IS NOT NULL THEN e.source_file
+                ELSE f.source_file END AS stored_file,
+           CASE WHEN o.fingerprint IS NOT NULL OR e.event_id IS NOT NULL THEN e.source_line
+                ELSE f.source_line END AS stored_line
+    FROM ingest_stage r
+    JOIN firsts f USING (event_id, occurred_at)
+    LEFT JOIN error_occurrences o USING (event_id, occurred_at)
+    LEFT JOIN events e USING (event_id, occurred_at)
+)
+DELETE FROM ingest_stage r USING conflicting c
+WHERE r.ctid = c.row_ref AND c.differing IS NOT NULL
+RETURNING r.event_id::text, r.source_file, r.source_line, c.stored_file, c.stored_line, c.differing,
+          {_REBUILT_LINE}
+"""
 
 
 def _copy_rows(cur: psycopg.Cursor, fresh: dict[tuple[str, int], tuple]) -> None:
@@ -838,20 +876,24 @@ def _copy_rows(cur: psycopg.Cursor, fresh: dict[tuple[str, int], tuple]) -> None
             copy.write(b"".join(artifacts))
 
 
-def move_errors(cur: psycopg.Cursor, rows: list[tuple], run_id: uuid.UUID, counts: Counts) -> None:
+def move_errors(cur: psycopg.Cursor, rows: list[tuple], run_id: uuid.UUID, counts: Counts) -> list[tuple]:
     """Stage error events and fold them into their groups (one event per group per run).
 
-    Adds to ``counts``: accepted (new group-run events), collapsed and duplicates. The caller owns
-    the transaction and must have created the stage table (``sql/runtime/ingest_stage.sql``).
+    Adds to ``counts``: accepted (new group-run events), collapsed and duplicates. Error lines whose
+    id and time already name something else are not folded in: they are returned, as
+    :func:`copy_events` returns conflicting lines, and not counted here. The caller owns the
+    transaction and must have created the stage table (``sql/runtime/ingest_stage.sql``).
     """
     with cur.copy(f"COPY ingest_stage ({', '.join(_STAGE_COLUMNS)}) FROM STDIN") as copy:
         for row in rows:
             copy.write_row(row)
+    conflicts = sorted(cur.execute(ERROR_CONFLICTS_SQL).fetchall(), key=lambda row: row[2] or 0)
     fresh, represented, _bumped = cur.execute(MOVE_ERRORS_SQL, {"run_id": run_id}).fetchone()
     counts.accepted += represented
     counts.collapsed += fresh - represented
-    counts.duplicates += len(rows) - fresh
+    counts.duplicates += len(rows) - len(conflicts) - fresh
     cur.execute("TRUNCATE ingest_stage")
+    return conflicts
 
 
 def write_batch(
@@ -874,16 +916,16 @@ def write_batch(
     quarantine = batch.quarantine
     if batch.plain:
         conflicts = copy_events(cur, batch.plain, counts)
-        if conflicts and quarantine_conflicts:
-            batch.quarantine_by_type["conflicting_duplicate"] += len(conflicts)
-            quarantine = quarantine + [
-                (run_id, file_sha256, row[1] or "", row[2] or 1, 0, "conflicting_duplicate",
-                 conflict_detail(row), "/event_id", row[6],
-                 hashlib.sha256(row[6].encode("utf-8")).hexdigest(), False)
-                for row in conflicts
-            ]  # fmt: skip
     if batch.errors:
-        move_errors(cur, batch.errors, run_id, counts)
+        conflicts += move_errors(cur, batch.errors, run_id, counts)
+    if conflicts and quarantine_conflicts:
+        batch.quarantine_by_type["conflicting_duplicate"] += len(conflicts)
+        quarantine = quarantine + [
+            (run_id, file_sha256, row[1] or "", row[2] or 1, 0, "conflicting_duplicate",
+             conflict_detail(row), "/event_id", row[6],
+             hashlib.sha256(row[6].encode("utf-8")).hexdigest(), False)
+            for row in conflicts
+        ]  # fmt: skip
     if quarantine:
         quarantine = _not_quarantined_before(cur, quarantine, file_sha256, batch.quarantine_by_type, counts)
         with cur.copy(_QUARANTINE_COPY) as copy:

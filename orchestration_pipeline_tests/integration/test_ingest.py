@@ -193,6 +193,51 @@ def test_a_repeat_within_one_batch_with_other_content_is_a_conflict_too(orch_con
     assert stored == [("first",)]
 
 
+def test_an_error_reusing_a_stored_events_id_is_quarantined_not_folded_into_it(orch_conn, tmp_path):
+    start = make_event("task_start", task_id="T-1", payload={"note": "original"})
+    ingest(orch_conn, write_jsonl(tmp_path / "a.jsonl", [start]))
+    reused = make_event("error", event_id=start["event_id"], occurred_at=start["occurred_at"],
+                        payload={"message": "quota hit 1"})  # fmt: skip
+    same_group = make_event("error", payload={"message": "quota hit 2"})
+    summary = ingest(orch_conn, write_jsonl(tmp_path / "b.jsonl", [reused, same_group]))
+    assert summary["balanced"] and (summary["accepted"], summary["quarantined"]) == (1, 1)
+    assert summary["quarantine_by_type"] == {"conflicting_duplicate": 1}
+    # the task_start is untouched, and the group got its own event, counting only its own line
+    payload = orch_conn.execute("SELECT payload FROM events WHERE event_id = %s", (start["event_id"],))
+    assert payload.fetchall() == [({"note": "original"},)]
+    assert count(orch_conn, "SELECT count FROM error_groups") == 1
+    assert count(orch_conn, "SELECT payload->>'count' FROM events WHERE event_type = 'error'") == "1"
+    (row,) = list_quarantine(orch_conn)
+    assert "event_type (task_start, not error)" in row["detail"] and "a.jsonl line 1" in row["detail"]
+
+
+def test_an_error_id_sent_again_with_another_message_is_a_conflict(orch_conn, tmp_path):
+    first = make_event("error", payload={"message": "boom A"})
+    other = {**first, "payload": {"message": "totally different thing"}}
+    summary = ingest(orch_conn, write_jsonl(tmp_path / "a.jsonl", [first, first, other]))
+    assert (summary["accepted"], summary["duplicates"], summary["quarantined"]) == (1, 1, 1)
+    # in a later file: the same error again is a duplicate, another message under its id a conflict
+    later = {**first, "payload": {"message": "yet another thing"}}
+    summary = ingest(orch_conn, write_jsonl(tmp_path / "b.jsonl", [first, later]))
+    assert (summary["lines"], summary["duplicates"], summary["quarantined"]) == (2, 1, 1)
+    assert summary["balanced"]
+    details = [r["detail"] for r in sorted(list_quarantine(orch_conn), key=lambda r: r["quarantine_id"])]
+    assert all("another error group" in d for d in details) and len(details) == 2
+    assert count(orch_conn, "SELECT count(*) FROM events") == 1
+    assert count(orch_conn, "SELECT sum(count) FROM error_groups") == 1
+    # a replay cannot make them fit either
+    result = replay_quarantine(orch_conn, **WHO).as_dict()
+    assert (result["still_failing"], result["accepted"], result["collapsed"]) == (2, 0, 0)
+
+
+def test_one_artifact_event_id_at_two_times_is_two_artifacts(orch_conn, tmp_path):
+    first = make_event("artifact_emit", minutes_ago=10)
+    later = {**make_event("artifact_emit", minutes_ago=5), "event_id": first["event_id"]}
+    summary = ingest(orch_conn, write_jsonl(tmp_path / "a.jsonl", [make_event(), first, later]))
+    assert (summary["accepted"], summary["balanced"]) == (3, True)
+    assert count(orch_conn, "SELECT count(*) FROM artifacts WHERE event_id = %s", first["event_id"]) == 2
+
+
 def test_replay_after_a_fix(orch_conn, tmp_path):
     future = make_event(occurred_at=(datetime.now(UTC) + timedelta(days=2)).isoformat())
     ingest(orch_conn, write_jsonl(tmp_path / "f.jsonl", [future, "{still broken"]))
