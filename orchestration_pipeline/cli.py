@@ -413,16 +413,37 @@ def ingest(paths: tuple[Path, ...], as_json: bool, batch_rows: int, quiet: bool)
     from orchestration_pipeline.lib.db import connection
     from orchestration_pipeline.lib.ingest import Ingestor, describe_progress
 
-    with connection(_orchestration_dsn()) as conn:
-        summary = Ingestor(
-            conn,
-            batch_rows=batch_rows,
-            progress=None if quiet else lambda info: click.echo(describe_progress(info), err=True),
-        ).ingest_paths(paths)
+    try:
+        with connection(_orchestration_dsn()) as conn:
+            summary = Ingestor(
+                conn,
+                batch_rows=batch_rows,
+                progress=None if quiet else lambda info: click.echo(describe_progress(info), err=True),
+            ).ingest_paths(paths)
+    except psycopg.OperationalError as exc:
+        line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise OrchError(
+            f"database unavailable: {line} — the file being ingested was rolled back and every file "
+            "finished before it is recorded, so running the same command again is safe; check the "
+            "server and ORCH_DATABASE_URL"
+        ) from None
     body = summary.as_dict()
     if as_json:
         click.echo(json.dumps(body))
-        return
+    else:
+        _print_ingest_summary(body)
+    if body["unreadable_files"]:
+        for item in body["unreadable_files"]:
+            click.echo(f"error: not ingested: {item['path']}: {item['error']}", err=True)
+        click.echo(
+            f"error: {len(body['unreadable_files'])} file(s) could not be read and were not ingested "
+            "(nothing of them was stored); fix their permissions and run again",
+            err=True,
+        )
+        raise SystemExit(1)
+
+
+def _print_ingest_summary(body: dict) -> None:
     click.echo(
         f"{body['files']} files ({body['skipped_files']} already ingested), {body['lines']} lines: "
         f"{body['accepted']} accepted, {body['quarantined']} quarantined, {body['duplicates']} duplicates, "

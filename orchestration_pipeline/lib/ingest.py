@@ -207,6 +207,9 @@ class IngestSummary:
     quarantine_by_type: Counter = field(default_factory=Counter)
     write_latencies_ms: list[float] = field(default_factory=list)
     file_results: list[FileResult] = field(default_factory=list)
+    # files that could not be read (permissions, removed meanwhile): {"path", "error"}; each
+    # rolled back whole, and the next run tries it again
+    unreadable_files: list[dict[str, str]] = field(default_factory=list)
 
     @property
     def write_latency_p95_ms(self) -> float:
@@ -219,6 +222,7 @@ class IngestSummary:
             "run_id": str(self.run_id),
             "files": self.files,
             "skipped_files": self.skipped_files,
+            "unreadable_files": list(self.unreadable_files),
             **asdict(self.counts),
             "quarantine_by_type": dict(sorted(self.quarantine_by_type.items())),
             # quarantined partial last lines of files that were still being written, now read in full
@@ -1049,6 +1053,11 @@ def describe_progress(info: dict[str, Any]) -> str:
     """One human line for a progress report (per batch while reading, per file when done)."""
     if not info.get("final"):
         return f"{info['file']}: {info['lines']:,} lines read"
+    if "unreadable" in info:
+        return (
+            f"[{info['file_index']}/{info['file_count']}] {info['file']}: NOT INGESTED, cannot be read "
+            f"({info['unreadable']}); nothing of it was stored — fix its permissions and run again"
+        )
     result: FileResult = info["result"]
     c = result.counts
     what = "already ingested (skipped)" if result.skipped else (
@@ -1110,7 +1119,17 @@ class Ingestor:
         self.gate.check(self.conn)
         try:
             for index, path in enumerate(files, 1):
-                result = self.ingest_file(path)
+                try:
+                    result = self.ingest_file(path)
+                except OSError as exc:  # this file only: it rolled back whole, the others go on
+                    if self.conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+                        self.conn.rollback()
+                    error = f"{type(exc).__name__}: {exc.strerror or exc}"
+                    self.summary.unreadable_files.append({"path": str(path), "error": error})
+                    self._report(
+                        final=True, file=str(path), file_index=index, file_count=len(files), unreadable=error
+                    )
+                    continue
                 self._report(
                     final=True, file=str(path), file_index=index, file_count=len(files), result=result
                 )

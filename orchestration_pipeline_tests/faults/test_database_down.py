@@ -182,6 +182,7 @@ def test_connection_lost_mid_file_is_one_line_and_the_rerun_is_exactly_once(orch
     assert stdout == ""
     lines = stderr.splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: database unavailable:"), stderr
+    assert "was rolled back" in lines[0] and "running the same command again is safe" in lines[0]
     assert "Traceback" not in stderr
     assert table_counts(orch_dsn) == dict.fromkeys(INGEST_TABLES, 0)
 

@@ -111,6 +111,41 @@ def test_ingest_of_a_device_is_one_line(cli, orch_dsn, tasks_dsn):
     ]
 
 
+def test_an_unreadable_file_is_named_and_the_others_are_still_ingested(
+    cli, orch_dsn, tasks_dsn, tmp_path, monkeypatch
+):
+    import orchestration_pipeline.lib.ingest as ingest_module
+
+    landing = tmp_path / "landing"
+    for name in ("a", "b", "c"):
+        write_jsonl(landing / f"{name}.jsonl", [make_event(), make_event()])
+    real_sha256 = ingest_module.file_sha256
+
+    def denied(path):  # root reads every file, whatever its mode: the error is made here
+        if path.name == "b.jsonl":
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_sha256(path)
+
+    monkeypatch.setattr(ingest_module, "file_sha256", denied)
+    result, err = cli(orch_dsn, tasks_dsn, "ingest", "--json", "--quiet", str(landing))
+    assert result.exit_code == 1
+    body = json.loads(result.stdout)
+    assert (body["files"], body["accepted"], body["balanced"]) == (2, 4, True)
+    assert body["unreadable_files"] == [
+        {"path": str(landing / "b.jsonl"), "error": "PermissionError: Permission denied"}
+    ]
+    assert err[0] == f"error: not ingested: {landing / 'b.jsonl'}: PermissionError: Permission denied"
+    assert "fix their permissions and run again" in err[1] and len(err) == 2
+    with connection(orch_dsn) as conn:
+        assert conn.execute("SELECT count(*) FROM events").fetchone()[0] == 4
+        assert conn.execute("SELECT count(*) FROM ingest_runs").fetchone()[0] == 1  # the run is recorded
+    # readable again: the next run ingests just that file
+    monkeypatch.setattr(ingest_module, "file_sha256", real_sha256)
+    result, err = cli(orch_dsn, tasks_dsn, "ingest", "--json", "--quiet", str(landing))
+    body = json.loads(result.stdout)
+    assert result.exit_code == 0 and (body["skipped_files"], body["accepted"]) == (2, 2)
+
+
 def _quarantine_two(orch_dsn, tmp_path) -> list[int]:
     with connection(orch_dsn) as conn:
         Ingestor(conn).ingest_paths([write_jsonl(tmp_path / "q.jsonl", ["{broken", "{also broken"])])

@@ -36,12 +36,15 @@ def raw_events(
             source="dagster.raw_events",
         ).ingest_paths(paths)
     body = summary.as_dict()
+    for item in body["unreadable_files"]:
+        context.log.warning(f"not ingested, cannot be read: {item['path']}: {item['error']}")
     telemetry = body["telemetry"]
     return dg.MaterializeResult(
         metadata={
             "run_id": body["run_id"],
             "files": dg.MetadataValue.int(body["files"]),
             "skipped_files": dg.MetadataValue.int(body["skipped_files"]),
+            "unreadable_files": dg.MetadataValue.json(body["unreadable_files"]),
             "lines": dg.MetadataValue.int(body["lines"]),
             "accepted": dg.MetadataValue.int(body["accepted"]),
             "quarantined": dg.MetadataValue.int(body["quarantined"]),
