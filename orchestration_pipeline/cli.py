@@ -38,6 +38,15 @@ class _Group(click.Group):
             # command reaches without that check still ends in the same one-line message.
             click.echo(f"error: {SchemaNotReady([_missing_table(exc)])}", err=True)
             ctx.exit(1)
+        except (psycopg.errors.UndefinedColumn, psycopg.errors.UndefinedFunction) as exc:
+            # tables there, a later migration's column or function not: code newer than the schema
+            detail = (exc.diag.message_primary or str(exc)).strip()
+            click.echo(
+                f"error: the database schema is older than this version ({detail}) — run "
+                "'orchestration-pipeline db migrate'",
+                err=True,
+            )
+            ctx.exit(1)
         except psycopg.OperationalError as exc:
             line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             click.echo(

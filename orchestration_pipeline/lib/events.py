@@ -16,6 +16,7 @@ what is accepted, rejected, redacted and derived is the same whichever path a li
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import math
@@ -229,6 +230,9 @@ class Rejection:
     raw_text: str  # redacted; invalid UTF-8 bytes appear as \\xNN escapes
     raw_sha256: str
     redactions: int
+    # the id derived from the original content of a JSON object without an event_id: a replay of
+    # the (redacted) stored line must use it, not one derived from the redacted text
+    derived_event_id: uuid.UUID | None = None
 
 
 def _pointer(loc: tuple[Any, ...]) -> str:
@@ -368,17 +372,34 @@ def timestamp_text(text: str, moment: datetime) -> str:
     return text if _PLAIN_TIMESTAMP.fullmatch(text) else str(moment)
 
 
-def parse_line(raw: bytes, *, now: datetime | None = None) -> ParsedEvent | Rejection:
-    """Validate and redact one line (without its newline). Never raises on bad input."""
+def parse_line(
+    raw: bytes, *, now: datetime | None = None, event_id_if_absent: uuid.UUID | None = None
+) -> ParsedEvent | Rejection:
+    """Validate and redact one line (without its newline). Never raises on bad input.
+
+    ``event_id_if_absent``: the id for a line without an event_id instead of one derived from its
+    content (a replay: see :attr:`Rejection.derived_event_id`)."""
     now = now or datetime.now(UTC)
-    common = parse_common_line(raw, now)
+    common = parse_common_line(raw, now)  # never a line without an event_id
     if common is not None:
         return common.parsed_event()
-    return parse_line_validated(raw, now=now)
+    return parse_line_validated(raw, now=now, event_id_if_absent=event_id_if_absent)
 
 
-def parse_line_validated(raw: bytes, *, now: datetime | None = None) -> ParsedEvent | Rejection:
+def parse_line_validated(
+    raw: bytes, *, now: datetime | None = None, event_id_if_absent: uuid.UUID | None = None
+) -> ParsedEvent | Rejection:
     """The full validator (pydantic): any line, with the detail and JSON pointer of every rejection."""
+    ids: dict[str, uuid.UUID] = {}
+    result = _parse_validated(raw, now, event_id_if_absent, ids)
+    if isinstance(result, Rejection) and "derived" in ids:
+        return dataclasses.replace(result, derived_event_id=ids["derived"])
+    return result
+
+
+def _parse_validated(
+    raw: bytes, now: datetime | None, event_id_if_absent: uuid.UUID | None, ids: dict[str, uuid.UUID]
+) -> ParsedEvent | Rejection:
     if len(raw) > MAX_LINE_BYTES:
         return _reject("payload_too_large", _too_large_detail(len(raw)), "/payload", raw)
     try:
@@ -398,7 +419,9 @@ def parse_line_validated(raw: bytes, *, now: datetime | None = None) -> ParsedEv
         return _reject("invalid_value", problem, "", raw, text)
 
     # The id is derived from the original content; everything after this sees only redacted data.
-    derived = derive_event_id(obj) if obj.get("event_id") is None else None
+    derived = None
+    if obj.get("event_id") is None:
+        derived = ids["derived"] = event_id_if_absent or derive_event_id(obj)
     redactions = 0
     if may_contain_secret(raw):
         obj, redactions = redact_value(obj)

@@ -104,6 +104,7 @@ _QUARANTINE_COLUMNS = (
     "raw_line",
     "raw_sha256",
     "raw_truncated",
+    "derived_event_id",
 )
 _EVENT_COLUMNS = (
     "event_id, event_type, occurred_at, session_id, task_id, source, stage, severity, status, "
@@ -927,7 +928,7 @@ def write_batch(
         quarantine = quarantine + [
             (run_id, file_sha256, row[1] or "", row[2] or 1, 0, "conflicting_duplicate",
              conflict_detail(row), "/event_id", row[6],
-             hashlib.sha256(row[6].encode("utf-8")).hexdigest(), False)
+             hashlib.sha256(row[6].encode("utf-8")).hexdigest(), False, None)
             for row in conflicts
         ]  # fmt: skip
     if quarantine:
@@ -1306,4 +1307,5 @@ def _quarantine_row(rej: Rejection, line: _Line, run_id: uuid.UUID, sha: str, so
         raw_text,
         rej.raw_sha256,
         truncated,
+        rej.derived_event_id,
     )

@@ -173,7 +173,8 @@ def replay_quarantine(
         conn.execute(stage_sql())
         cur = conn.cursor()
         rows = cur.execute(
-            f"""SELECT quarantine_id, raw_line, raw_truncated, source_file, source_line, failure_type, replay_attempts
+            f"""SELECT quarantine_id, raw_line, raw_truncated, source_file, source_line, failure_type, replay_attempts,
+                       derived_event_id
                 FROM quarantine WHERE {where} ORDER BY quarantine_id{limit_sql} FOR UPDATE SKIP LOCKED""",
             params,
         ).fetchall()
@@ -194,9 +195,14 @@ def replay_quarantine(
             )
             audit(qid, failure_type, attempts, {"outcome": "still_failing", "failure_type": kind})
 
-        for qid, raw_line, truncated, source_file_, source_line, failure_type, attempts in rows:
+        for qid, raw_line, truncated, source_file_, source_line, failure_type, attempts, derived in rows:
             result.examined += 1
-            parsed = None if truncated else parse_line(raw_line.encode("utf-8"), now=stamp)
+            # a line without an event_id keeps the id derived from its original (unredacted) content
+            parsed = (
+                None
+                if truncated
+                else parse_line(raw_line.encode("utf-8"), now=stamp, event_id_if_absent=derived)
+            )
             if not isinstance(parsed, ParsedEvent):
                 reason = (
                     "line was truncated at quarantine time and cannot be replayed"

@@ -146,6 +146,16 @@ def test_an_unreadable_file_is_named_and_the_others_are_still_ingested(
     assert result.exit_code == 0 and (body["skipped_files"], body["accepted"]) == (2, 2)
 
 
+def test_a_schema_behind_the_code_is_one_line_naming_the_migration(cli, orch_dsn, tasks_dsn, tmp_path):
+    with connection(orch_dsn) as conn:  # as if the last migration had not been applied yet
+        conn.execute("ALTER TABLE quarantine DROP COLUMN derived_event_id")
+        conn.commit()
+    path = write_jsonl(tmp_path / "bad.jsonl", ["{not json"])
+    result, err = cli(orch_dsn, tasks_dsn, "ingest", "--quiet", str(path))
+    assert result.exit_code == 1 and len(err) == 1, err
+    assert "schema is older than this version" in err[0] and "db migrate" in err[0]
+
+
 def _quarantine_two(orch_dsn, tmp_path) -> list[int]:
     with connection(orch_dsn) as conn:
         Ingestor(conn).ingest_paths([write_jsonl(tmp_path / "q.jsonl", ["{broken", "{also broken"])])
