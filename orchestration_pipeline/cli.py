@@ -465,6 +465,16 @@ def _print_ingest_summary(body: dict) -> None:
         click.echo("see them with 'orchestration-pipeline quarantine list'")
 
 
+def _no_repeated_keys(pairs: list[tuple[str, object]]) -> dict:
+    """A JSON object, refusing a key given twice (RFC 8785 takes I-JSON: which one would count?)."""
+    body = dict(pairs)
+    if len(body) != len(pairs):
+        seen: set[str] = set()
+        repeated = next(key for key, _ in pairs if key in seen or seen.add(key))
+        raise ValueError(f"key {repeated!r} appears twice in one object — give each key once")
+    return body
+
+
 def _default_actor() -> str:
     import getpass
 
@@ -1015,7 +1025,7 @@ def decisions_execute(
     from orchestration_pipeline.lib.redaction import redacted_copy
 
     try:
-        body = json.loads(payload)
+        body = json.loads(payload, object_pairs_hook=_no_repeated_keys)
     except ValueError as exc:
         raise click.BadParameter(f"not JSON: {exc}", param_hint="--payload") from None
     if not isinstance(body, dict):

@@ -212,7 +212,7 @@ def _entry_values(conn: psycopg.Connection, fields: Mapping[str, Any]) -> tuple:
         raise AuditError(
             f"audit write refused: unknown operation {e['operation']!r} — use one of {', '.join(sorted(OPERATIONS))}"
         )
-    if not e["entity_type"] or not str(e["entity_id"]):
+    if any(value is None or not str(value).strip() for value in (e["entity_type"], e["entity_id"])):
         raise AuditError("audit write refused: entity_type and entity_id are required — name what changed")
     if conn.autocommit and conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE:
         # An autocommit insert would commit on its own, detached from the mutation it describes.

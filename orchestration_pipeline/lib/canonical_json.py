@@ -80,9 +80,17 @@ def _encode(value: Any, where: str, out: list[str]) -> None:
             )
         out.append(_number(float(value)))
     elif isinstance(value, float | Decimal):
-        number = float(value)
+        if isinstance(value, Decimal) and value.is_nan():
+            number = math.nan  # float() of a signalling NaN raises
+        else:
+            number = float(value)
         if not math.isfinite(number):
             raise CanonicalJsonError(f"{where}: {value} is not a JSON number — send null or a string instead")
+        if isinstance(value, Decimal) and Decimal(repr(number)) != value:
+            # two different Decimals would otherwise hash alike (0.1 and 0.10000000000000000001)
+            raise CanonicalJsonError(
+                f"{where}: {value} has no exact IEEE double, which canonical JSON numbers are — send it as a string"
+            )
         out.append(_number(number))
     elif isinstance(value, Mapping):
         items = []

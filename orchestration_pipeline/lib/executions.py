@@ -35,6 +35,7 @@ from new ones.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from collections.abc import Callable, Mapping
@@ -49,7 +50,12 @@ from psycopg.types.json import Jsonb
 
 from orchestration_pipeline.errors import ActionHashConflict, ExecutionError
 from orchestration_pipeline.lib.audit import audited, record_audit, require_identity
-from orchestration_pipeline.lib.canonical_json import CANONICALIZER_VERSION, canonical_json, canonical_sha256
+from orchestration_pipeline.lib.canonical_json import (
+    CANONICALIZER_VERSION,
+    canonical_json,
+    canonical_sha256,
+    json_has_nul,
+)
 from orchestration_pipeline.lib.db import end_read, require_schema
 from orchestration_pipeline.lib.effects import (
     ActionRun,
@@ -276,7 +282,13 @@ def _validated(
         raise ExecutionError("the action payload must be a JSON object")
     effect.validate(action.target_ref, action.payload)
     # Raises on values without a canonical form (NaN, huge integers, lone surrogates).
-    return policy, effect, canonical_sha256(action.document())
+    canonical = canonical_json(action.document())
+    if json_has_nul(canonical):
+        raise ExecutionError(
+            "the action's target or payload holds a NUL character (\\u0000), which PostgreSQL "
+            "cannot store — remove it"
+        )
+    return policy, effect, hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
 
 def _claim(
@@ -579,6 +591,14 @@ def execute_action(
         # the rescuer's probe finds the effect and records the success.
         with conn.transaction():
             previous = _record_success(conn, run, result, **who)
+            state = None
+            if previous is None:
+                state = conn.execute(
+                    "SELECT state FROM decision_executions WHERE execution_id = %s", (run.execution_id,)
+                ).fetchone()[0]
+        if previous is None and state == "succeeded":
+            # the effect outlived its lease and the rescuer's probe found it done: recorded already
+            return ExecutionOutcome("succeeded", action_hash, run.execution_id, run.attempt, result=result)
         if previous is None:
             return ExecutionOutcome(
                 "lease_lost",

@@ -119,6 +119,14 @@ def test_the_database_refuses_blank_identity_too(orch_conn):
         )
 
 
+@pytest.mark.parametrize(("field", "value"), [("entity_id", None), ("entity_id", "  "), ("entity_type", " ")])
+def test_an_entry_without_an_entity_is_refused(orch_conn, field, value):
+    # None was stored as the text 'None'
+    with pytest.raises(AuditError, match="entity_type and entity_id are required"):
+        _audit(orch_conn, **{field: value})
+    assert _count(orch_conn) == 0
+
+
 def test_an_unknown_operation_is_refused(orch_conn):
     with pytest.raises(AuditError, match="unknown operation 'tweak' — use one of"):
         _audit(orch_conn, operation="tweak")

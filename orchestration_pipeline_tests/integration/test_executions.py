@@ -328,6 +328,10 @@ def test_refusals_happen_before_anything_is_written(env):
         env.execute(Action("page", "notify", None, {"message": "m", "details": {"id": 2**60}}))
     with pytest.raises(ExecutionError, match="actor and request_id are required"):
         env.execute(Action("page", "notify", None, {"message": "m"}), actor=" ")
+    with pytest.raises(ExecutionError, match="NUL character"):  # PostgreSQL cannot store it
+        env.execute(Action("page", "notify", None, {"message": "x\x00y"}))
+    with pytest.raises(ExecutionError, match="NUL character"):
+        env.execute(Action("page", "notify", "in\x00gest", {"message": "m"}))
     with connection(env.orch) as conn:
         conn.execute("SELECT 1")
         with pytest.raises(ExecutionError, match="needs a connection with no open transaction"):
@@ -581,6 +585,38 @@ def test_a_remote_effect_overtaken_by_a_newer_attempt_reports_lease_lost(env):
     completes = env.read(lambda c: query_audit(c, AuditFilter(operation="complete")))
     assert [r["entity_id"] for r in completes] == [str(second.execution_id)]
     assert env.read(verify_chain).ok
+
+
+def test_a_remote_effect_the_rescuer_found_done_reports_succeeded(env):
+    class StalledSeen(_Stall, CountingEffect):
+        name = "stalled_seen"
+
+        def __init__(self):
+            CountingEffect.__init__(self)
+            _Stall.__init__(self)
+
+        def probe(self, ctx, run):
+            return ProbeResult(True, {"seen": True})
+
+    effect = StalledSeen()
+    env.registry.register(effect)
+    env.policy("p", "stalled_seen")
+    first = []
+    worker = threading.Thread(
+        target=lambda: first.append(
+            env.execute(Action("p", "stalled_seen", None, {"n": 1}), lease=timedelta(milliseconds=50))
+        )
+    )
+    worker.start()
+    assert effect.entered.wait(30)
+    time.sleep(0.1)  # past the lease: the rescuer's probe sees the effect done
+    assert env.rescue().succeeded == [1]
+    effect.release.set()
+    worker.join(30)
+    # no newer attempt, one effect: the worker's outcome is a success, not a lost lease
+    assert (first[0].status, first[0].attempt, first[0].error) == ("succeeded", 1, None)
+    assert [(r[1], r[2]) for r in _executions(env)] == [("succeeded", 1)]
+    assert effect.performs == 1 and env.read(verify_chain).ok
 
 
 def test_a_local_effect_overtaken_by_a_newer_attempt_is_rolled_back(env):

@@ -2,6 +2,7 @@
 
 import json
 import math
+from decimal import Decimal
 
 import pytest
 from hypothesis import given
@@ -83,11 +84,20 @@ def test_strings_are_not_unicode_normalised():
         ({1: "x"}, "not a string"),
         ("\ud800", "lone surrogate"),
         ({"when": object()}, "object is not JSON"),
+        # a Decimal is written as the double it rounds to: only when that double is the Decimal
+        (Decimal("0.10000000000000000001"), "no exact IEEE double"),
+        (Decimal("9007199254740993"), "no exact IEEE double"),
+        (Decimal("sNaN"), "not a JSON number"),
+        (Decimal("Infinity"), "not a JSON number"),
     ],
 )
 def test_values_without_a_canonical_form_are_refused_naming_the_fix(value, message):
     with pytest.raises(CanonicalJsonError, match=message):
         canonical_json(value)
+
+
+def test_decimals_that_are_doubles_are_written_like_them():
+    assert canonical_json([Decimal("0.1"), Decimal("1.0"), Decimal("-2.5E+3")]) == "[0.1,1,-2500]"
 
 
 def test_the_error_names_where_the_bad_value_is():

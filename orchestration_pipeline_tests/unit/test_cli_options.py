@@ -62,6 +62,14 @@ def test_out_of_range_options_are_usage_errors(argv, option, tmp_path):
     assert_usage_error(invoke(*argv, tmp_path=tmp_path), f"'{option}'", "is not in the range")
 
 
+def test_a_payload_key_given_twice_is_a_usage_error(tmp_path):
+    # which one would the action hash cover? json.loads silently kept the last
+    result = invoke(
+        "decisions", "execute", "p", "--payload", '{"message": "a", "message": "b"}', tmp_path=tmp_path
+    )
+    assert_usage_error(result, "--payload", "key 'message' appears twice")
+
+
 def test_ranges_show_in_help(tmp_path):
     assert "x>=1" in invoke("quarantine", "replay", "--help", tmp_path=tmp_path).output
     assert "x>=0" in invoke("quarantine", "list", "--help", tmp_path=tmp_path).output
