@@ -583,16 +583,27 @@ def guard_problems(conn: psycopg.Connection) -> list[str]:
         end_read(conn)
         return ["audit_ledger tables missing — run 'orchestration-pipeline db migrate'"]
     triggers = conn.execute(
-        """SELECT c.relname, t.tgname, t.tgtype, t.tgenabled, p.proname
+        """SELECT c.relname, t.tgname, t.tgtype, t.tgenabled, p.proname,
+                  t.tgqual IS NOT NULL OR t.tgattr::text <> ''
            FROM pg_trigger t JOIN pg_proc p ON p.oid = t.tgfoid JOIN pg_class c ON c.oid = t.tgrelid
            WHERE t.tgrelid IN ('audit_ledger'::regclass, 'audit_checkpoints'::regclass) AND NOT t.tgisinternal"""
     ).fetchall()
-    # 'O' fires normally and 'A' always; 'D' is disabled and 'R' fires only in replica mode.
-    live = [(table, tgtype, proc) for table, _n, tgtype, enabled, proc in triggers if enabled in ("O", "A")]
-    for table, name, _tgtype, enabled, _proc in triggers:
+    # 'O' fires normally and 'A' always; 'D' is disabled and 'R' fires only in replica mode. A
+    # trigger with a WHEN condition or an UPDATE OF column list fires for some rows only: no guard.
+    live = [
+        (table, tgtype, proc)
+        for table, _n, tgtype, enabled, proc, partial in triggers
+        if enabled in ("O", "A") and not partial
+    ]
+    for table, name, _tgtype, enabled, _proc, partial in triggers:
         if enabled not in ("O", "A"):
             problems.append(
                 f"trigger {name} is disabled (tgenabled={enabled}) — ALTER TABLE {table} ENABLE TRIGGER {name}"
+            )
+        elif partial:
+            problems.append(
+                f"trigger {name} on {table} fires only for some rows (a WHEN condition or UPDATE OF "
+                "columns) — reapply the migration that creates it (0004, 0010)"
             )
 
     def covered(table: str, proc: str, bits: int, row_level: bool, before: bool) -> bool:
@@ -689,6 +700,16 @@ def guard_problems(conn: psycopg.Connection) -> list[str]:
         ("audit_checkpoints", "DELETE"): False,
         ("audit_checkpoints", "TRUNCATE"): False,
     }
+    # setval() could move the ledger's ids back: new entries would then collide with stored ones
+    # or fill sealed ranges. (An identity column needs no privilege on its sequence to insert.)
+    if conn.execute(
+        "SELECT has_sequence_privilege(%s, pg_get_serial_sequence('audit_ledger', 'audit_id'), 'UPDATE')",
+        (WRITER_ROLE,),
+    ).fetchone()[0]:
+        problems.append(
+            f"{WRITER_ROLE} may setval() the ledger's id sequence — REVOKE UPDATE ON SEQUENCE "
+            f"audit_ledger_audit_id_seq FROM {WRITER_ROLE}"
+        )
     for (table, privilege), wanted_grant in privileges.items():
         has = conn.execute(
             "SELECT has_table_privilege(%s, %s, %s)", (WRITER_ROLE, table, privilege)

@@ -185,6 +185,21 @@ def test_audit_chain_intact_fails_when_a_sealed_transaction_is_deleted(orch_dsn)
         ("ALTER FUNCTION audit_ledger_chain() SECURITY INVOKER", "must be SECURITY DEFINER owned by"),
         ("ALTER TABLE audit_chain_heads OWNER TO CURRENT_USER", "audit_chain_heads is owned by"),
         ("ALTER TABLE audit_ledger OWNER TO CURRENT_USER", "audit_ledger is owned by"),
+        # present and enabled, but firing for no row, or only for changes of some columns
+        (
+            "CREATE OR REPLACE TRIGGER audit_ledger_append_only BEFORE UPDATE OR DELETE ON audit_ledger "
+            "FOR EACH ROW WHEN (false) EXECUTE FUNCTION audit_ledger_refuse_change()",
+            "audit_ledger_append_only on audit_ledger fires only for some rows",
+        ),
+        (
+            "CREATE OR REPLACE TRIGGER audit_checkpoints_append_only BEFORE UPDATE OF created_at OR DELETE "
+            "ON audit_checkpoints FOR EACH ROW EXECUTE FUNCTION audit_ledger_refuse_change()",
+            "row-level BEFORE UPDATE guard missing on audit_checkpoints",
+        ),
+        (
+            "GRANT USAGE, UPDATE ON SEQUENCE audit_ledger_audit_id_seq TO orch_pipeline_writer",
+            "may setval() the ledger's id sequence",
+        ),
     ],
 )
 def test_audit_guard_present_fails_when_the_guard_or_privileges_are_missing(orch_dsn, sabotage, problem):
