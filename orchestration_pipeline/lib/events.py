@@ -350,11 +350,12 @@ def storable_moment(moment: datetime) -> datetime | None:
     Python allow up to ±23:59). The instant is unchanged; only the way it is written differs.
     None when that instant falls outside years 1 to 9999 (0001-01-01T00:30:00+20:00)."""
     offset = moment.utcoffset()
-    if offset is not None and abs(offset) >= timedelta(hours=16):
+    if offset is not None and (abs(offset) >= timedelta(hours=16) or (moment.year == 1 and offset)):
         try:
-            return moment.astimezone(UTC)
-        except OverflowError:
+            utc = moment.astimezone(UTC)
+        except OverflowError:  # before year 1 (or after 9999) in UTC: PostgreSQL stores it, nobody reads it
             return None
+        return utc if abs(offset) >= timedelta(hours=16) else moment
     return moment
 
 

@@ -848,7 +848,7 @@ WITH firsts AS (
                      THEN 'error stage or message (another error group)'
                 WHEN o.fingerprint IS NULL AND e.event_id IS NOT NULL
                      THEN 'event_type (' || e.event_type || ', not error)'
-                WHEN f.fingerprint <> r.fingerprint
+                WHEN o.fingerprint IS NULL AND e.event_id IS NULL AND f.fingerprint <> r.fingerprint
                      THEN 'error stage or message (another error group)' END AS differing,
            CASE WHEN o.fingerprint IS NOT NULL OR e.event_id IS NOT NULL THEN e.source_file
                 ELSE f.source_file END AS stored_file,

@@ -34,7 +34,9 @@ Five kinds of secret are replaced with ``"[REDACTED]"``:
 
 Over-redacting a word of prose (``password: must be 8 characters``) is accepted; leaking is not.
 Each pattern stays linear in the length of the text, and redacting twice changes nothing.
-Not covered: a secret with neither a key nor a known form (a bare 40-character AWS secret key).
+Not covered: a secret with neither a key nor a known form (a bare 40-character AWS secret key); a
+connection-string password over 512 characters, and a mysql password more than 2,048 characters
+into its command (the bounds that keep those scans linear).
 """
 
 from __future__ import annotations
@@ -113,7 +115,7 @@ _GLUED_SECRET = re.compile(
 _AUTH_HEADER = re.compile(
     r"(?i)((?<![A-Za-z])authorization\b(?:\\?[\"'])?\s{0,8}[:=]\s{0,8}\\?[\"']?"
     r"(?:(?:basic|bearer|token|digest|negotiate)\s+)?+)(?!\[REDACTED\])"
-    r"(?!(?:true|false|null|none|yes|no|enabled|disabled)(?=[\s;&,}\]\"']|$))([^\s;&\"',}\\]{1,2048})"
+    r"(?!(?:true|false|null|none|yes|no|enabled|disabled)(?=[\s;&,}\]\"']|$))([^\s;&\"',}\\]++)"
 )
 # A PEM private key, armour and all (to the end of the text when it was cut off).
 _PEM_PRIVATE_KEY = re.compile(
@@ -159,10 +161,11 @@ _CLI_SEP = r"""(?:[ \t]{1,32}|(?:\\t){1,8}|\\?["']\s{0,8},\s{0,8}(?=\\?["']))"""
 # What -u user:password holds that is no password (_password_kept says the same of argv lists):
 # uid:gid (docker -u 1000:1000, -u ${UID}:${GID}: each half a number or a shell variable), a URL
 # (-u https://host: a user "https" and a password "//host"), a date format (date -u +%H:%M); and
-# what a rule redacted already, also after a scheme ("-ua:authorization://" has become
-# "-ua:authorization:[REDACTED]": redacting it again would not be idempotent).
+# what a rule redacted already: "[REDACTED]", and the header rule's "authorization:[REDACTED]"
+# ("-ua:authorization://" was a URL until that rule ran; redacting it again would not be idempotent).
 _ID_OR_VARIABLE = r"(?:\d{1,32}|\$\{?[A-Za-z_]\w{0,63}\}?)"
-_URL_START = r"(?:[A-Za-z][\w+.-]{0,31}:)?(?://|\[REDACTED\])"
+_URL_START = r"(?:[A-Za-z][\w+.-]{0,31}:)?//"
+_KEPT_PASSWORD = rf"(?:{_URL_START}|\[REDACTED\]|(?i:authorization)[ \t]{{0,8}}[:=][ \t]{{0,8}}\[REDACTED\])"
 
 
 # Every command-line pattern below decides in itself what is a password (no test in Python per
@@ -189,7 +192,7 @@ _USER_FLAG = re.compile(
     + rf"""(?!\+|{_ID_OR_VARIABLE}:{_ID_OR_VARIABLE}(?:[\s"'\\]|$))"""
     + r"""(?(esc)[^\s:"'/=\\]{0,256}+|(?(att)[^\s:"'/=\\\x00-\x1f()<>;|&,\[\]]{1,256}+"""
     + r"""|(?(sq)[^\s:'=]{0,256}+|(?(dq)[^\s:"'=]{0,256}+|(?(eq)[^\s:"'=]{0,256}+|[^\s:"'/=]{0,256}+))))):)"""
-    + rf"(?!{_URL_START})"
+    + rf"(?!{_KEPT_PASSWORD})"
     + _CLI_VALUE
     + r"++"  # to the value's end: each match takes its whole value, so runs never overlap
 )
@@ -219,7 +222,7 @@ _ARGV_MYSQL = re.compile(r"(?i)(?:[^/\\]*[/\\])*(?:mysql|mariadb)[\w.-]{0,16}")
 _ARGV_SSHPASS = re.compile(r"(?i)(?:[^/\\]*[/\\])*sshpass(?:\.exe)?")
 _ARGV_PORT_MAPPING = re.compile(_PORT_MAPPING)
 _ARGV_ID_OR_VARIABLE = re.compile(_ID_OR_VARIABLE)
-_ARGV_URL_START = re.compile(_URL_START)
+_ARGV_KEPT_PASSWORD = re.compile(_KEPT_PASSWORD)
 _ARGV_USER_FLAGS = ("-u", "-U", "--user", "--proxy-user")
 _PAIR_NAMES = ("name", "key", "header")
 # A header name as written in a [name, value] tuple: Authorization, Cookie, or dashed (X-Api-Key).
@@ -327,7 +330,7 @@ def _password_kept(user: str, password: str) -> bool:
             _ARGV_ID_OR_VARIABLE.fullmatch(user) is not None
             and _ARGV_ID_OR_VARIABLE.fullmatch(password) is not None
         )
-        or _ARGV_URL_START.match(password) is not None
+        or _ARGV_KEPT_PASSWORD.match(password) is not None
         or user.startswith("+")
     )
 

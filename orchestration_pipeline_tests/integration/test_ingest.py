@@ -228,6 +228,13 @@ def test_an_error_id_sent_again_with_another_message_is_a_conflict(orch_conn, tm
     # a replay cannot make them fit either
     result = replay_quarantine(orch_conn, **WHO).as_dict()
     assert (result["still_failing"], result["accepted"], result["collapsed"]) == (2, 0, 0)
+    # the stored error again, after a conflicting line with its id: still a duplicate, in any batch
+    for n, batch_rows in enumerate((10_000, 1)):
+        again = write_jsonl(
+            tmp_path / f"c{n}.jsonl", [{**first, "payload": {"message": f"other {n}"}}, first]
+        )
+        summary = ingest(orch_conn, again, batch_rows=batch_rows)
+        assert (summary["duplicates"], summary["quarantined"], summary["balanced"]) == (1, 1, True)
 
 
 def test_one_artifact_event_id_at_two_times_is_two_artifacts(orch_conn, tmp_path):

@@ -109,6 +109,11 @@ def test_each_type_accepts_its_required_fields(event_type, payload, extra):
         ),
         # in UTC before year 1, or after 9999: Python cannot convert them; never a crash
         (line(occurred_at="0001-01-01T00:30:00+20:00"), "invalid_value", "/occurred_at"),
+        (
+            line(occurred_at="0001-01-01T00:30:00+10:00"),
+            "invalid_value",
+            "/occurred_at",
+        ),  # stored, unreadable
         (line(occurred_at="9999-12-31T23:59:59-20:00"), "future_timestamp", "/occurred_at"),
     ],
 )

@@ -510,6 +510,20 @@ def test_long_and_prefixed_values_on_raw_lines():
     assert "LEAKU5" not in raw and count == 1 and redact_raw_line(raw) == (raw, 0)
 
 
+@pytest.mark.parametrize(
+    "text",
+    [
+        "curl -u deploy:LEAKP1:ghp_" + "A" * 36 + " https://api",  # its tail redacted first, by form
+        "curl -u admin:LEAKP2:[REDACTED] https://api",  # a password that merely holds the marker
+    ],
+)
+def test_a_password_partly_redacted_already_is_redacted_whole(text):
+    redacted, _ = redact_text(text)
+    assert "LEAKP" not in redacted and redact_text(redacted) == (redacted, 0)
+    assert "LEAKP" not in json.dumps(redact_value(["curl", "-u", text.split()[2]])[0])
+    assert "LEAKP" not in redact_raw_line(json.dumps({"argv": ["curl", "-u", text.split()[2]]})[:-2])[0]
+
+
 def test_argv_lists_lose_passwords_after_switch_bundles():
     argv = ["curl", "-su", "alice:LEAKV1", "-sSU", "proxy:LEAKV2", "-k", "x:y", "https://api"]
     value, count = redact_value(argv)
@@ -690,6 +704,7 @@ def _event_line(rationale: str) -> str:
         ("sshpass -p " + "a" * 600 + "LEAKL7 ssh host", "LEAKL7", " ssh host"),
         ("mysql -p" + "a" * 300 + "LEAKL8 db", "LEAKL8", " db"),
         ("api_key='" + "a" * 600 + "LEAKL9'", "LEAKL9", "api_key='"),
+        ("Authorization: Basic " + "a" * 3000 + "LEAKM1 next", "LEAKM1", " next"),
     ],
 )
 def test_command_line_passwords_in_more_shapes(text, secret, kept):
