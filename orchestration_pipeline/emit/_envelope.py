@@ -88,16 +88,25 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_forget_ids_in_child)
 
 _second: list[tuple[int, str]] = [(-1, "")]  # (unix second, its text up to the dot); replaced whole
+_last_stamp: list[str] = [""]
 
 
 def utc_now(_time_ns=time.time_ns) -> str:  # the default binds time_ns once, for speed
-    """Now, in UTC, as RFC 3339 with microseconds: ``2026-01-31T12:00:00.123456+00:00``."""
+    """Now, in UTC, as RFC 3339 with microseconds: ``2026-01-31T12:00:00.123456+00:00``.
+
+    Never earlier than the last stamp this process handed out: when the wall clock steps back
+    (NTP), stamps hold still until it catches up, so a task_end is never stamped before its
+    task_start (the projection keeps the later status event)."""
     seconds, micros = divmod(_time_ns() // 1000, 1_000_000)
     cached = _second[0]
     if cached[0] != seconds:
         cached = (seconds, time.strftime("%Y-%m-%dT%H:%M:%S.", time.gmtime(seconds)))
         _second[0] = cached
-    return "%s%06d+00:00" % (cached[1], micros)  # noqa: UP031 - faster than an f-string format spec
+    stamp = "%s%06d+00:00" % (cached[1], micros)  # noqa: UP031 - faster than an f-string format spec
+    if stamp < _last_stamp[0]:  # one fixed-width format: text order is time order
+        return _last_stamp[0]
+    _last_stamp[0] = stamp
+    return stamp
 
 
 # --- encoding -----------------------------------------------------------------------------

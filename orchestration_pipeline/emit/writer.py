@@ -72,6 +72,12 @@ def _describe(exc: BaseException) -> dict[str, str]:
     return {"error_type": name, "error_message": message}
 
 
+# What an end event sheds when it would be over the line limit: it is still written, as the
+# guarantee says, with the error message cut and the names of what was left out.
+_BULKY_END_FIELDS = ("title", "error_message")
+_SLIM_MESSAGE_CHARS = 2000
+
+
 class _Scope:
     __slots__ = ("_writer", "_start_payload", "_end_fields", "_started_ns", "_token", "task_id", "stage")
 
@@ -119,7 +125,16 @@ class _Scope:
                     return
                 except (TypeError, ValueError):  # the caller's extra fields cannot be encoded: drop them
                     payload["dropped_fields"] = sorted(self._end_fields)
-            writer._emit(event_type, payload, self.task_id, self.stage, severity, status, duration)
+            try:
+                writer._emit(event_type, payload, self.task_id, self.stage, severity, status, duration)
+            except ValueError:  # over the line limit (a huge title or message): the end still counts
+                slim = {k: v for k, v in payload.items() if k not in _BULKY_END_FIELDS}
+                if isinstance(payload.get("error_message"), str):
+                    slim["error_message"] = payload["error_message"][:_SLIM_MESSAGE_CHARS]
+                slim["dropped_fields"] = sorted(
+                    {*payload.get("dropped_fields", ()), *(k for k in _BULKY_END_FIELDS if k in payload)}
+                )
+                writer._emit(event_type, slim, self.task_id, self.stage, severity, status, duration)
         except Exception as exc:  # the end event must never mask what happened in the block
             writer._spool._say(f"could not emit {event_type}: {exc!r}")
 

@@ -387,3 +387,27 @@ def test_a_forked_child_writes_its_own_events_only(landing):
     assert names == {"parent-before-fork": 1, "child": 1, "parent-after-fork": 1}
     pids = {p.name.split(".")[2] for p in published(landing)}
     assert pids == {str(os.getpid()), str(pid)}
+
+
+def test_a_failed_task_with_a_huge_title_still_ends(landing):
+    # task_start fit under the 1 MiB line limit; task_end adds the error message and did not
+    title = "t" * (1024 * 1024 - 400)
+    with pytest.raises(RuntimeError), writer(landing) as w, w.task("BIG-1", title=title):
+        raise RuntimeError("boom " * 700)
+    (end,) = of_type(read_events(landing), "task_end")
+    payload = end["payload"]
+    assert payload["success"] is False and payload["error_type"] == "RuntimeError"
+    assert payload["dropped_fields"] == ["error_message", "title"] and len(payload["error_message"]) == 2000
+    assert "title" not in payload
+
+
+def test_stamps_never_go_back_when_the_clock_does(landing, monkeypatch):
+    import orchestration_pipeline.emit._envelope as envelope
+
+    real = time.time_ns
+    offset = [0]
+    monkeypatch.setattr(envelope.utc_now, "__defaults__", (lambda: real() + offset[0],))
+    with writer(landing) as w, w.task("SKEW-1"):
+        offset[0] = -2_000_000_000  # NTP steps the clock back 2 s inside the task
+    start, end = of_type(read_events(landing), "task_start")[0], of_type(read_events(landing), "task_end")[0]
+    assert end["occurred_at"] >= start["occurred_at"]
