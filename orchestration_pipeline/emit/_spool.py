@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import atexit
 import itertools
+import multiprocessing.util
 import os
 import sys
 import threading
@@ -80,6 +81,7 @@ class Spool:
         self._init_state()
         with _live_lock:
             _live.add(self)
+        _finalize_in_multiprocessing_children()
 
     def _init_state(self) -> None:
         self._lock = threading.Lock()
@@ -442,6 +444,24 @@ def _reset_all_in_child() -> None:
         spool._after_fork_in_child()
 
 
+_finalizer_pid = [0]
+
+
+def _finalize_in_multiprocessing_children(_ignored: object = None) -> None:
+    """A multiprocessing child ends with os._exit, which skips atexit: there, its finalizers are
+    what runs. One per process, registered again in each child (the child clears the registry
+    it inherits, then runs the after-fork hooks)."""
+    if _finalizer_pid[0] != os.getpid():
+        _finalizer_pid[0] = os.getpid()
+        multiprocessing.util.Finalize(None, _close_all_at_exit, exitpriority=100)
+
+
+class _AfterFork:
+    """A key for multiprocessing's after-fork registry, which holds its keys weakly."""
+
+
+_AFTER_FORK = _AfterFork()
+multiprocessing.util.register_after_fork(_AFTER_FORK, _finalize_in_multiprocessing_children)
 atexit.register(_close_all_at_exit)
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_reset_all_in_child)

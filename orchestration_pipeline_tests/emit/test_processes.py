@@ -9,6 +9,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -252,3 +253,50 @@ def test_a_writer_that_was_never_closed_is_flushed_at_exit(tmp_path):
     assert result.returncode == 0, result.stderr
     assert sorted(e["payload"]["value"] for e in read_events(landing)) == list(range(1000))
     assert os.listdir(landing) == [p.name for p in published(landing)]
+
+
+@pytest.mark.parametrize("method", ["fork", "forkserver", "spawn"])
+def test_multiprocessing_children_that_never_close_still_publish(tmp_path, method):
+    # a multiprocessing child ends with os._exit, which skips atexit: its events were lost
+    landing = tmp_path / "landing"
+    script = tmp_path / "children.py"  # spawn and forkserver import the main module by its path
+    script.write_text(
+        textwrap.dedent(
+            """
+        import multiprocessing, sys
+        from orchestration_pipeline.emit import EventWriter
+
+        def own(landing, n):
+            w = EventWriter(landing, source="child", session_id=f"own-{n}")
+            w.metric("own", n)
+
+        def inherited(n):
+            shared.metric("inherited", n)
+
+        if __name__ == "__main__":
+            ctx = multiprocessing.get_context(sys.argv[2])
+            shared = EventWriter(sys.argv[1], source="parent", session_id="shared")
+            jobs = [ctx.Process(target=own, args=(sys.argv[1], n)) for n in range(3)]
+            if sys.argv[2] == "fork":
+                jobs += [ctx.Process(target=inherited, args=(n,)) for n in range(3)]
+            for job in jobs:
+                job.start()
+            for job in jobs:
+                job.join()
+            shared.close()
+        """
+        )
+    )
+    result = subprocess.run(
+        [sys.executable, str(script), str(landing), method],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    values = Counter((e["payload"]["name"], e["payload"]["value"]) for e in read_events(landing))
+    expected = Counter(("own", n) for n in range(3))
+    if method == "fork":
+        expected.update(("inherited", n) for n in range(3))
+    assert values == expected
