@@ -244,10 +244,17 @@ SELECT (SELECT count(*) FROM folded),
 # misestimated batch size cannot turn it quadratic.
 _APPLY_SQL = """
 INSERT INTO task_projection AS p (task_id, title, status, last_status_ts, priority, tags_json, last_event_ts)
-SELECT b.task_id, h.title, coalesce(b.status, 'pending'), b.status_ts, h.priority,
-       coalesce(h.tags, '[]'::jsonb), b.last_event_ts
+SELECT b.task_id, h.title,
+       -- a new row with no status event of its own takes the Tasks DB's status (as a rebuild
+       -- would), not 'pending', which reconciliation would then always report as drift
+       coalesce(b.status, CASE WHEN known.task_id IS NULL THEN m.projection_status END, 'pending'),
+       CASE WHEN b.status IS NULL AND known.task_id IS NULL AND m.projection_status IS NOT NULL
+            THEN h.updated_at ELSE b.status_ts END,
+       h.priority, coalesce(h.tags, '[]'::jsonb), b.last_event_ts
 FROM projection_batch_stage b
 LEFT JOIN projection_tasks_stage h USING (task_id)
+LEFT JOIN task_status_map m ON m.tasks_status = h.status
+LEFT JOIN task_projection known USING (task_id)
 ON CONFLICT (task_id) DO UPDATE SET
     status = CASE WHEN task_projection_newer(EXCLUDED.last_status_ts, EXCLUDED.status, p.last_status_ts, p.status)
                   THEN EXCLUDED.status ELSE p.status END,

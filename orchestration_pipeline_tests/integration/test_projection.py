@@ -78,6 +78,24 @@ def test_statuses_hydration_and_last_event(orch_conn, tasks_conn, tasks_dsn, tmp
     assert projection(orch_conn) == rows
 
 
+def test_a_new_task_without_a_status_event_takes_the_tasks_db_status(
+    orch_conn, tasks_conn, tasks_dsn, tmp_path
+):
+    # it used to start as 'pending', which the next reconciliation always reported as drift
+    add_tasks(tasks_dsn, ("t1", "Plan", "in_progress", 1, "[]"), ("t2", "Known", "done", 1, "[]"))
+    ingest(orch_conn, tmp_path / "a.jsonl", [make_event("task_start", task_id="t2", occurred_at=at(0))])
+    project_events(orch_conn, tasks_conn)
+    events = [
+        make_event("decision", task_id="t1", occurred_at=at(5)),
+        make_event("decision", task_id="t2", occurred_at=at(6)),  # known already: its status stays
+    ]
+    ingest(orch_conn, tmp_path / "b.jsonl", events)
+    project_events(orch_conn, tasks_conn)
+    rows = projection(orch_conn)
+    assert rows["t1"][1] == "running" and rows["t1"][2] is not None
+    assert rows["t2"][1:3] == ("running", T0)
+
+
 def test_later_status_wins_across_batches(orch_conn, tasks_conn, tmp_path):
     end = make_event("task_end", task_id="t1", occurred_at=at(10))
     start = make_event("task_start", task_id="t1", occurred_at=at(0))
