@@ -422,6 +422,33 @@ def reconcile(
     """
     settings = settings or ReconcileSettings()
     require_schemas(orch, tasks, source=audit.source, extra=RECONCILE_TABLES)
+    # One reconciliation at a time, compare to record: a second one started meanwhile waits, then
+    # compares what the first left (it used to repair the same drift again and report it twice).
+    orch.execute("SELECT pg_advisory_lock(%s)", (_RECONCILE_LOCK,))  # session-level: outlives the read
+    end_read(orch)
+    try:
+        return _reconcile_locked(orch, tasks, audit, settings, force_rebuild=force_rebuild, now=now)
+    finally:
+        try:
+            end_read(orch)
+            orch.execute("SELECT pg_advisory_unlock(%s)", (_RECONCILE_LOCK,))
+            end_read(orch)
+        except psycopg.Error:
+            pass  # the connection is gone, and the lock went with its session
+
+
+_RECONCILE_LOCK = 0x6F72_6368_7265_636E  # "orchrecn": the session lock held by a reconciliation
+
+
+def _reconcile_locked(
+    orch: psycopg.Connection,
+    tasks: psycopg.Connection,
+    audit: AuditContext,
+    settings: ReconcileSettings,
+    *,
+    force_rebuild: bool,
+    now: datetime | None,
+) -> DriftReport:
     started_at = now or datetime.now(UTC)
     clock = time.perf_counter()
     comparison = compare(

@@ -141,6 +141,41 @@ def test_reconcile_repairs_only_drifted_rows_and_records_everything(
     assert (again.action, again.drift_count) == ("none", 0)
 
 
+def test_two_reconciliations_at_once_repair_the_drift_once(
+    orch_dsn, orch_conn, tasks_conn, tasks_dsn, tmp_path
+):
+    from orchestration_pipeline.lib.drift import _RECONCILE_LOCK
+
+    drifted_world(orch_conn, tasks_conn, tasks_dsn, tmp_path)
+    reports = []
+
+    def run():
+        with connection(orch_dsn) as orch, connection(tasks_dsn) as tasks:
+            reports.append(reconcile(orch, tasks, AUDIT, now=NOW))
+
+    with connection(orch_dsn, autocommit=True) as holder:
+        holder.execute("SELECT pg_advisory_lock(%s)", (_RECONCILE_LOCK,))  # both start, both wait
+        workers = [threading.Thread(target=run) for _ in range(2)]
+        for worker in workers:
+            worker.start()
+        waiting = 0
+        for _ in range(200):
+            waiting = holder.execute(
+                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted "
+                "AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+            ).fetchone()[0]
+            if waiting == 2:
+                break
+            threading.Event().wait(0.05)
+        assert waiting == 2
+        holder.execute("SELECT pg_advisory_unlock(%s)", (_RECONCILE_LOCK,))
+        for worker in workers:
+            worker.join(60)
+    assert sorted((r.action, r.drift_count) for r in reports) == [("none", 0), ("repair", 3)]
+    repairs = orch_conn.execute("SELECT count(*) FROM audit_ledger WHERE operation = 'repair'").fetchone()[0]
+    assert repairs == 1
+
+
 def test_repaired_status_is_not_undone_by_a_replayed_old_event(orch_conn, tasks_conn, tasks_dsn, tmp_path):
     drifted_world(orch_conn, tasks_conn, tasks_dsn, tmp_path)
     reconcile(orch_conn, tasks_conn, AUDIT, now=NOW)
