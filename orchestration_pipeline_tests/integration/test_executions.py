@@ -562,18 +562,23 @@ class _Stall:
         return super().perform(ctx, run)
 
 
-def test_a_remote_effect_overtaken_by_a_newer_attempt_reports_lease_lost(env):
-    class StalledCount(_Stall, CountingEffect):
-        name = "stalled_count"
+def _stalled_count(name: str, probe_sees_it_done: bool):
+    """A remote counting effect whose first perform stalls; its probe says ``probe_sees_it_done``."""
 
+    class StalledCount(_Stall, CountingEffect):
         def __init__(self):
             CountingEffect.__init__(self)
             _Stall.__init__(self)
+            self.name = name
 
         def probe(self, ctx, run):
-            return ProbeResult(False, {"seen": False})
+            return ProbeResult(probe_sees_it_done, {"seen": probe_sees_it_done})
 
-    effect = StalledCount()
+    return StalledCount()
+
+
+def test_a_remote_effect_overtaken_by_a_newer_attempt_reports_lease_lost(env):
+    effect = _stalled_count("stalled_count", probe_sees_it_done=False)
     env.registry.register(effect)
     env.policy("p", "stalled_count")
     first, second = _overtaken(env, effect, Action("p", "stalled_count", None, {"n": 1}))
@@ -588,17 +593,7 @@ def test_a_remote_effect_overtaken_by_a_newer_attempt_reports_lease_lost(env):
 
 
 def test_a_remote_effect_the_rescuer_found_done_reports_succeeded(env):
-    class StalledSeen(_Stall, CountingEffect):
-        name = "stalled_seen"
-
-        def __init__(self):
-            CountingEffect.__init__(self)
-            _Stall.__init__(self)
-
-        def probe(self, ctx, run):
-            return ProbeResult(True, {"seen": True})
-
-    effect = StalledSeen()
+    effect = _stalled_count("stalled_seen", probe_sees_it_done=True)
     env.registry.register(effect)
     env.policy("p", "stalled_seen")
     first = []
