@@ -514,13 +514,7 @@ def test_a_success_after_the_rescuer_gave_up_is_still_recorded_truthfully(env):
 
     env.registry.register(Slow())
     env.policy("p", "slow")
-    outcomes = []
-    worker = threading.Thread(
-        target=lambda: outcomes.append(
-            env.execute(Action("p", "slow", None, {"n": 1}), lease=timedelta(milliseconds=50))
-        )
-    )
-    worker.start()
+    worker, outcomes = _with_short_lease(env, Action("p", "slow", None, {"n": 1}))
     time.sleep(0.3)
     assert env.rescue().failed == [1]
     release.set()
@@ -562,6 +556,16 @@ class _Stall:
         return super().perform(ctx, run)
 
 
+def _with_short_lease(env, action):
+    """Execute ``action`` in a thread with a 50 ms lease; returns the thread and its outcome list."""
+    outcomes = []
+    worker = threading.Thread(
+        target=lambda: outcomes.append(env.execute(action, lease=timedelta(milliseconds=50)))
+    )
+    worker.start()
+    return worker, outcomes
+
+
 def _stalled_count(name: str, probe_sees_it_done: bool):
     """A remote counting effect whose first perform stalls; its probe says ``probe_sees_it_done``."""
 
@@ -596,13 +600,7 @@ def test_a_remote_effect_the_rescuer_found_done_reports_succeeded(env):
     effect = _stalled_count("stalled_seen", probe_sees_it_done=True)
     env.registry.register(effect)
     env.policy("p", "stalled_seen")
-    first = []
-    worker = threading.Thread(
-        target=lambda: first.append(
-            env.execute(Action("p", "stalled_seen", None, {"n": 1}), lease=timedelta(milliseconds=50))
-        )
-    )
-    worker.start()
+    worker, first = _with_short_lease(env, Action("p", "stalled_seen", None, {"n": 1}))
     assert effect.entered.wait(30)
     time.sleep(0.1)  # past the lease: the rescuer's probe sees the effect done
     assert env.rescue().succeeded == [1]
