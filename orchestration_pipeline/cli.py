@@ -24,6 +24,12 @@ def _missing_table(exc: psycopg.errors.UndefinedTable) -> str:
     return found[1] if found else "(unknown)"
 
 
+def _first_line(exc: Exception) -> str:
+    """The first line of an error's message (a driver's error can run to several), or its type."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
 class _Group(click.Group):
     """Turns known errors into one line on stderr and a non-zero exit."""
 
@@ -48,7 +54,7 @@ class _Group(click.Group):
             )
             ctx.exit(1)
         except psycopg.OperationalError as exc:
-            line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            line = _first_line(exc)
             click.echo(
                 f"error: database unavailable: {line} — check the server and the *_DATABASE_URL settings",
                 err=True,
@@ -430,7 +436,7 @@ def ingest(paths: tuple[Path, ...], as_json: bool, batch_rows: int, quiet: bool)
                 progress=None if quiet else lambda info: click.echo(describe_progress(info), err=True),
             ).ingest_paths(paths)
     except psycopg.OperationalError as exc:
-        line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        line = _first_line(exc)
         raise OrchError(
             f"database unavailable: {line} — the file being ingested was rolled back and every file "
             "finished before it is recorded, so running the same command again is safe; check the "
