@@ -37,7 +37,7 @@ from pathlib import Path
 
 from _scratch import Scratch
 
-from orchestration_pipeline.lib.audit import audited, checkpoint_ledger, record_audit, verify_chain
+from orchestration_pipeline.lib.audit.ledger import audited, checkpoint_ledger, record_audit, verify_chain
 from orchestration_pipeline.lib.db import connection, migrate
 
 HERE = Path(__file__).resolve().parent

@@ -29,7 +29,7 @@ import psycopg
 from _scratch import Scratch
 
 from orchestration_pipeline.lib.db import connection, migrate
-from orchestration_pipeline.lib.ingest import Ingestor
+from orchestration_pipeline.lib.ingestion.ingest import Ingestor
 
 HERE = Path(__file__).resolve().parent
 

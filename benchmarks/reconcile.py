@@ -30,8 +30,8 @@ from _scratch import Scratch
 from psycopg import sql
 
 from orchestration_pipeline.lib.db import connection, migrate
-from orchestration_pipeline.lib.drift import AuditContext, ReconcileSettings, reconcile
-from orchestration_pipeline.lib.projection import enable_projector_writes, project_events
+from orchestration_pipeline.lib.projection.drift import AuditContext, ReconcileSettings, reconcile
+from orchestration_pipeline.lib.projection.projector import enable_projector_writes, project_events
 
 TASK_STATUSES = [("todo", "pending"), ("in_progress", "running"), ("done", "succeeded"), ("failed", "failed")]
 

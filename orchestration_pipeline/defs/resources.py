@@ -11,7 +11,7 @@ from pydantic import PrivateAttr
 
 from orchestration_pipeline.errors import DatabaseUnavailable
 from orchestration_pipeline.lib.db import redact_dsn
-from orchestration_pipeline.lib.vector_index import VectorIndexLocation
+from orchestration_pipeline.lib.index.location import VectorIndexLocation
 
 
 class _PooledDatabase(dg.ConfigurableResource):

@@ -1,7 +1,7 @@
 """The event envelope on the producer side: constants, field checks, stamping and encoding.
 
 Kept free of pydantic (and of everything in ``orchestration_pipeline.lib``) so that importing the
-SDK stays cheap. The constants mirror :mod:`orchestration_pipeline.lib.events`; the tests hold
+SDK stays cheap. The constants mirror :mod:`orchestration_pipeline.lib.ingestion.events`; the tests hold
 them equal and validate real output with its ``parse_line``.
 
 Every check raises :class:`ValueError` or :class:`TypeError` naming the event type, the field and

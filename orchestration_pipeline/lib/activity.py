@@ -14,7 +14,7 @@ import psycopg
 from psycopg.rows import dict_row
 
 from orchestration_pipeline.lib.db import end_read
-from orchestration_pipeline.lib.events import EVENT_TYPES, SEVERITIES, STATUSES
+from orchestration_pipeline.lib.ingestion.events import EVENT_TYPES, SEVERITIES, STATUSES
 
 MAX_LIMIT = 1000
 

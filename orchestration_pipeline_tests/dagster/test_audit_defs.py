@@ -13,10 +13,10 @@ from orchestration_pipeline.defs.audit.checks import (
     no_stale_pending_executions,
 )
 from orchestration_pipeline.defs.resources import OrchestrationDatabase
-from orchestration_pipeline.lib.audit import record_audit
+from orchestration_pipeline.lib.audit.ledger import record_audit
 from orchestration_pipeline.lib.db import connection
-from orchestration_pipeline.lib.effects import Effect, default_effects
-from orchestration_pipeline.lib.executions import Action, Policy, execute_action, upsert_policy
+from orchestration_pipeline.lib.executions.effects import Effect, default_effects
+from orchestration_pipeline.lib.executions.executor import Action, Policy, execute_action, upsert_policy
 
 pytestmark = pytest.mark.db
 

@@ -17,7 +17,7 @@ from orchestration_pipeline.defs.ingestion.checks import (
 from orchestration_pipeline.defs.ingestion.sensors import landing_zone_sensor
 from orchestration_pipeline.defs.resources import IngestionSettings, OrchestrationDatabase, PipelineHome
 from orchestration_pipeline.lib.demo import generate_demo
-from orchestration_pipeline.lib.ingest import Ingestor
+from orchestration_pipeline.lib.ingestion.ingest import Ingestor
 from orchestration_pipeline_tests.conftest import make_event, write_jsonl
 
 pytestmark = pytest.mark.db

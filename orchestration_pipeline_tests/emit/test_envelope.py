@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from orchestration_pipeline.emit import _envelope, emit_one
-from orchestration_pipeline.lib import events as models
-from orchestration_pipeline.lib.events import ParsedEvent, parse_line
+from orchestration_pipeline.lib.ingestion import events as models
+from orchestration_pipeline.lib.ingestion.events import ParsedEvent, parse_line
 from orchestration_pipeline_tests.emit._support import read_events
 
 
@@ -109,7 +109,7 @@ def test_emit_one_raises_when_it_cannot_write_and_leaves_nothing(tmp_path):
 
 def test_the_shipped_json_schema_accepts_sdk_output(tmp_path):
     """The schema producers may validate against names every field the SDK writes at top level."""
-    schema_path = Path(models.__file__).parents[1] / "schemas" / "event_envelope.schema.json"
+    schema_path = Path(models.__file__).parents[2] / "schemas" / "event_envelope.schema.json"
     schema = json.loads(schema_path.read_text())
     top_level = set()
     for branch in schema["$defs"].values():

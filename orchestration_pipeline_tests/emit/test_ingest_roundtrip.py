@@ -7,13 +7,13 @@ from datetime import timedelta
 import pytest
 
 from orchestration_pipeline.emit import EventWriter
-from orchestration_pipeline.lib.event_checks import (
+from orchestration_pipeline.lib.ingestion.checks import (
     core_event_coverage,
     events_accounted_for,
     policy_violations_complete,
     provider_metric_present,
 )
-from orchestration_pipeline.lib.ingest import Ingestor
+from orchestration_pipeline.lib.ingestion.ingest import Ingestor
 
 pytestmark = pytest.mark.db
 

@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 
 from orchestration_pipeline.emit import EventWriter, command_wrapper
-from orchestration_pipeline.lib.events import ParsedEvent, parse_line
-from orchestration_pipeline.lib.ingest import discover_files
+from orchestration_pipeline.lib.ingestion.events import ParsedEvent, parse_line
+from orchestration_pipeline.lib.ingestion.ingest import discover_files
 from orchestration_pipeline_tests.emit._support import assert_pairs_match, of_type, published, read_events
 
 REPO = Path(__file__).resolve().parents[2]
@@ -232,8 +232,8 @@ def test_importing_the_sdk_loads_no_database_dagster_or_pydantic():
     loaded = set(json.loads(result.stdout))
     assert "orchestration_pipeline.emit" in loaded
     for banned in ("dagster", "psycopg", "psycopg2", "pydantic", "sqlalchemy", "qdrant_client",
-                   "orchestration_pipeline.lib.ingest", "orchestration_pipeline.lib.db",
-                   "orchestration_pipeline.lib.events"):  # fmt: skip
+                   "orchestration_pipeline.lib.ingestion.ingest", "orchestration_pipeline.lib.db",
+                   "orchestration_pipeline.lib.ingestion.events"):  # fmt: skip
         assert banned not in loaded, f"importing the SDK loaded {banned}"
     assert not [m for m in loaded if m.startswith(("dagster", "psycopg"))]
 

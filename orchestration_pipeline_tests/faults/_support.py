@@ -13,7 +13,7 @@ from typing import Any
 from psycopg import sql
 
 from orchestration_pipeline.lib.db import connection
-from orchestration_pipeline.lib.ingest import INGEST_TABLES
+from orchestration_pipeline.lib.ingestion.ingest import INGEST_TABLES
 
 SECRET = "hunter2"
 

@@ -13,7 +13,7 @@ import pytest
 
 from orchestration_pipeline.errors import SchemaNotReady
 from orchestration_pipeline.lib.db import connection, migrate
-from orchestration_pipeline.lib.ingest import INGEST_TABLES, Ingestor
+from orchestration_pipeline.lib.ingestion.ingest import INGEST_TABLES, Ingestor
 from orchestration_pipeline.lib.project_files import sql_dir
 from orchestration_pipeline_tests.conftest import clean_env
 from orchestration_pipeline_tests.faults._support import counts_of, line, table_counts, valid_event, wait_for

@@ -25,7 +25,7 @@ from pathlib import Path
 import pytest
 
 from orchestration_pipeline.lib.db import connection
-from orchestration_pipeline.lib.ingest import INGEST_TABLES, Ingestor
+from orchestration_pipeline.lib.ingestion.ingest import INGEST_TABLES, Ingestor
 from orchestration_pipeline_tests.conftest import REPO_ROOT, clean_env
 from orchestration_pipeline_tests.faults._support import (
     bad_line,
@@ -42,7 +42,7 @@ BATCH_ROWS = 2000
 CHILD = r"""
 import json, sys, time
 from orchestration_pipeline.lib.db import connection
-from orchestration_pipeline.lib.ingest import Ingestor
+from orchestration_pipeline.lib.ingestion.ingest import Ingestor
 
 dsn, path, batch_rows, extra = sys.argv[1], sys.argv[2], int(sys.argv[3]), json.loads(sys.argv[4])
 
@@ -352,7 +352,7 @@ WORKER_DEATH_CHILD = r"""
 import os, signal, sys
 from pathlib import Path
 from orchestration_pipeline.lib.db import connection
-from orchestration_pipeline.lib.ingest import Ingestor
+from orchestration_pipeline.lib.ingestion.ingest import Ingestor
 
 
 def workers():
@@ -363,7 +363,7 @@ def workers():
                 stat, cmd = (entry / "stat").read_text(), (entry / "cmdline").read_text()
             except OSError:
                 continue
-            if int(stat.rsplit(")", 1)[1].split()[1]) == os.getpid() and "orchestration_pipeline.lib.parse_worker" in cmd:
+            if int(stat.rsplit(")", 1)[1].split()[1]) == os.getpid() and "orchestration_pipeline.lib.ingestion.parse_worker" in cmd:
                 found.append(int(entry.name))
     return found
 
@@ -417,10 +417,10 @@ def test_parse_worker_killed_mid_file_fails_the_file_instead_of_hanging(orch_dsn
 
 def test_a_parse_worker_whose_parent_is_gone_exits_quietly():
     """Its parent killed, a worker finds its output pipe closed: it exits without a traceback."""
-    from orchestration_pipeline.lib.parse_worker import write_frame
+    from orchestration_pipeline.lib.ingestion.parse_worker import write_frame
 
     worker = subprocess.Popen(
-        [sys.executable, "-m", "orchestration_pipeline.lib.parse_worker"],
+        [sys.executable, "-m", "orchestration_pipeline.lib.ingestion.parse_worker"],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,

@@ -11,7 +11,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from orchestration_pipeline.lib.db import connection
-from orchestration_pipeline.lib.projection import project_events, projection_lag
+from orchestration_pipeline.lib.projection.projector import project_events, projection_lag
 from orchestration_pipeline_tests.conftest import REPO_ROOT, clean_env
 
 pytestmark = [pytest.mark.db, pytest.mark.slow]
@@ -19,7 +19,7 @@ pytestmark = [pytest.mark.db, pytest.mark.slow]
 CHILD = r"""
 import sys, time
 from orchestration_pipeline.lib.db import connection
-from orchestration_pipeline.lib.projection import project_events
+from orchestration_pipeline.lib.projection.projector import project_events
 
 def progress(run):
     print("BATCH", run.events_applied, flush=True)

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from orchestration_pipeline.lib.db import connection
-from orchestration_pipeline.lib.events import MAX_LINE_BYTES
-from orchestration_pipeline.lib.ingest import Ingestor
+from orchestration_pipeline.lib.ingestion.events import MAX_LINE_BYTES
+from orchestration_pipeline.lib.ingestion.ingest import Ingestor
 from orchestration_pipeline_tests.conftest import REPO_ROOT, clean_env
 from orchestration_pipeline_tests.faults._support import (
     SECRET,
@@ -319,7 +319,7 @@ def test_empty_file_is_ingested_with_zero_lines_and_a_ledger_entry(orch_dsn, tmp
 MEMORY_CHILD = r"""
 import json, resource, sys
 from orchestration_pipeline.lib.db import connection
-from orchestration_pipeline.lib.ingest import Ingestor
+from orchestration_pipeline.lib.ingestion.ingest import Ingestor
 
 dsn, warmup, huge = sys.argv[1:4]
 with connection(dsn) as conn:

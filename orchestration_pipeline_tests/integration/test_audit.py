@@ -10,7 +10,7 @@ import psycopg
 import pytest
 
 from orchestration_pipeline.errors import AuditError
-from orchestration_pipeline.lib.audit import (
+from orchestration_pipeline.lib.audit.ledger import (
     AuditFilter,
     audited,
     checkpoint_ledger,
@@ -23,8 +23,8 @@ from orchestration_pipeline.lib.audit import (
     verify_chain,
 )
 from orchestration_pipeline.lib.db import connection
-from orchestration_pipeline.lib.ingest import Ingestor
-from orchestration_pipeline.lib.quarantine import replay_quarantine
+from orchestration_pipeline.lib.ingestion.ingest import Ingestor
+from orchestration_pipeline.lib.ingestion.quarantine import replay_quarantine
 from orchestration_pipeline_tests.conftest import make_event, write_jsonl
 
 pytestmark = pytest.mark.db

@@ -120,7 +120,7 @@ def test_decisions_print_results_with_their_secrets_redacted(run):
 
 
 def test_a_checkpoint_blocked_by_an_open_audited_transaction_exits_1_and_says_why(run, orch_dsn):
-    from orchestration_pipeline.lib.audit import record_audit
+    from orchestration_pipeline.lib.audit.ledger import record_audit
 
     run("policy", "set", "p", "--effect", "notify")
     with connection(orch_dsn) as holder:

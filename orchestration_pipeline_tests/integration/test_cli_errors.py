@@ -9,7 +9,7 @@ from click.testing import CliRunner
 
 from orchestration_pipeline.cli import main
 from orchestration_pipeline.lib.db import connection
-from orchestration_pipeline.lib.ingest import Ingestor
+from orchestration_pipeline.lib.ingestion.ingest import Ingestor
 from orchestration_pipeline_tests.conftest import make_event, write_jsonl
 
 pytestmark = pytest.mark.db
@@ -76,7 +76,7 @@ def test_any_missing_table_ends_in_the_schema_message(cli, orch_dsn, tasks_dsn, 
     def reads_a_dropped_table(conn):
         conn.execute("SELECT * FROM a_table_no_migration_made")
 
-    monkeypatch.setattr("orchestration_pipeline.lib.executions.list_policies", reads_a_dropped_table)
+    monkeypatch.setattr("orchestration_pipeline.lib.executions.executor.list_policies", reads_a_dropped_table)
     result, err = cli(orch_dsn, tasks_dsn, "policy", "list")
     assert result.exit_code == 1
     assert err == [
@@ -114,7 +114,7 @@ def test_ingest_of_a_device_is_one_line(cli, orch_dsn, tasks_dsn):
 def test_an_unreadable_file_is_named_and_the_others_are_still_ingested(
     cli, orch_dsn, tasks_dsn, tmp_path, monkeypatch
 ):
-    import orchestration_pipeline.lib.ingest as ingest_module
+    import orchestration_pipeline.lib.ingestion.ingest as ingest_module
 
     landing = tmp_path / "landing"
     for name in ("a", "b", "c"):

@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from orchestration_pipeline.lib.db import connection
-from orchestration_pipeline.lib.drift import (
+from orchestration_pipeline.lib.projection.drift import (
     AuditContext,
     ReconcileRefused,
     ReconcileSettings,
@@ -14,7 +14,7 @@ from orchestration_pipeline.lib.drift import (
     rebuild,
     reconcile,
 )
-from orchestration_pipeline.lib.projection import project_events, projection_lag
+from orchestration_pipeline.lib.projection.projector import project_events, projection_lag
 from orchestration_pipeline_tests.conftest import make_event
 from orchestration_pipeline_tests.integration.test_projection import add_tasks, ingest, projection
 
@@ -144,7 +144,7 @@ def test_reconcile_repairs_only_drifted_rows_and_records_everything(
 def test_two_reconciliations_at_once_repair_the_drift_once(
     orch_dsn, orch_conn, tasks_conn, tasks_dsn, tmp_path
 ):
-    from orchestration_pipeline.lib.drift import _RECONCILE_LOCK
+    from orchestration_pipeline.lib.projection.drift import _RECONCILE_LOCK
 
     drifted_world(orch_conn, tasks_conn, tasks_dsn, tmp_path)
     reports = []

@@ -9,9 +9,9 @@ import pytest
 from psycopg.types.json import Jsonb
 
 from orchestration_pipeline.errors import ActionHashConflict, ExecutionError, SchemaNotReady
-from orchestration_pipeline.lib.audit import AuditFilter, query_audit, verify_chain
+from orchestration_pipeline.lib.audit.ledger import AuditFilter, query_audit, verify_chain
 from orchestration_pipeline.lib.db import connection
-from orchestration_pipeline.lib.effects import (
+from orchestration_pipeline.lib.executions.effects import (
     CreateTask,
     Effect,
     EffectFailed,
@@ -20,7 +20,7 @@ from orchestration_pipeline.lib.effects import (
     ProbeResult,
     default_effects,
 )
-from orchestration_pipeline.lib.executions import (
+from orchestration_pipeline.lib.executions.executor import (
     Action,
     Policy,
     execute_action,

@@ -10,8 +10,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from orchestration_pipeline.lib.db import connection
-from orchestration_pipeline.lib.ingest import Ingestor
-from orchestration_pipeline.lib.projection import project_events, projection_lag
+from orchestration_pipeline.lib.ingestion.ingest import Ingestor
+from orchestration_pipeline.lib.projection.projector import project_events, projection_lag
 from orchestration_pipeline_tests.conftest import make_event, write_jsonl
 
 pytestmark = pytest.mark.db

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from orchestration_pipeline.errors import CanonicalJsonError
 from orchestration_pipeline.lib.canonical_json import canonical_json, canonical_sha256
-from orchestration_pipeline.lib.executions import Action
+from orchestration_pipeline.lib.executions.executor import Action
 
 
 def test_rfc8785_section_3_2_2_example():
@@ -167,7 +167,7 @@ def _has_negative_zero(value) -> bool:
 def test_json_has_nul_tells_a_nul_from_its_spelling(value, has_nul):
     from orchestration_pipeline.emit._envelope import encode_line
     from orchestration_pipeline.lib.canonical_json import json_has_nul
-    from orchestration_pipeline.lib.events import ParsedEvent, parse_line
+    from orchestration_pipeline.lib.ingestion.events import ParsedEvent, parse_line
 
     for ensure_ascii in (True, False):
         assert json_has_nul(json.dumps({"m": value}, ensure_ascii=ensure_ascii)) is has_nul

@@ -177,7 +177,7 @@ def test_run_with_an_unknown_asset_is_a_usage_error_listing_the_assets(tmp_path)
 def test_run_reads_the_checks_of_its_own_run_not_one_a_sensor_launched_meanwhile():
     from types import SimpleNamespace
 
-    from orchestration_pipeline.cli import _cli_run_id
+    from orchestration_pipeline.cli.run import _cli_run_id
 
     def run(run_id, **tags):
         return SimpleNamespace(run_id=run_id, tags={k.replace("__", "/"): v for k, v in tags.items()})

@@ -8,8 +8,8 @@ from click.testing import CliRunner
 
 from orchestration_pipeline.cli import main
 from orchestration_pipeline.errors import OrchError
-from orchestration_pipeline.lib.failure_types import FAILURE_TYPES
-from orchestration_pipeline.lib.ingest import (
+from orchestration_pipeline.lib.ingestion.failure_types import FAILURE_TYPES
+from orchestration_pipeline.lib.ingestion.ingest import (
     Ingestor,
     LineBlock,
     NotARegularFile,
@@ -17,7 +17,7 @@ from orchestration_pipeline.lib.ingest import (
     iter_blocks,
     iter_lines,
 )
-from orchestration_pipeline.lib.landing import scan_landing
+from orchestration_pipeline.lib.ingestion.landing import scan_landing
 
 # Unreachable servers: a command that got past option checking would fail with exit 1, not 2.
 UNREACHABLE = {

@@ -18,8 +18,8 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from orchestration_pipeline.lib import ingest as ingest_mod
-from orchestration_pipeline.lib.events import (
+from orchestration_pipeline.lib.ingestion import ingest as ingest_mod
+from orchestration_pipeline.lib.ingestion.events import (
     AGENT_TYPES,
     EVENT_TYPES,
     ParsedEvent,
@@ -28,7 +28,7 @@ from orchestration_pipeline.lib.events import (
     parse_line,
     parse_line_validated,
 )
-from orchestration_pipeline.lib.ingest import LineBlock, parse_batch
+from orchestration_pipeline.lib.ingestion.ingest import LineBlock, parse_batch
 
 NOW = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
 RUN_ID = uuid.UUID(int=7)

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 import orchestration_pipeline
-from orchestration_pipeline.lib.events import (
+from orchestration_pipeline.lib.ingestion.events import (
     EVENT_TYPES,
     ParsedEvent,
     Rejection,

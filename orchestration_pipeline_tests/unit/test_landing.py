@@ -5,7 +5,7 @@ import time
 
 import pytest
 
-from orchestration_pipeline.lib.landing import UnreadableCursor, load_cursor, scan_landing
+from orchestration_pipeline.lib.ingestion.landing import UnreadableCursor, load_cursor, scan_landing
 
 TICK = 0.02
 

@@ -76,7 +76,7 @@ def test_the_failure_types_are_those_the_quarantine_table_accepts():
     """The Python list and the latest CHECK constraint on quarantine.failure_type are one list."""
     import re
 
-    from orchestration_pipeline.lib.failure_types import FAILURE_TYPES
+    from orchestration_pipeline.lib.ingestion.failure_types import FAILURE_TYPES
     from orchestration_pipeline.lib.project_files import sql_dir
 
     latest = sorted(

@@ -9,10 +9,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from orchestration_pipeline.lib import ingest
-from orchestration_pipeline.lib.events import EVENT_TYPES, ParsedEvent, Rejection, parse_line
-from orchestration_pipeline.lib.failure_types import FAILURE_TYPES
-from orchestration_pipeline.lib.ingest import LineBlock, iter_blocks, iter_lines
+from orchestration_pipeline.lib.ingestion import ingest as ingest
+from orchestration_pipeline.lib.ingestion.events import EVENT_TYPES, ParsedEvent, Rejection, parse_line
+from orchestration_pipeline.lib.ingestion.failure_types import FAILURE_TYPES
+from orchestration_pipeline.lib.ingestion.ingest import LineBlock, iter_blocks, iter_lines
 
 NOW = datetime(2026, 6, 1, tzinfo=UTC)
 json_values = st.recursive(

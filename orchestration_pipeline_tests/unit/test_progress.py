@@ -1,4 +1,4 @@
-from orchestration_pipeline.lib.ingest import Counts, FileResult, describe_progress
+from orchestration_pipeline.lib.ingestion.ingest import Counts, FileResult, describe_progress
 
 
 def test_progress_lines_for_batches_and_files():

@@ -4,8 +4,8 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from orchestration_pipeline.lib.events import ParsedEvent, parse_line
-from orchestration_pipeline.lib.redaction import (
+from orchestration_pipeline.lib.ingestion.events import ParsedEvent, parse_line
+from orchestration_pipeline.lib.redaction.patterns import (
     FORM_PATTERNS,
     REDACTED,
     SECRET_MARKERS,
@@ -816,7 +816,7 @@ def test_more_ordinary_command_lines_are_left_alone(text):
 def test_every_secret_word_passes_the_quick_key_check():
     """is_secret_key looks for a hint (pass, key, token, …) before normalising a key: a secret word
     added without one would never be recognised."""
-    from orchestration_pipeline.lib.redaction import _GLUED_SECRET, _SECRET_WORDS
+    from orchestration_pipeline.lib.redaction.patterns import _GLUED_SECRET, _SECRET_WORDS
 
     glued = _GLUED_SECRET.pattern.split("(?:", 1)[1].split(")", 1)[0].split("|")
     assert "accesskey" in glued

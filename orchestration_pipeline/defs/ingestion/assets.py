@@ -4,7 +4,7 @@ import dagster as dg
 
 from orchestration_pipeline.defs.resources import IngestionSettings, OrchestrationDatabase, PipelineHome
 from orchestration_pipeline.defs.schema.assets import orchestration_schema
-from orchestration_pipeline.lib.ingest import Ingestor, describe_progress
+from orchestration_pipeline.lib.ingestion.ingest import Ingestor, describe_progress
 
 
 class RawEventsConfig(dg.Config):

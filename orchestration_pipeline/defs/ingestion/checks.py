@@ -7,7 +7,7 @@ import dagster as dg
 from orchestration_pipeline.defs.checks_support import to_check_result
 from orchestration_pipeline.defs.ingestion.assets import raw_events
 from orchestration_pipeline.defs.resources import IngestionSettings, OrchestrationDatabase
-from orchestration_pipeline.lib import event_checks
+from orchestration_pipeline.lib.ingestion import checks as event_checks
 
 
 @dg.asset_check(

@@ -6,7 +6,7 @@ import dagster as dg
 
 from orchestration_pipeline.defs.ingestion.assets import raw_events
 from orchestration_pipeline.defs.resources import PipelineHome
-from orchestration_pipeline.lib.landing import UnreadableCursor, load_cursor, scan_landing
+from orchestration_pipeline.lib.ingestion.landing import UnreadableCursor, load_cursor, scan_landing
 
 ingest_job = dg.define_asset_job(
     "ingest_job", selection=dg.AssetSelection.assets(raw_events), description="Ingest new landing files."

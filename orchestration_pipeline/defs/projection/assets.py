@@ -4,8 +4,13 @@ import dagster as dg
 
 from orchestration_pipeline.defs.ingestion.assets import raw_events
 from orchestration_pipeline.defs.resources import OrchestrationDatabase, ProjectionSettings, TasksDatabase
-from orchestration_pipeline.lib.drift import AuditContext, DriftReport, ReconcileSettings, reconcile
-from orchestration_pipeline.lib.projection import project_events, projection_lag
+from orchestration_pipeline.lib.projection.drift import (
+    AuditContext,
+    DriftReport,
+    ReconcileSettings,
+    reconcile,
+)
+from orchestration_pipeline.lib.projection.projector import project_events, projection_lag
 
 
 @dg.asset(

@@ -5,7 +5,7 @@ import dagster as dg
 from orchestration_pipeline.defs.checks_support import to_check_result
 from orchestration_pipeline.defs.projection.assets import projection_drift_report, task_projection
 from orchestration_pipeline.defs.resources import OrchestrationDatabase, ProjectionSettings, TasksDatabase
-from orchestration_pipeline.lib import projection_checks
+from orchestration_pipeline.lib.projection import checks as projection_checks
 
 
 @dg.asset_check(

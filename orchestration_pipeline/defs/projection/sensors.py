@@ -4,7 +4,7 @@ import dagster as dg
 
 from orchestration_pipeline.defs.projection.assets import projection_drift_report, task_projection
 from orchestration_pipeline.defs.resources import OrchestrationDatabase, ProjectionSettings
-from orchestration_pipeline.lib.drift import reconciliation_due
+from orchestration_pipeline.lib.projection.drift import reconciliation_due
 
 reconciliation_job = dg.define_asset_job(
     "reconciliation_job",

@@ -29,8 +29,8 @@ from typing import Any
 import psycopg
 
 from orchestration_pipeline.lib.db import TASKS_TABLES, end_read, require_schema
-from orchestration_pipeline.lib.events import AGENT_TYPES
-from orchestration_pipeline.lib.ingest import percentile
+from orchestration_pipeline.lib.ingestion.events import AGENT_TYPES
+from orchestration_pipeline.lib.ingestion.ingest import percentile
 from orchestration_pipeline.lib.project_files import runtime_sql
 from orchestration_pipeline.lib.telemetry import record_metric
 

@@ -7,7 +7,7 @@ from datetime import datetime
 import psycopg
 
 from orchestration_pipeline.lib.db import end_read
-from orchestration_pipeline.lib.drift import DRIFT_CLASSES, compare, recent_reports
+from orchestration_pipeline.lib.projection.drift import DRIFT_CLASSES, compare, recent_reports
 from orchestration_pipeline.lib.verdict import Verdict
 
 #: The projection's columns and their types, as the migration creates them.

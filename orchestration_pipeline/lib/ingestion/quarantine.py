@@ -18,11 +18,11 @@ import psycopg
 from psycopg.rows import dict_row
 
 from orchestration_pipeline.errors import OrchError
-from orchestration_pipeline.lib.audit import record_audit, require_identity
+from orchestration_pipeline.lib.audit.ledger import record_audit, require_identity
 from orchestration_pipeline.lib.db import SchemaGate, end_read
-from orchestration_pipeline.lib.events import ParsedEvent, parse_line
-from orchestration_pipeline.lib.failure_types import FAILURE_TYPES
-from orchestration_pipeline.lib.ingest import (
+from orchestration_pipeline.lib.ingestion.events import ParsedEvent, parse_line
+from orchestration_pipeline.lib.ingestion.failure_types import FAILURE_TYPES
+from orchestration_pipeline.lib.ingestion.ingest import (
     INGEST_TABLES,
     Counts,
     ParsedBatch,

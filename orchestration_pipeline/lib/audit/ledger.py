@@ -3,7 +3,7 @@
 **Writing.** :func:`record_audit` inserts an entry in the caller's open transaction and never
 commits, so the entry and the mutation it describes commit or roll back together. It refuses an
 entry without an actor and a request id. Secrets in ``before``, ``after`` and ``reason`` are
-redacted first (:mod:`orchestration_pipeline.lib.redaction`): an entry can never be changed
+redacted first (:mod:`orchestration_pipeline.lib.redaction.patterns`): an entry can never be changed
 afterwards, so a secret written into it would stay for good.
 
 **Immutability** is enforced by the database (``sql/orchestration/0004_audit_ledger.sql``): a
@@ -87,7 +87,7 @@ from psycopg.rows import dict_row
 from orchestration_pipeline.errors import AuditError, SchemaNotReady
 from orchestration_pipeline.lib.canonical_json import json_has_nul
 from orchestration_pipeline.lib.db import end_read, require_schema
-from orchestration_pipeline.lib.redaction import may_contain_secret, redact_json_text, redact_text
+from orchestration_pipeline.lib.redaction.patterns import may_contain_secret, redact_json_text, redact_text
 from orchestration_pipeline.lib.verdict import Verdict
 
 OPERATIONS = frozenset(

@@ -31,9 +31,9 @@ import psycopg
 from psycopg.types.json import Jsonb
 
 from orchestration_pipeline.errors import OrchError
-from orchestration_pipeline.lib.audit import AUDIT_TABLES, record_audit
+from orchestration_pipeline.lib.audit.ledger import AUDIT_TABLES, record_audit
 from orchestration_pipeline.lib.db import end_read, require_schema
-from orchestration_pipeline.lib.projection import (
+from orchestration_pipeline.lib.projection.projector import (
     PROJECTION,
     TASK_EVENT_TYPES,
     commit_horizon,

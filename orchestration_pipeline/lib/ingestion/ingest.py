@@ -43,7 +43,7 @@ from psycopg.types.json import Jsonb
 
 from orchestration_pipeline.errors import OrchError
 from orchestration_pipeline.lib.db import SchemaGate
-from orchestration_pipeline.lib.events import (
+from orchestration_pipeline.lib.ingestion.events import (
     MAX_LINE_BYTES,
     CommonEvent,
     ParsedEvent,
@@ -53,9 +53,9 @@ from orchestration_pipeline.lib.events import (
     parse_line_validated,
     reject_oversized,
 )
-from orchestration_pipeline.lib.parse_worker import read_frame, write_frame
+from orchestration_pipeline.lib.ingestion.parse_worker import read_frame, write_frame
 from orchestration_pipeline.lib.project_files import runtime_sql
-from orchestration_pipeline.lib.redaction import REDACTED, lines_with_markers
+from orchestration_pipeline.lib.redaction.patterns import REDACTED, lines_with_markers
 from orchestration_pipeline.lib.telemetry import record_metric
 
 INGEST_TABLES = (
@@ -621,7 +621,7 @@ class _ParsePool:
     """Worker processes that parse batches while this process writes the previous one.
 
     Parsing is CPU-bound Python and writing waits on PostgreSQL, so on a multi-core machine the
-    two overlap. Each worker is ``python -m orchestration_pipeline.lib.parse_worker`` fed over its
+    two overlap. Each worker is ``python -m orchestration_pipeline.lib.ingestion.parse_worker`` fed over its
     stdin/stdout, with one batch in flight per worker (no pipe deadlock, bounded memory). A worker
     that dies (e.g. OOM-killed) fails the file at once; workers exit when this process dies.
     """
@@ -633,7 +633,7 @@ class _ParsePool:
         self.broken = False
         self._procs = [
             subprocess.Popen(
-                [sys.executable, "-m", "orchestration_pipeline.lib.parse_worker"],
+                [sys.executable, "-m", "orchestration_pipeline.lib.ingestion.parse_worker"],
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 close_fds=True,

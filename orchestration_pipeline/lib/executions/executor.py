@@ -49,7 +49,7 @@ from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
 from orchestration_pipeline.errors import ActionHashConflict, ExecutionError
-from orchestration_pipeline.lib.audit import audited, record_audit, require_identity
+from orchestration_pipeline.lib.audit.ledger import audited, record_audit, require_identity
 from orchestration_pipeline.lib.canonical_json import (
     CANONICALIZER_VERSION,
     canonical_json,
@@ -57,7 +57,7 @@ from orchestration_pipeline.lib.canonical_json import (
     json_has_nul,
 )
 from orchestration_pipeline.lib.db import end_read, require_schema
-from orchestration_pipeline.lib.effects import (
+from orchestration_pipeline.lib.executions.effects import (
     ActionRun,
     Effect,
     EffectContext,
@@ -66,7 +66,7 @@ from orchestration_pipeline.lib.effects import (
     ProbeResult,
     default_effects,
 )
-from orchestration_pipeline.lib.redaction import redact_text, redacted_copy
+from orchestration_pipeline.lib.redaction.patterns import redact_text, redacted_copy
 from orchestration_pipeline.lib.verdict import Verdict
 
 EXECUTION_TABLES = ("policies", "decision_executions", "alerts", "audit_ledger")

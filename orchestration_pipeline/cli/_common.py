@@ -1,0 +1,100 @@
+"""What every command module shares: settings, database URLs, the audit identity options, error handling."""
+
+from __future__ import annotations
+
+import os
+import re
+
+import click
+import psycopg
+
+from orchestration_pipeline.errors import OrchError, SchemaNotReady
+
+
+def _missing_table(exc: psycopg.errors.UndefinedTable) -> str:
+    """The table an UndefinedTable error names (``relation "x" does not exist``)."""
+    found = re.search(r'relation "([^"]+)" does not exist', exc.diag.message_primary or str(exc))
+    return found[1] if found else "(unknown)"
+
+
+def first_line(exc: Exception) -> str:
+    """The first line of an error's message (a driver's error can run to several), or its type."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+class ErrorReportingGroup(click.Group):
+    """Turns known errors into one line on stderr and a non-zero exit."""
+
+    def invoke(self, ctx: click.Context):  # type: ignore[override]
+        try:
+            return super().invoke(ctx)
+        except OrchError as exc:
+            click.echo(f"error: {exc}", err=True)
+            ctx.exit(1)
+        except psycopg.errors.UndefinedTable as exc:
+            # A safety net: commands check the schema up front (require_schema); a table a
+            # command reaches without that check still ends in the same one-line message.
+            click.echo(f"error: {SchemaNotReady([_missing_table(exc)])}", err=True)
+            ctx.exit(1)
+        except (psycopg.errors.UndefinedColumn, psycopg.errors.UndefinedFunction) as exc:
+            # tables there, a later migration's column or function not: code newer than the schema
+            detail = (exc.diag.message_primary or str(exc)).strip()
+            click.echo(
+                f"error: the database schema is older than this version ({detail}) — run "
+                "'orchestration-pipeline db migrate'",
+                err=True,
+            )
+            ctx.exit(1)
+        except psycopg.OperationalError as exc:
+            line = first_line(exc)
+            click.echo(
+                f"error: database unavailable: {line} — check the server and the *_DATABASE_URL settings",
+                err=True,
+            )
+            ctx.exit(1)
+
+
+def pipeline_settings():
+    from orchestration_pipeline.settings import load_settings
+
+    return load_settings()
+
+
+def orchestration_dsn() -> str:
+    return database_urls().orchestration
+
+
+def _default_actor() -> str:
+    import getpass
+
+    try:
+        return f"cli:{getpass.getuser()}"
+    except (KeyError, OSError):  # no passwd entry (containers)
+        return f"cli:uid{os.getuid()}"
+
+
+def identity_options(func):
+    """--actor and --request-id: who asked for an audited change, and which request it was."""
+    func = click.option(
+        "--request-id",
+        envvar="ORCH_REQUEST_ID",
+        help="Correlates the audit entries of one request (or ORCH_REQUEST_ID). Default: a new UUID.",
+    )(func)
+    return click.option(
+        "--actor",
+        envvar="ORCH_ACTOR",
+        help="Who is acting, as recorded in the audit ledger (or ORCH_ACTOR). Default: cli:<login user>.",
+    )(func)
+
+
+def who(actor: str | None, request_id: str | None) -> tuple[str, str]:
+    import uuid
+
+    return actor or _default_actor(), request_id or f"cli-{uuid.uuid4()}"
+
+
+def database_urls():
+    from orchestration_pipeline.lib.embedded import resolve_database_urls
+
+    return resolve_database_urls(pipeline_settings(), start=True)

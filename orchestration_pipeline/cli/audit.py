@@ -1,0 +1,200 @@
+"""``audit query|verify|checkpoint``: the append-only audit ledger."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from orchestration_pipeline.cli._common import orchestration_dsn
+from orchestration_pipeline.lib.audit import OPERATIONS
+
+
+@click.group()
+def audit() -> None:
+    """Query and verify the append-only, hash-chained audit ledger."""
+
+
+@audit.command("query")
+@click.option(
+    "--entity", metavar="TYPE[:ID]", help="e.g. policy:nightly-cleanup, decision_execution:42, quarantine."
+)
+@click.option("--actor", help="Only entries by this actor (exact).")
+@click.option("--operation", type=click.Choice(sorted(OPERATIONS)), help="Only this kind of change.")
+@click.option("--request-id", help="Only entries of this request.")
+@click.option("--source", help="Only entries from this job or automation source.")
+@click.option(
+    "--since", help="From this time: 30m, 24h, 7d, 2w, or an ISO date/time (UTC unless an offset is given)."
+)
+@click.option("--until", help="Before this time (same formats as --since).")
+@click.option("--limit", default=50, show_default=True, type=click.IntRange(1, 100_000))
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per line (before/after included).")
+def audit_query(
+    entity: str | None,
+    actor: str | None,
+    operation: str | None,
+    request_id: str | None,
+    source: str | None,
+    since: str | None,
+    until: str | None,
+    limit: int,
+    as_json: bool,
+) -> None:
+    """Answer "who changed what, when, and why" from the ledger, newest first.
+
+    \b
+      orchestration-pipeline audit query --entity policy:nightly-cleanup
+      orchestration-pipeline audit query --actor cli:alice --since 24h
+      orchestration-pipeline audit query --request-id cli-3f2a... --json
+    """
+    from orchestration_pipeline.lib.audit.ledger import AuditFilter, query_audit
+    from orchestration_pipeline.lib.db import connection
+
+    since_at, until_at = _audit_time(since, "--since"), _audit_time(until, "--until")
+    if since_at is not None and until_at is not None and until_at <= since_at:
+        raise click.BadParameter(
+            f"{until!r} is not after --since {since!r} — give an --until later than --since",
+            param_hint="--until",
+        )
+    entity_type, _, entity_id = (entity or "").partition(":")
+    flt = AuditFilter(
+        entity_type=entity_type or None,
+        entity_id=entity_id or None,
+        actor=actor,
+        operation=operation,
+        request_id=request_id,
+        source=source,
+        since=since_at,
+        until=until_at,
+        limit=limit,
+    )
+    with connection(orchestration_dsn()) as conn:
+        rows = query_audit(conn, flt)
+    if as_json:
+        for row in rows:
+            click.echo(json.dumps(row, default=str))
+        return
+    if not rows:
+        click.echo("no audit entries match")
+        return
+    for r in rows:
+        click.echo(
+            f"{r['occurred_at'].isoformat()}  #{r['audit_id']}  {r['operation']:<8} {r['entity_type']}:{r['entity_id']}"
+            f"  by {r['actor']}  request {r['request_id']}"
+            + (f"  source {r['source']}" if r["source"] else "")
+            + (f"\n    reason: {r['reason']}" if r["reason"] else "")
+            + (
+                f"\n    before: {json.dumps(r['before_data'], default=str)}"
+                if r["before_data"] is not None
+                else ""
+            )
+            + (
+                f"\n    after:  {json.dumps(r['after_data'], default=str)}"
+                if r["after_data"] is not None
+                else ""
+            )
+        )
+
+
+def _audit_time(text: str | None, option: str):
+    """--since/--until as a datetime; None when not given. Empty or out-of-range text is a usage error."""
+    from orchestration_pipeline.lib.audit.ledger import parse_since
+
+    if text is None:
+        return None
+    if not text.strip():
+        raise click.BadParameter("is empty — give e.g. 30m, 24h, 7d or 2026-01-31", param_hint=option)
+    try:
+        return parse_since(text)
+    except OverflowError:  # unreadable text is the lib's AuditError, which names the formats
+        raise click.BadParameter(
+            f"{text!r} is out of range — give a time after 0001-01-01, e.g. 30d or 2020-01-01",
+            param_hint=option,
+        ) from None
+
+
+@audit.command("verify")
+@click.option(
+    "--chain",
+    "chain_id",
+    help="Verify only this chain (tx/<start µs>/<xid>, or YYYY-MM-DD/NN for entries written before "
+    "per-transaction chains); checkpoints are then not checked.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the report as one JSON object.")
+def audit_verify(chain_id: str | None, as_json: bool) -> None:
+    """Recompute every hash chain and checkpoint; exit 1 and name the first broken link if any."""
+    from orchestration_pipeline.lib.audit.ledger import verify_chain
+    from orchestration_pipeline.lib.db import connection
+
+    with connection(orchestration_dsn()) as conn:
+        report = verify_chain(conn, chain_id=chain_id)
+    if as_json:
+        click.echo(json.dumps(report.as_dict()))
+    elif report.ok:
+        sealed = (
+            ""
+            if chain_id
+            else (
+                f", {report.checkpoints} checkpoints; {report.unsealed_entries} newer entries not sealed yet "
+                "(orchestration-pipeline audit checkpoint)"
+            )
+        )
+        click.echo(f"ok: {report.rows} entries in {report.chains} chains verified{sealed}")
+    if not report.ok:
+        first = report.first_broken
+        raise click.ClickException(
+            f"{report.broken_chains} broken chain(s); first: {first.describe()} — follow docs/runbooks/audit.md"
+        )
+
+
+@audit.command("checkpoint")
+@click.option(
+    "--max-entries",
+    default=20_000,
+    show_default=True,
+    type=click.IntRange(1),
+    help="Entries sealed per checkpoint, each in one short transaction.",
+)
+@click.option(
+    "--wait-ms",
+    default=2000,
+    show_default=True,
+    type=click.IntRange(0),
+    help="How long to wait for audited transactions still open (then retry twice, then stop).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the outcome as one JSON object.")
+def audit_checkpoint(max_entries: int, wait_ms: int, as_json: bool) -> None:
+    """Seal every audit entry written since the last checkpoint.
+
+    Until sealed, an entry is protected by the append-only guard and its own hash; once sealed,
+    removing it (or its whole transaction) also breaks the checkpoint chain. Every
+    audit_ledger_integrity materialization does this too. Writers never wait for it. Exit 1 if an
+    audited transaction stayed open too long, or another checkpoint was running (what could be
+    sealed was).
+    """
+    from dataclasses import asdict
+
+    from orchestration_pipeline.lib.audit.ledger import checkpoint_ledger
+    from orchestration_pipeline.lib.db import connection
+
+    def progress(checkpoints: int, entries: int) -> None:
+        if not as_json:
+            click.echo(f"checkpoint {checkpoints}: {entries} entries sealed", err=True)
+
+    with connection(orchestration_dsn()) as conn:
+        run = checkpoint_ledger(conn, max_entries=max_entries, wait_ms=wait_ms, progress=progress)
+    if as_json:
+        click.echo(json.dumps(asdict(run)))
+    elif run.created:
+        click.echo(
+            f"sealed {run.entries} entries in {run.created} checkpoint(s); newest #{run.checkpoint_seq} {run.checkpoint_hash}"
+        )
+    else:
+        click.echo(
+            "nothing new to seal"
+            + (f"; newest checkpoint #{run.checkpoint_seq}" if run.checkpoint_seq else "")
+        )
+    if run.busy:
+        raise click.ClickException(
+            f"stopped early: {run.busy}; the rest is not sealed yet — run it again later, or raise --wait-ms"
+        )

@@ -1,0 +1,99 @@
+"""``up``, ``down`` and ``dev``: the embedded services and the Dagster UI."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+from pathlib import Path
+
+import click
+
+from orchestration_pipeline.cli._common import pipeline_settings
+
+
+@click.command()
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of aligned text.")
+@click.option("--env", "as_env", is_flag=True, help="Print `export NAME=value` lines for a shell to eval.")
+def up(as_json: bool, as_env: bool) -> None:
+    """Start the embedded services if needed, apply migrations, and print DSNs and paths.
+
+    Safe to run repeatedly and concurrently: a running server is reused.
+    """
+    from orchestration_pipeline.lib.services import bring_up, describe, pipeline_environment
+
+    services = bring_up(pipeline_settings())
+    if as_env:
+        for name, value in pipeline_environment(services).items():
+            click.echo(f"export {name}={_shell_quote(value)}")
+        return
+    info = describe(services)
+    info_applied = {t: names for t, names in services.applied.items() if names}
+    if as_json:
+        click.echo(json.dumps({**info, "applied": info_applied}))
+        return
+    width = max(len(k) for k in info)
+    for key, value in info.items():
+        click.echo(f"{key.ljust(width)}  {value}")
+    for target, names in info_applied.items():
+        click.echo(f"applied {target}: {', '.join(names)}")
+
+
+def _shell_quote(value: str) -> str:
+    import shlex
+
+    return shlex.quote(value)
+
+
+@click.command()
+def down() -> None:
+    """Stop the embedded PostgreSQL server under $ORCH_HOME (no-op for configured servers)."""
+    from orchestration_pipeline.lib.embedded import stop_postgres
+
+    settings = pipeline_settings()
+    # Checked whatever ORCH_DATABASE_URL says: `eval "$(orchestration-pipeline up --env)"` sets it
+    # to the embedded server's own socket. With nothing running, nothing is created.
+    if stop_postgres(settings.orch_home):
+        click.echo(f"stopped embedded PostgreSQL in {settings.pg_dir}")
+    elif settings.embedded_postgres:
+        click.echo("embedded PostgreSQL was not running")
+    else:
+        click.echo(f"no embedded PostgreSQL under {settings.pg_dir}; configured servers are left alone")
+
+
+def dagster_executable() -> str:
+    candidate = Path(sys.executable).parent / "dagster"
+    found = str(candidate) if candidate.exists() else shutil.which("dagster")
+    if not found:
+        raise click.ClickException(
+            "the `dagster` command is not installed — run 'pip install -e .' in this environment"
+        )
+    return found
+
+
+@click.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Interface for the Dagster webserver.")
+@click.option(
+    "--port", "-p", default=3000, show_default=True, type=int, help="Port for the Dagster webserver."
+)
+def dev(host: str, port: int) -> None:
+    """`up`, then `dagster dev` with DAGSTER_HOME under $ORCH_HOME and storage in Postgres.
+
+    Stop it with Ctrl-C (or SIGTERM to its process group). The embedded database keeps
+    running for the next start; `orchestration-pipeline down` stops it.
+    """
+    from orchestration_pipeline.lib.project_files import project_root
+    from orchestration_pipeline.lib.services import bring_up, pipeline_environment, prepare_dagster_home
+
+    settings = pipeline_settings()
+    services = bring_up(settings)
+    prepare_dagster_home(settings)
+    env = {**os.environ, **pipeline_environment(services)}
+    workspace = project_root() / "workspace.yaml"
+    argv = [dagster_executable(), "dev", "-w", str(workspace), "-h", host, "-p", str(port)]
+    click.echo(f"starting Dagster on http://{host}:{port} (DAGSTER_HOME={settings.dagster_home})", err=True)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # Replace this process so signals sent to it (or its group) reach `dagster dev` directly.
+    os.execve(argv[0], argv, env)

@@ -1,0 +1,1 @@
+"""Decision executions: policies, at-most-once claims, effects performed outside any transaction."""

@@ -1,0 +1,1 @@
+"""The vector index of decisions (Qdrant): where it lives."""

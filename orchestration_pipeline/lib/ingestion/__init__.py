@@ -1,0 +1,1 @@
+"""Ingestion: the event envelope, parsing, reading files, writing batches exactly once, quarantine."""

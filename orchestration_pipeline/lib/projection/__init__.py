@@ -1,0 +1,1 @@
+"""The task projection: the projector that folds task events in, reconciliation against the Tasks DB."""
