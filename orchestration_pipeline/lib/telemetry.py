@@ -47,3 +47,12 @@ def record_decision(
         (source, stage, severity, Jsonb(payload)),
     ).fetchone()
     return str(row[0])
+
+
+def percentile(values: list[float], pct: float) -> float:
+    """Nearest-rank percentile; 0.0 for no values."""
+    if not values:
+        return 0.0
+    ordered = sorted(values)
+    rank = max(1, min(len(ordered), round(pct / 100 * len(ordered) + 0.5)))
+    return float(ordered[rank - 1])

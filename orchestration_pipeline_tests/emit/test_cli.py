@@ -5,7 +5,7 @@ import sys
 from pathlib import Path
 
 from orchestration_pipeline.lib.ingestion.events import ParsedEvent, parse_line
-from orchestration_pipeline.lib.ingestion.ingest import discover_files
+from orchestration_pipeline.lib.ingestion.files import discover_files
 from orchestration_pipeline_tests.conftest import clean_env
 
 CLI = str(Path(sys.executable).parent / "orchestration-pipeline")

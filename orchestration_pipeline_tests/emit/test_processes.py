@@ -16,7 +16,7 @@ import pytest
 
 from orchestration_pipeline.emit import EventWriter, command_wrapper
 from orchestration_pipeline.lib.ingestion.events import ParsedEvent, parse_line
-from orchestration_pipeline.lib.ingestion.ingest import discover_files
+from orchestration_pipeline.lib.ingestion.files import discover_files
 from orchestration_pipeline_tests.emit._support import assert_pairs_match, of_type, published, read_events
 
 REPO = Path(__file__).resolve().parents[2]

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from orchestration_pipeline.emit import HASH_LIMIT_BYTES, PROVIDER_TYPES, EventWriter
-from orchestration_pipeline.lib.ingestion.ingest import discover_files
+from orchestration_pipeline.lib.ingestion.files import discover_files
 from orchestration_pipeline_tests.emit._support import assert_pairs_match, of_type, published, read_events
 
 

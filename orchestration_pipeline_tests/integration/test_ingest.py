@@ -451,7 +451,7 @@ def test_a_growing_file_quarantines_each_bad_line_once(orch_conn, tmp_path):
 def test_the_earlier_versions_bad_lines_are_looked_up_by_line_not_scanned(orch_conn):
     """A grown file's batch looks up its own lines among the path's pending rows: with a million
     of them pending, scanning them all for every batch made re-reading a file quadratic."""
-    from orchestration_pipeline.lib.ingestion import ingest as ingest_module
+    from orchestration_pipeline.lib.ingestion import batches as ingest_module
 
     orch_conn.execute(
         """INSERT INTO quarantine (run_id, file_sha256, source_file, source_line, byte_offset, failure_type,

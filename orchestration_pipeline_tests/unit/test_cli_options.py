@@ -9,14 +9,14 @@ from click.testing import CliRunner
 from orchestration_pipeline.cli import main
 from orchestration_pipeline.errors import OrchError
 from orchestration_pipeline.lib.ingestion.failure_types import FAILURE_TYPES
-from orchestration_pipeline.lib.ingestion.ingest import (
-    Ingestor,
+from orchestration_pipeline.lib.ingestion.files import (
     LineBlock,
     NotARegularFile,
     discover_files,
     iter_blocks,
     iter_lines,
 )
+from orchestration_pipeline.lib.ingestion.ingest import Ingestor
 from orchestration_pipeline.lib.ingestion.landing import scan_landing
 
 # Unreachable servers: a command that got past option checking would fail with exit 1, not 2.

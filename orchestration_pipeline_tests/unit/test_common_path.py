@@ -18,7 +18,7 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from orchestration_pipeline.lib.ingestion import ingest as ingest_mod
+from orchestration_pipeline.lib.ingestion import rows as ingest_mod
 from orchestration_pipeline.lib.ingestion.events import (
     AGENT_TYPES,
     EVENT_TYPES,
@@ -28,7 +28,8 @@ from orchestration_pipeline.lib.ingestion.events import (
     parse_line,
     parse_line_validated,
 )
-from orchestration_pipeline.lib.ingestion.ingest import LineBlock, parse_batch
+from orchestration_pipeline.lib.ingestion.files import LineBlock
+from orchestration_pipeline.lib.ingestion.rows import parse_batch
 
 NOW = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
 RUN_ID = uuid.UUID(int=7)

@@ -9,10 +9,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from orchestration_pipeline.lib.ingestion import ingest as ingest
+from orchestration_pipeline.lib.ingestion import files as line_files
 from orchestration_pipeline.lib.ingestion.events import EVENT_TYPES, ParsedEvent, Rejection, parse_line
 from orchestration_pipeline.lib.ingestion.failure_types import FAILURE_TYPES
-from orchestration_pipeline.lib.ingestion.ingest import LineBlock, iter_blocks, iter_lines
+from orchestration_pipeline.lib.ingestion.files import LineBlock, iter_blocks, iter_lines
 
 NOW = datetime(2026, 6, 1, tzinfo=UTC)
 json_values = st.recursive(
@@ -114,8 +114,8 @@ def test_blocks_hold_exactly_the_lines_iter_lines_reads(parts, trailing, max_lin
     if not trailing:
         data = data.rstrip(b"\n")
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(ingest, "MAX_LINE_BYTES", 20)
-        mp.setattr(ingest, "_BLOCK_BYTES", 64)
+        mp.setattr(line_files, "MAX_LINE_BYTES", 20)
+        mp.setattr(line_files, "_BLOCK_BYTES", 64)
         expected = [astuple(line) for line in iter_lines(io.BytesIO(data))]
         got = []
         for block in iter_blocks(io.BytesIO(data), max_lines):

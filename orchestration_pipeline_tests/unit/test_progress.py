@@ -1,4 +1,5 @@
-from orchestration_pipeline.lib.ingestion.ingest import Counts, FileResult, describe_progress
+from orchestration_pipeline.lib.ingestion.batches import Counts
+from orchestration_pipeline.lib.ingestion.ingest import FileResult, describe_progress
 
 
 def test_progress_lines_for_batches_and_files():

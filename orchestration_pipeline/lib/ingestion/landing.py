@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from orchestration_pipeline.lib.ingestion.ingest import has_event_file_name
+from orchestration_pipeline.lib.ingestion.files import has_event_file_name
 
 
 class UnreadableCursor(ValueError):
@@ -79,7 +79,7 @@ def scan_landing(landing: Path, cursor: dict[str, Any] | None) -> LandingScan:
     however many files land: a file is named by itself when its own change time is the newest,
     otherwise by the deepest directory above it that carries that time (one entry for a whole
     directory moved in). Files are selected exactly as directory ingestion selects them
-    (:func:`~orchestration_pipeline.lib.ingestion.ingest.is_event_file`). Raises :class:`UnreadableCursor` for a malformed cursor.
+    (:func:`~orchestration_pipeline.lib.ingestion.files.is_event_file`). Raises :class:`UnreadableCursor` for a malformed cursor.
     """
     cursor = validate_cursor(cursor)
     watermark = cursor["ctime_ns"] if cursor else -1

@@ -1,7 +1,7 @@
 """A parse worker process: ``python -m orchestration_pipeline.lib.ingestion.parse_worker``.
 
 Reads jobs from stdin and writes results to stdout, each frame an 8-byte big-endian length followed
-by a pickle. A job is the argument tuple of :func:`orchestration_pipeline.lib.ingestion.ingest.parse_batch`;
+by a pickle. A job is the argument tuple of :func:`orchestration_pipeline.lib.ingestion.rows.parse_batch`;
 a result is ``("ok", ParsedBatch)`` or ``("error", message)``. The worker exits when stdin closes,
 so it never outlives the process that started it. Being a plain module run with ``-m`` (not
 multiprocessing), it never re-imports the caller's ``__main__``.
@@ -37,7 +37,7 @@ def write_frame(stream: BinaryIO, payload: bytes) -> None:
 
 
 def main() -> int:
-    from orchestration_pipeline.lib.ingestion.ingest import parse_batch
+    from orchestration_pipeline.lib.ingestion.rows import parse_batch
 
     stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
     while (frame := read_frame(stdin)) is not None:

@@ -30,9 +30,8 @@ import psycopg
 
 from orchestration_pipeline.lib.db import TASKS_TABLES, end_read, require_schema
 from orchestration_pipeline.lib.ingestion.events import AGENT_TYPES
-from orchestration_pipeline.lib.ingestion.ingest import percentile
 from orchestration_pipeline.lib.project_files import runtime_sql
-from orchestration_pipeline.lib.telemetry import record_metric
+from orchestration_pipeline.lib.telemetry import percentile, record_metric
 
 PROJECTION = "task_projection"
 #: Tables the projector needs in the orchestration DB, and in the Tasks DB.
