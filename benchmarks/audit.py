@@ -37,7 +37,8 @@ from pathlib import Path
 
 from _scratch import Scratch
 
-from orchestration_pipeline.lib.audit.ledger import audited, checkpoint_ledger, record_audit, verify_chain
+from orchestration_pipeline.lib.audit.chain import checkpoint_ledger, verify_chain
+from orchestration_pipeline.lib.audit.ledger import audited, record_audit
 from orchestration_pipeline.lib.db import connection, migrate
 
 HERE = Path(__file__).resolve().parent

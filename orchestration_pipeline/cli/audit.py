@@ -123,7 +123,7 @@ def _audit_time(text: str | None, option: str):
 @click.option("--json", "as_json", is_flag=True, help="Print the report as one JSON object.")
 def audit_verify(chain_id: str | None, as_json: bool) -> None:
     """Recompute every hash chain and checkpoint; exit 1 and name the first broken link if any."""
-    from orchestration_pipeline.lib.audit.ledger import verify_chain
+    from orchestration_pipeline.lib.audit.chain import verify_chain
     from orchestration_pipeline.lib.db import connection
 
     with connection(orchestration_dsn()) as conn:
@@ -174,7 +174,7 @@ def audit_checkpoint(max_entries: int, wait_ms: int, as_json: bool) -> None:
     """
     from dataclasses import asdict
 
-    from orchestration_pipeline.lib.audit.ledger import checkpoint_ledger
+    from orchestration_pipeline.lib.audit.chain import checkpoint_ledger
     from orchestration_pipeline.lib.db import connection
 
     def progress(checkpoints: int, entries: int) -> None:

@@ -10,17 +10,19 @@ import psycopg
 import pytest
 
 from orchestration_pipeline.errors import AuditError
+from orchestration_pipeline.lib.audit.chain import (
+    checkpoint_ledger,
+    compute_row_hash,
+    ledger_summary,
+    verify_chain,
+)
+from orchestration_pipeline.lib.audit.guard import guard_problems
 from orchestration_pipeline.lib.audit.ledger import (
     AuditFilter,
     audited,
-    checkpoint_ledger,
-    compute_row_hash,
-    guard_problems,
-    ledger_summary,
     parse_since,
     query_audit,
     record_audit,
-    verify_chain,
 )
 from orchestration_pipeline.lib.db import connection
 from orchestration_pipeline.lib.ingestion.ingest import Ingestor

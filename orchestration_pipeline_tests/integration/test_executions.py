@@ -9,7 +9,8 @@ import pytest
 from psycopg.types.json import Jsonb
 
 from orchestration_pipeline.errors import ActionHashConflict, ExecutionError, SchemaNotReady
-from orchestration_pipeline.lib.audit.ledger import AuditFilter, query_audit, verify_chain
+from orchestration_pipeline.lib.audit.chain import verify_chain
+from orchestration_pipeline.lib.audit.ledger import AuditFilter, query_audit
 from orchestration_pipeline.lib.db import connection
 from orchestration_pipeline.lib.executions.effects import (
     CreateTask,

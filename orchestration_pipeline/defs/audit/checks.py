@@ -5,7 +5,8 @@ import dagster as dg
 from orchestration_pipeline.defs.audit.assets import audit_ledger_integrity, decision_execution_summary
 from orchestration_pipeline.defs.checks_support import to_check_result
 from orchestration_pipeline.defs.resources import OrchestrationDatabase
-from orchestration_pipeline.lib.audit.ledger import chain_verdict, guard_verdict
+from orchestration_pipeline.lib.audit.chain import chain_verdict
+from orchestration_pipeline.lib.audit.guard import guard_verdict
 from orchestration_pipeline.lib.executions.executor import stale_claims_verdict
 
 
