@@ -44,7 +44,7 @@ def policy_set(
 ) -> None:
     """Create a policy or change some of its fields (new policies start disabled and dry-run)."""
     from orchestration_pipeline.lib.db import connection
-    from orchestration_pipeline.lib.executions.executor import Policy, get_policy, upsert_policy
+    from orchestration_pipeline.lib.executions.policies import Policy, get_policy, upsert_policy
 
     actor, request_id = who(actor, request_id)
     urls = database_urls()  # resolved once: with the embedded server this may start it
@@ -74,7 +74,7 @@ def policy_list(as_json: bool) -> None:
     from dataclasses import asdict
 
     from orchestration_pipeline.lib.db import connection
-    from orchestration_pipeline.lib.executions.executor import list_policies
+    from orchestration_pipeline.lib.executions.policies import list_policies
 
     with connection(orchestration_dsn()) as conn:
         policies = list_policies(conn)
@@ -125,7 +125,8 @@ def decisions_execute(
     from datetime import timedelta
 
     from orchestration_pipeline.lib.db import connection
-    from orchestration_pipeline.lib.executions.executor import Action, execute_action, get_policy
+    from orchestration_pipeline.lib.executions.executor import Action, execute_action
+    from orchestration_pipeline.lib.executions.policies import get_policy
     from orchestration_pipeline.lib.redaction.patterns import redacted_copy
 
     try:
@@ -171,7 +172,7 @@ def decisions_execute(
 def decisions_list(policy_id: str | None, state: str | None, limit: int, as_json: bool) -> None:
     """Recent execution attempts, newest first."""
     from orchestration_pipeline.lib.db import connection
-    from orchestration_pipeline.lib.executions.executor import list_executions
+    from orchestration_pipeline.lib.executions.history import list_executions
 
     with connection(orchestration_dsn()) as conn:
         rows = list_executions(conn, policy_id=policy_id, state=state, limit=limit)
@@ -194,7 +195,7 @@ def decisions_list(policy_id: str | None, state: str | None, limit: int, as_json
 def decisions_rescue(limit: int, as_json: bool, actor: str | None, request_id: str | None) -> None:
     """Resolve claims pending past their lease: succeeded if the effect happened, else failed (retryable)."""
     from orchestration_pipeline.lib.db import connection
-    from orchestration_pipeline.lib.executions.executor import rescue_stale_claims
+    from orchestration_pipeline.lib.executions.rescue import rescue_stale_claims
 
     actor, request_id = who(actor, request_id)
     urls = database_urls()  # resolved once: with the embedded server this may start it

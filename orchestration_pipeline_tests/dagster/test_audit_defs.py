@@ -16,7 +16,8 @@ from orchestration_pipeline.defs.resources import OrchestrationDatabase
 from orchestration_pipeline.lib.audit.ledger import record_audit
 from orchestration_pipeline.lib.db import connection
 from orchestration_pipeline.lib.executions.effects import Effect, default_effects
-from orchestration_pipeline.lib.executions.executor import Action, Policy, execute_action, upsert_policy
+from orchestration_pipeline.lib.executions.executor import Action, execute_action
+from orchestration_pipeline.lib.executions.policies import Policy, upsert_policy
 
 pytestmark = pytest.mark.db
 

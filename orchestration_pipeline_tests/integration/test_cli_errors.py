@@ -76,7 +76,7 @@ def test_any_missing_table_ends_in_the_schema_message(cli, orch_dsn, tasks_dsn, 
     def reads_a_dropped_table(conn):
         conn.execute("SELECT * FROM a_table_no_migration_made")
 
-    monkeypatch.setattr("orchestration_pipeline.lib.executions.executor.list_policies", reads_a_dropped_table)
+    monkeypatch.setattr("orchestration_pipeline.lib.executions.policies.list_policies", reads_a_dropped_table)
     result, err = cli(orch_dsn, tasks_dsn, "policy", "list")
     assert result.exit_code == 1
     assert err == [

@@ -21,16 +21,10 @@ from orchestration_pipeline.lib.executions.effects import (
     ProbeResult,
     default_effects,
 )
-from orchestration_pipeline.lib.executions.executor import (
-    Action,
-    Policy,
-    execute_action,
-    execution_summary,
-    get_policy,
-    rescue_stale_claims,
-    stale_claims_verdict,
-    upsert_policy,
-)
+from orchestration_pipeline.lib.executions.executor import Action, execute_action
+from orchestration_pipeline.lib.executions.history import execution_summary
+from orchestration_pipeline.lib.executions.policies import Policy, get_policy, upsert_policy
+from orchestration_pipeline.lib.executions.rescue import rescue_stale_claims, stale_claims_verdict
 
 pytestmark = pytest.mark.db
 WHO = {"actor": "automation:policy-engine", "request_id": "req-1"}

@@ -5,7 +5,7 @@ import dagster as dg
 from orchestration_pipeline.defs.resources import OrchestrationDatabase
 from orchestration_pipeline.defs.schema.assets import orchestration_schema
 from orchestration_pipeline.lib.audit.chain import checkpoint_ledger, ledger_summary
-from orchestration_pipeline.lib.executions.executor import execution_summary
+from orchestration_pipeline.lib.executions.history import execution_summary
 
 
 @dg.asset(

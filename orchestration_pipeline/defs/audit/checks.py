@@ -7,7 +7,7 @@ from orchestration_pipeline.defs.checks_support import to_check_result
 from orchestration_pipeline.defs.resources import OrchestrationDatabase
 from orchestration_pipeline.lib.audit.chain import chain_verdict
 from orchestration_pipeline.lib.audit.guard import guard_verdict
-from orchestration_pipeline.lib.executions.executor import stale_claims_verdict
+from orchestration_pipeline.lib.executions.rescue import stale_claims_verdict
 
 
 @dg.asset_check(

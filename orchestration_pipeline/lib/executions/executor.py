@@ -37,11 +37,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 import psycopg
@@ -49,7 +48,7 @@ from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
 from orchestration_pipeline.errors import ActionHashConflict, ExecutionError
-from orchestration_pipeline.lib.audit.ledger import audited, record_audit, require_identity
+from orchestration_pipeline.lib.audit.ledger import record_audit, require_identity
 from orchestration_pipeline.lib.canonical_json import (
     CANONICALIZER_VERSION,
     canonical_json,
@@ -63,29 +62,15 @@ from orchestration_pipeline.lib.executions.effects import (
     EffectContext,
     EffectFailed,
     EffectRegistry,
-    ProbeResult,
     default_effects,
 )
+from orchestration_pipeline.lib.executions.policies import EXECUTION_TABLES, Policy, get_policy
 from orchestration_pipeline.lib.redaction.patterns import redact_text, redacted_copy
-from orchestration_pipeline.lib.verdict import Verdict
 
-EXECUTION_TABLES = ("policies", "decision_executions", "alerts", "audit_ledger")
-_POLICY_ID = re.compile(r"[A-Za-z0-9_.:-]+")  # as the policies.policy_id CHECK constraint
 DEFAULT_LEASE = timedelta(minutes=5)
 ENTITY = "decision_execution"
 _ERROR_TEXT_MAX = 4000
 TasksConnection = Callable[[], AbstractContextManager[psycopg.Connection]]
-
-
-@dataclass(frozen=True)
-class Policy:
-    """A rule's switchboard: which effect it may trigger, whether it is on, and whether it simulates."""
-
-    policy_id: str
-    name: str
-    effect: str
-    enabled: bool = False
-    dry_run: bool = True
 
 
 @dataclass(frozen=True)
@@ -133,90 +118,10 @@ class ExecutionOutcome:
         return asdict(self)
 
 
-# --- policies ---------------------------------------------------------------------------------
-
-
-def _policy_row(row: Mapping[str, Any] | None) -> Policy | None:
-    if row is None:
-        return None
-    return Policy(row["policy_id"], row["name"], row["effect"], row["enabled"], row["dry_run"])
-
-
-def get_policy(conn: psycopg.Connection, policy_id: str) -> Policy | None:
-    """The policy, or None."""
-    require_schema(conn, EXECUTION_TABLES, record_decision=False)
-    with conn.cursor(row_factory=dict_row) as cur:
-        row = cur.execute(
-            "SELECT policy_id, name, effect, enabled, dry_run FROM policies WHERE policy_id = %s",
-            (policy_id,),
-        ).fetchone()
-    end_read(conn)
-    return _policy_row(row)
-
-
-def list_policies(conn: psycopg.Connection) -> list[Policy]:
-    """All policies, by id."""
-    require_schema(conn, EXECUTION_TABLES, record_decision=False)
-    with conn.cursor(row_factory=dict_row) as cur:
-        rows = cur.execute(
-            "SELECT policy_id, name, effect, enabled, dry_run FROM policies ORDER BY policy_id"
-        ).fetchall()
-    end_read(conn)
-    return [_policy_row(r) for r in rows]
-
-
-def upsert_policy(
-    conn: psycopg.Connection,
-    policy: Policy,
-    *,
-    actor: str,
-    request_id: str,
-    reason: str | None = None,
-    source: str | None = None,
-    effects: EffectRegistry | None = None,
-) -> Policy:
-    """Create or change a policy, audited in the same transaction; an unchanged policy writes nothing."""
-    if not _POLICY_ID.fullmatch(policy.policy_id):
-        raise ExecutionError(
-            f"policy id {policy.policy_id!r} is not valid — use letters, digits and _ . : - (e.g. tag-flaky)"
-        )
-    if not policy.name.strip():
-        raise ExecutionError(f"policy {policy.policy_id}: the name is blank — give a --name with some text")
-    (effects or default_effects()).get(policy.effect)  # an unknown effect is refused here, not at run time
-    require_schema(conn, EXECUTION_TABLES, source=source or "policies")
-    with conn.transaction(), conn.cursor(row_factory=dict_row) as cur:
-        before = _policy_row(
-            cur.execute(
-                "SELECT policy_id, name, effect, enabled, dry_run FROM policies WHERE policy_id = %s FOR UPDATE",
-                (policy.policy_id,),
-            ).fetchone()
-        )
-        if before == policy:
-            return policy
-        audited(  # the change and its audit entry in one statement
-            conn,
-            """INSERT INTO policies (policy_id, name, effect, enabled, dry_run) VALUES (%s, %s, %s, %s, %s)
-               ON CONFLICT (policy_id) DO UPDATE SET name = excluded.name, effect = excluded.effect,
-                   enabled = excluded.enabled, dry_run = excluded.dry_run, updated_at = now()""",
-            (policy.policy_id, policy.name, policy.effect, policy.enabled, policy.dry_run),
-            expect_rows=1,
-            actor=actor,
-            request_id=request_id,
-            operation="create" if before is None else "update",
-            entity_type="policy",
-            entity_id=policy.policy_id,
-            before=asdict(before) if before else None,
-            after=asdict(policy),
-            reason=reason,
-            source=source,
-        )
-    return policy
-
-
 # --- executing --------------------------------------------------------------------------------
 
 
-def _error_text(exc: BaseException) -> str:
+def error_text(exc: BaseException) -> str:
     """The error as stored and audited: secrets redacted (an effect's error may quote a DSN)."""
     text = str(exc).strip() or type(exc).__name__
     if not isinstance(exc, ExecutionError | psycopg.Error | EffectFailed):
@@ -251,7 +156,7 @@ def _redacts_to(stored: Any, stored_json: str) -> bool:
         return False
 
 
-def _require_idle(conn: psycopg.Connection, what: str) -> None:
+def require_idle(conn: psycopg.Connection, what: str) -> None:
     if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
         raise ExecutionError(
             f"{what} commits between its steps, so it needs a connection with no open transaction — "
@@ -309,27 +214,7 @@ def _claim(
     """
     for _ in range(5):  # a competing claim may fail between our two statements; then claim again
         with conn.transaction(), conn.cursor(row_factory=dict_row) as cur:
-            row = cur.execute(
-                """INSERT INTO decision_executions (policy_id, effect, target_ref, payload, dry_run, state, attempt,
-                       action_hash, canonicalizer_version, lease_expires_at, actor, request_id)
-                   SELECT %(policy_id)s, %(effect)s, %(target_ref)s, %(payload)s::jsonb, false, 'pending',
-                          coalesce((SELECT max(attempt) FROM decision_executions
-                                    WHERE action_hash = %(hash)s AND NOT dry_run), 0) + 1,
-                          %(hash)s, %(version)s, now() + %(lease)s, %(actor)s, %(request_id)s
-                   ON CONFLICT (action_hash) WHERE state IN ('pending', 'succeeded') AND NOT dry_run DO NOTHING
-                   RETURNING execution_id, attempt, state""",
-                {
-                    "policy_id": action.policy_id,
-                    "effect": action.effect,
-                    "target_ref": _redacted_target(action.target_ref),
-                    "payload": stored_json,
-                    "hash": action_hash,
-                    "version": CANONICALIZER_VERSION,
-                    "lease": lease,
-                    "actor": actor,
-                    "request_id": request_id,
-                },
-            ).fetchone()
+            row = _insert_claim(cur, action, action_hash, stored_json, lease, actor, request_id)
             if row is not None:
                 record_audit(
                     conn,
@@ -348,38 +233,83 @@ def _claim(
                     source=source,
                 )
                 return "claimed", row
-            live = cur.execute(
-                """SELECT execution_id, attempt, state, result, policy_id, effect, target_ref, payload,
-                          payload = %s::jsonb AS same_payload
-                   FROM decision_executions
-                   WHERE action_hash = %s AND state IN ('pending', 'succeeded') AND NOT dry_run FOR UPDATE""",
-                (stored_json, action_hash),
-            ).fetchone()
-            if live is None:
-                continue
-            same_payload = live.pop("same_payload")
-            stored_payload = live.pop("payload")
-            if not (
-                (same_payload or _redacts_to(stored_payload, stored_json))
-                and live["policy_id"] == action.policy_id
-                and live["effect"] == action.effect
-                and _same_target(live["target_ref"], action.target_ref)
-            ):
-                raise ActionHashConflict(
-                    f"action_hash {action_hash} already belongs to execution {live['execution_id']} with different "
-                    "parameters — the stored row was altered or the canonical form changed; investigate it with "
-                    f"'orchestration-pipeline audit query --entity {ENTITY}:{live['execution_id']}'"
-                )
-            # Counted, not audited: a skipped attempt changes nothing in the world.
-            cur.execute(
-                """UPDATE decision_executions SET duplicate_skips = duplicate_skips + 1, last_duplicate_at = now()
-                   WHERE execution_id = %s""",
-                (live["execution_id"],),
-            )
-            return live["state"], live
+            live = _live_claim(cur, action, action_hash, stored_json)
+            if live is not None:
+                return live["state"], live
     raise ExecutionError(
         f"could not claim action {action_hash}: its claims keep changing — retry later"
     )  # pragma: no cover - needs five lost races in a row
+
+
+def _insert_claim(
+    cur: psycopg.Cursor,
+    action: Action,
+    action_hash: str,
+    stored_json: str,
+    lease: timedelta,
+    actor: str,
+    request_id: str,
+) -> dict[str, Any] | None:
+    """The new pending row, or None when a live row (pending or succeeded) already holds the hash."""
+    return cur.execute(
+        """INSERT INTO decision_executions (policy_id, effect, target_ref, payload, dry_run, state, attempt,
+               action_hash, canonicalizer_version, lease_expires_at, actor, request_id)
+           SELECT %(policy_id)s, %(effect)s, %(target_ref)s, %(payload)s::jsonb, false, 'pending',
+                  coalesce((SELECT max(attempt) FROM decision_executions
+                            WHERE action_hash = %(hash)s AND NOT dry_run), 0) + 1,
+                  %(hash)s, %(version)s, now() + %(lease)s, %(actor)s, %(request_id)s
+           ON CONFLICT (action_hash) WHERE state IN ('pending', 'succeeded') AND NOT dry_run DO NOTHING
+           RETURNING execution_id, attempt, state""",
+        {
+            "policy_id": action.policy_id,
+            "effect": action.effect,
+            "target_ref": _redacted_target(action.target_ref),
+            "payload": stored_json,
+            "hash": action_hash,
+            "version": CANONICALIZER_VERSION,
+            "lease": lease,
+            "actor": actor,
+            "request_id": request_id,
+        },
+    ).fetchone()
+
+
+def _live_claim(
+    cur: psycopg.Cursor, action: Action, action_hash: str, stored_json: str
+) -> dict[str, Any] | None:
+    """The live row holding the hash, its duplicate skip counted; None if it went away meanwhile.
+
+    Raises :class:`ActionHashConflict` when that row holds other parameters under the same hash.
+    """
+    live = cur.execute(
+        """SELECT execution_id, attempt, state, result, policy_id, effect, target_ref, payload,
+                  payload = %s::jsonb AS same_payload
+           FROM decision_executions
+           WHERE action_hash = %s AND state IN ('pending', 'succeeded') AND NOT dry_run FOR UPDATE""",
+        (stored_json, action_hash),
+    ).fetchone()
+    if live is None:
+        return None
+    same_payload = live.pop("same_payload")
+    stored_payload = live.pop("payload")
+    if not (
+        (same_payload or _redacts_to(stored_payload, stored_json))
+        and live["policy_id"] == action.policy_id
+        and live["effect"] == action.effect
+        and _same_target(live["target_ref"], action.target_ref)
+    ):
+        raise ActionHashConflict(
+            f"action_hash {action_hash} already belongs to execution {live['execution_id']} with different "
+            "parameters — the stored row was altered or the canonical form changed; investigate it with "
+            f"'orchestration-pipeline audit query --entity {ENTITY}:{live['execution_id']}'"
+        )
+    # Counted, not audited: a skipped attempt changes nothing in the world.
+    cur.execute(
+        """UPDATE decision_executions SET duplicate_skips = duplicate_skips + 1, last_duplicate_at = now()
+           WHERE execution_id = %s""",
+        (live["execution_id"],),
+    )
+    return live
 
 
 def _record_success(
@@ -477,7 +407,7 @@ def _dry_run(
         try:
             simulation = {"simulated": True, **effect.simulate(ctx, run)}
         except Exception as exc:  # a simulation that cannot run is a failed dry run, recorded
-            error = _error_text(exc)
+            error = error_text(exc)
         end_read(conn)
     with conn.transaction():
         row = conn.execute(
@@ -533,7 +463,7 @@ def execute_action(
     Failures of the effect are recorded and returned, not raised; a refused action raises
     :class:`ExecutionError` before anything is written.
     """
-    _require_idle(conn, "execute_action")
+    require_idle(conn, "execute_action")
     require_identity(actor, request_id, what="execution", error=ExecutionError)
     require_schema(conn, EXECUTION_TABLES, source=source or "decision executions")
     effects = effects or default_effects()
@@ -563,7 +493,14 @@ def execute_action(
         action_hash,
         claim["attempt"],
     )
+    return _perform_and_record(conn, effect, ctx, run, **who)
 
+
+def _perform_and_record(
+    conn: psycopg.Connection, effect: Effect, ctx: EffectContext, run: ActionRun, **who: Any
+) -> ExecutionOutcome:
+    """Steps 3–4 for a claimed action: perform the effect, then record its success or failure."""
+    action_hash = run.action_hash
     try:
         if effect.local:
             with conn.transaction():
@@ -582,7 +519,7 @@ def execute_action(
             error="the claim's lease expired and it was resolved by the rescuer; the effect was rolled back",
         )
     except Exception as exc:
-        error = _error_text(exc)
+        error = error_text(exc)
         _record_failure(conn, run, error, **who)
         return ExecutionOutcome("failed", action_hash, run.execution_id, run.attempt, error=error)
 
@@ -613,195 +550,3 @@ def execute_action(
 
 class _ClaimLost(Exception):
     """Raised inside a local effect's transaction to roll the effect back."""
-
-
-# --- stale claims -----------------------------------------------------------------------------
-
-
-@dataclass
-class RescueReport:
-    """What :func:`rescue_stale_claims` did."""
-
-    examined: int = 0
-    succeeded: list[int] = field(default_factory=list)
-    failed: list[int] = field(default_factory=list)
-    skipped: list[int] = field(default_factory=list)  # resolved meanwhile by their own worker
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-def stale_claims(conn: psycopg.Connection, *, limit: int = 100) -> list[dict[str, Any]]:
-    """Pending live claims whose lease has expired, oldest first."""
-    with conn.cursor(row_factory=dict_row) as cur:
-        rows = cur.execute(
-            """SELECT execution_id, policy_id, effect, target_ref, payload, action_hash, attempt, claimed_at,
-                      lease_expires_at, actor, request_id
-               FROM decision_executions
-               WHERE state = 'pending' AND lease_expires_at < now()
-               ORDER BY lease_expires_at, execution_id LIMIT %s""",
-            (limit,),
-        ).fetchall()
-    end_read(conn)
-    return rows
-
-
-def rescue_stale_claims(
-    conn: psycopg.Connection,
-    *,
-    actor: str,
-    request_id: str,
-    tasks_connection: TasksConnection | None = None,
-    effects: EffectRegistry | None = None,
-    limit: int = 100,
-    source: str | None = "rescuer",
-) -> RescueReport:
-    """Resolve stale claims: ``succeeded`` when the effect says it happened, else ``failed`` (retryable)."""
-    _require_idle(conn, "rescue_stale_claims")
-    require_schema(conn, EXECUTION_TABLES, source=source or "rescuer")
-    effects = effects or default_effects()
-    ctx = EffectContext(orch_conn=conn, tasks_connection=tasks_connection)
-    report = RescueReport()
-    for claim in stale_claims(conn, limit=limit):
-        report.examined += 1
-        run = ActionRun(
-            claim["execution_id"],
-            claim["policy_id"],
-            claim["effect"],
-            claim["target_ref"],
-            claim["payload"],
-            claim["action_hash"],
-            claim["attempt"],
-        )
-        # The probe may read the Tasks DB: it runs with no orchestration transaction open.
-        try:
-            probe = effects.get(run.effect).probe(ctx, run)
-        except Exception as exc:
-            probe = ProbeResult(None, {"probe_error": _error_text(exc)})
-        end_read(conn)
-        lease_end = claim["lease_expires_at"]
-        with conn.transaction():
-            if probe.done:
-                row = conn.execute(
-                    """UPDATE decision_executions SET state = 'succeeded', result = %s, executed_at = now()
-                       WHERE execution_id = %s AND state = 'pending' AND lease_expires_at < now()
-                       RETURNING execution_id""",
-                    (Jsonb(redacted_copy({**probe.detail, "recorded_by": "rescuer"})), run.execution_id),
-                ).fetchone()
-                operation, after = "complete", {"state": "succeeded", "probe": probe.detail}
-                reason = "stale claim: the effect's probe found it done"
-            else:
-                why = (
-                    "the effect reports it did not happen"
-                    if probe.done is False
-                    else "the effect cannot tell"
-                )
-                error = (
-                    f"lease expired at {lease_end.isoformat()} without a recorded outcome; {why}; retryable"
-                )
-                row = conn.execute(
-                    """UPDATE decision_executions SET state = 'failed', error_text = %s, executed_at = now()
-                       WHERE execution_id = %s AND state = 'pending' AND lease_expires_at < now()
-                       RETURNING execution_id""",
-                    (error, run.execution_id),
-                ).fetchone()
-                operation, after = "update", {"state": "failed", "error_text": error, "probe": probe.detail}
-                reason = "stale claim marked failed and retryable"
-            if row is None:
-                report.skipped.append(run.execution_id)
-                continue
-            record_audit(
-                conn,
-                actor=actor,
-                request_id=request_id,
-                operation=operation,
-                entity_type=ENTITY,
-                entity_id=str(run.execution_id),
-                before={"state": "pending", "lease_expires_at": lease_end},
-                after=after,
-                reason=reason,
-                source=source,
-            )
-        (report.succeeded if operation == "complete" else report.failed).append(run.execution_id)
-    return report
-
-
-def stale_claims_verdict(conn: psycopg.Connection) -> Verdict:
-    """``no_stale_pending_executions`` (WARN): no live claim is pending past its lease."""
-    rows = stale_claims(conn, limit=10)
-    count = conn.execute(
-        "SELECT count(*) FROM decision_executions WHERE state = 'pending' AND lease_expires_at < now()"
-    ).fetchone()[0]
-    end_read(conn)
-    metadata = {
-        "stale": count,
-        "execution_ids": [r["execution_id"] for r in rows],
-        "oldest_claimed_at": rows[0]["claimed_at"].isoformat() if rows else None,
-    }
-    if count == 0:
-        return Verdict(True, "no pending execution is past its lease", metadata, warn_only=True)
-    return Verdict(
-        False,
-        f"{count} pending execution(s) past their lease (first: {metadata['execution_ids'][:5]}) — "
-        "run 'orchestration-pipeline decisions rescue'",
-        metadata,
-        warn_only=True,
-    )
-
-
-def execution_summary(conn: psycopg.Connection) -> dict[str, Any]:
-    """Policy switches and execution outcomes, for the decision_execution_summary asset."""
-    policies = conn.execute(
-        """SELECT count(*), count(*) FILTER (WHERE enabled), count(*) FILTER (WHERE enabled AND dry_run),
-                  count(*) FILTER (WHERE enabled AND NOT dry_run)
-           FROM policies"""
-    ).fetchone()
-    executions = conn.execute(
-        """SELECT max(executed_at),
-                  count(*) FILTER (WHERE state = 'succeeded' AND NOT dry_run),
-                  count(*) FILTER (WHERE state = 'failed' AND NOT dry_run),
-                  coalesce(sum(duplicate_skips), 0),
-                  count(*) FILTER (WHERE dry_run),
-                  count(*) FILTER (WHERE state = 'pending'),
-                  count(*) FILTER (WHERE state = 'pending' AND lease_expires_at < now())
-           FROM decision_executions"""
-    ).fetchone()
-    end_read(conn)
-    last: datetime | None = executions[0]
-    return {
-        "total": policies[0],
-        "enabled": policies[1],
-        "dry_run_on": policies[2],
-        "live_on": policies[3],
-        "last_execution_at": last.isoformat() if last else None,
-        "succeeded": executions[1],
-        "failed": executions[2],
-        "duplicate_skipped": int(executions[3]),
-        "simulated": executions[4],
-        "pending": executions[5],
-        "stale_pending": executions[6],
-    }
-
-
-def list_executions(
-    conn: psycopg.Connection, *, policy_id: str | None = None, state: str | None = None, limit: int = 50
-) -> list[dict[str, Any]]:
-    """Recent executions, newest first."""
-    require_schema(conn, EXECUTION_TABLES, record_decision=False)
-    clauses, params = [], []
-    if policy_id:
-        clauses.append("policy_id = %s")
-        params.append(policy_id)
-    if state:
-        clauses.append("state = %s")
-        params.append(state)
-    where = ("WHERE " + " AND ".join(clauses)) if clauses else ""
-    with conn.cursor(row_factory=dict_row) as cur:
-        rows = cur.execute(
-            f"""SELECT execution_id, policy_id, effect, target_ref, dry_run, state, attempt, error_text, action_hash,
-                       claimed_at, executed_at, duplicate_skips, result
-                FROM decision_executions {where} ORDER BY execution_id DESC LIMIT %s""",
-            [*params, limit],
-        ).fetchall()
-    end_read(conn)
-    return rows
