@@ -19,7 +19,7 @@ import json
 import sys
 import time
 
-from orchestration_pipeline.lib.redaction.patterns import redact_raw_line, redact_text
+from orchestration_pipeline.lib.redaction import redact_raw_line, redact_text
 
 # (name, adversarial piece, ordinary piece of the same length): each repeated to the line size.
 CASES = (

@@ -127,7 +127,7 @@ def decisions_execute(
     from orchestration_pipeline.lib.db import connection
     from orchestration_pipeline.lib.executions.executor import Action, execute_action
     from orchestration_pipeline.lib.executions.policies import get_policy
-    from orchestration_pipeline.lib.redaction.patterns import redacted_copy
+    from orchestration_pipeline.lib.redaction import redacted_copy
 
     try:
         body = json.loads(payload, object_pairs_hook=_no_repeated_keys)

@@ -5,7 +5,7 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from orchestration_pipeline.lib.ingestion.events import ParsedEvent, parse_line
-from orchestration_pipeline.lib.redaction.patterns import (
+from orchestration_pipeline.lib.redaction import (
     FORM_PATTERNS,
     REDACTED,
     SECRET_MARKERS,

@@ -38,7 +38,7 @@ from psycopg.rows import dict_row
 from orchestration_pipeline.errors import AuditError, SchemaNotReady
 from orchestration_pipeline.lib.canonical_json import json_has_nul
 from orchestration_pipeline.lib.db import end_read, require_schema
-from orchestration_pipeline.lib.redaction.patterns import may_contain_secret, redact_json_text, redact_text
+from orchestration_pipeline.lib.redaction import may_contain_secret, redact_json_text, redact_text
 
 OPERATIONS = frozenset(
     {"create", "update", "delete", "complete", "grant", "revoke", "rebuild", "repair", "purge", "replay"}

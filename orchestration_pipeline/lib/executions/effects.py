@@ -31,7 +31,7 @@ from psycopg.types.json import Jsonb
 
 from orchestration_pipeline.errors import ExecutionError
 from orchestration_pipeline.lib.db import end_read
-from orchestration_pipeline.lib.redaction.patterns import REDACTED, redacted_copy
+from orchestration_pipeline.lib.redaction import REDACTED, redacted_copy
 
 TASKS_WRITER_ROLE = "orch_tasks_writer"
 TASK_STATUSES = ("todo", "in_progress", "blocked", "done", "failed", "cancelled")

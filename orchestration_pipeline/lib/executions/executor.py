@@ -65,7 +65,7 @@ from orchestration_pipeline.lib.executions.effects import (
     default_effects,
 )
 from orchestration_pipeline.lib.executions.policies import EXECUTION_TABLES, Policy, get_policy
-from orchestration_pipeline.lib.redaction.patterns import redact_text, redacted_copy
+from orchestration_pipeline.lib.redaction import redact_text, redacted_copy
 
 DEFAULT_LEASE = timedelta(minutes=5)
 ENTITY = "decision_execution"

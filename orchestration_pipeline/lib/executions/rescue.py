@@ -20,7 +20,7 @@ from orchestration_pipeline.lib.executions.effects import (
 )
 from orchestration_pipeline.lib.executions.executor import ENTITY, TasksConnection, error_text, require_idle
 from orchestration_pipeline.lib.executions.policies import EXECUTION_TABLES
-from orchestration_pipeline.lib.redaction.patterns import redacted_copy
+from orchestration_pipeline.lib.redaction import redacted_copy
 from orchestration_pipeline.lib.verdict import Verdict
 
 # --- stale claims -----------------------------------------------------------------------------

@@ -21,7 +21,7 @@ from orchestration_pipeline.lib.ingestion.events import (
 )
 from orchestration_pipeline.lib.ingestion.rows import ParsedBatch
 from orchestration_pipeline.lib.project_files import runtime_sql
-from orchestration_pipeline.lib.redaction.patterns import REDACTED
+from orchestration_pipeline.lib.redaction import REDACTED
 
 _STAGE_COLUMNS = (
     "event_id",

@@ -42,7 +42,7 @@ from pydantic import (
 )
 
 from orchestration_pipeline.lib.canonical_json import json_has_nul
-from orchestration_pipeline.lib.redaction.patterns import (
+from orchestration_pipeline.lib.redaction import (
     may_contain_secret,
     redact_raw_line,
     redact_text,

@@ -23,7 +23,7 @@ from orchestration_pipeline.lib.ingestion.events import (
     reject_oversized,
 )
 from orchestration_pipeline.lib.ingestion.files import Line, LineBlock
-from orchestration_pipeline.lib.redaction.patterns import lines_with_markers
+from orchestration_pipeline.lib.redaction import lines_with_markers
 
 _STORED_RAW_LIMIT = MAX_LINE_BYTES  # an over-long line keeps its first MiB plus its hash and offset
 
@@ -77,6 +77,7 @@ class ParsedBatch:
     errors: list[tuple] = field(default_factory=list)  # ingest_stage rows
     quarantine: list[tuple] = field(default_factory=list)
     quarantine_by_type: Counter = field(default_factory=Counter)
+    status_words: Counter = field(default_factory=Counter)  # lines per (source, status word as written)
 
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -116,6 +117,8 @@ def parse_batch(
                 add_event(out, common.parsed_event(), source_file, line.number, source_text)
             else:  # no ParsedEvent (nor UUID object) for the common line
                 plain.append(_plain_row(common, common.event_id, source_text, line.number))
+                if common.status is not None:
+                    out.status_words[common.source, common.status] += 1
             continue
         else:
             parsed = parse_line_validated(line.raw, now=now)
@@ -132,6 +135,8 @@ def add_event(
     batch: ParsedBatch, ev: ParsedEvent, source_file: str, line_number: int, source_text: str | None = None
 ) -> None:
     """Add a valid event to ``batch``: errors to the staged rows, everything else as COPY lines."""
+    if ev.status is not None:
+        batch.status_words[ev.source, ev.status] += 1
     if ev.fingerprint is not None:
         batch.errors.append(stage_row(ev, source_file, line_number))
         return
