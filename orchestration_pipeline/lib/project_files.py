@@ -1,4 +1,4 @@
-"""Where the project's non-Python files (``sql/``, ``dagster.yaml``) are found."""
+"""Where the project's non-Python files (``sql/``, ``deploy/dagster.yaml``) are found."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from orchestration_pipeline.errors import ConfigError
 
 
 def project_root() -> Path:
-    """The checkout that holds ``sql/`` and ``dagster.yaml`` (override with ORCH_PROJECT_ROOT)."""
+    """The checkout that holds ``sql/`` and ``deploy/dagster.yaml`` (override with ORCH_PROJECT_ROOT)."""
     override = os.environ.get("ORCH_PROJECT_ROOT")
     root = Path(override) if override else Path(__file__).resolve().parents[2]
     if not (root / "sql").is_dir():

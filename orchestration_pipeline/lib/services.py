@@ -85,11 +85,11 @@ def pipeline_environment(services: Services) -> dict[str, str]:
 
 
 def prepare_dagster_home(settings: Settings) -> Path:
-    """Create DAGSTER_HOME under ORCH_HOME holding the project's dagster.yaml."""
+    """Create DAGSTER_HOME under ORCH_HOME holding the project's deploy/dagster.yaml (storage in PostgreSQL)."""
     home = settings.dagster_home
     try:
         home.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(project_root() / "dagster.yaml", home / "dagster.yaml")
+        shutil.copyfile(project_root() / "deploy" / "dagster.yaml", home / "dagster.yaml")
     except OSError as exc:
         raise unwritable_home(settings.orch_home, exc) from None
     return home
