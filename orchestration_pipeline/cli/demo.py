@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from orchestration_pipeline.cli._common import database_urls, pipeline_settings
+from orchestration_pipeline.lib.wording import plural
 
 
 def generate_demo_files(target: Path, **options) -> list[Path]:
@@ -53,18 +54,21 @@ def demo_generate(
         with connection(tasks_dsn) as conn:
             require_tasks_schema(conn)
     written = generate_demo_files(target, sessions=sessions, faults=faults, seed=seed)
-    click.echo(f"wrote {len(written)} files to {target}")
+    click.echo(f"wrote {plural(len(written), 'file')} to {target}")
     if tasks_dsn is not None:
         seed_demo_tasks(tasks_dsn, written)
 
 
 def seed_demo_tasks(tasks_dsn: str, written: list[Path]) -> None:
     from orchestration_pipeline.lib.db import connection
-    from orchestration_pipeline.lib.demo import demo_tasks, seed_tasks
+    from orchestration_pipeline.lib.demo import BACKLOG_TASK_ID, demo_tasks, seed_tasks
 
+    tasks = demo_tasks(written)
     with connection(tasks_dsn) as conn:
-        count = seed_tasks(conn, demo_tasks(written))
+        count = seed_tasks(conn, tasks)
+    drift = any(t.task_id == BACKLOG_TASK_ID for t in tasks)
     click.echo(
-        f"wrote {count} demo tasks to the Tasks DB (with deliberate drift for the first reconciliation)",
+        f"wrote {plural(count, 'demo task')} to the Tasks DB"
+        + (" (with deliberate drift for the first reconciliation)" if drift else ""),
         err=True,
     )

@@ -10,6 +10,7 @@ import psycopg
 
 from orchestration_pipeline.cli._common import first_line, orchestration_dsn
 from orchestration_pipeline.errors import OrchError
+from orchestration_pipeline.lib.wording import plural
 
 
 @click.command()
@@ -28,6 +29,8 @@ def ingest(paths: tuple[Path, ...], as_json: bool, batch_rows: int, quiet: bool)
 
     Directories are searched recursively; the suffix matches in any case (G.JSONL), and hidden
     files and directories (.name, often a producer's in-progress file) and *.tmp are skipped.
+    When the directories hold no event file at all, nothing is ingested and the command fails,
+    naming the files it skipped and why.
 
     Each file commits in one transaction with its ledger entry, so re-running after a crash,
     re-dropping a file, or renaming it never inserts an event twice. Bad lines go to the
@@ -37,6 +40,7 @@ def ingest(paths: tuple[Path, ...], as_json: bool, batch_rows: int, quiet: bool)
     from orchestration_pipeline.lib.db import connection
     from orchestration_pipeline.lib.ingestion.ingest import Ingestor, describe_progress
 
+    _refuse_paths_without_event_files(paths)
     try:
         with connection(orchestration_dsn()) as conn:
             summary = Ingestor(
@@ -59,19 +63,37 @@ def ingest(paths: tuple[Path, ...], as_json: bool, batch_rows: int, quiet: bool)
     if body["unreadable_files"]:
         for item in body["unreadable_files"]:
             click.echo(f"error: not ingested: {item['path']}: {item['error']}", err=True)
+        unreadable = len(body["unreadable_files"])
         click.echo(
-            f"error: {len(body['unreadable_files'])} file(s) could not be read and were not ingested "
-            "(nothing of them was stored); fix their permissions and run again",
+            f"error: could not read {plural(unreadable, 'file')} (nothing was stored from "
+            f"{'it' if unreadable == 1 else 'them'}); fix their permissions and run again",
             err=True,
         )
         raise SystemExit(1)
 
 
+def _refuse_paths_without_event_files(paths: tuple[Path, ...]) -> None:
+    """Fail when the paths hold no event file at all; warn about each directory that holds none.
+
+    A file named explicitly is ingested whatever its name, so only directories can come up empty.
+    """
+    from orchestration_pipeline.lib.ingestion.discovery_hints import NoEventFiles, no_event_files_message
+    from orchestration_pipeline.lib.ingestion.files import discover_files
+
+    directories = [p for p in paths if p.is_dir()]
+    empty = [d for d in directories if not discover_files([d])]
+    if empty and len(empty) == len(paths):
+        raise NoEventFiles(no_event_files_message(empty))
+    for directory in empty:
+        click.echo(f"warning: {no_event_files_message([directory])}", err=True)
+
+
 def _print_ingest_summary(body: dict) -> None:
     click.echo(
-        f"{body['files']} files ({body['skipped_files']} already ingested), {body['lines']} lines: "
-        f"{body['accepted']} accepted, {body['quarantined']} quarantined, {body['duplicates']} duplicates, "
-        f"{body['collapsed']} collapsed; {body['redactions']} secrets redacted"
+        f"{plural(body['files'], 'file')} ({body['skipped_files']} already ingested), "
+        f"{plural(body['lines'], 'line')}: {body['accepted']} accepted, {body['quarantined']} quarantined, "
+        f"{plural(body['duplicates'], 'duplicate')}, {body['collapsed']} collapsed; "
+        f"{plural(body['redactions'], 'secret')} redacted"
     )
     if body["quarantine_by_type"]:
         click.echo(

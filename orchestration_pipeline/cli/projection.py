@@ -7,6 +7,7 @@ import json
 import click
 
 from orchestration_pipeline.cli._common import database_urls, identity_options, orchestration_dsn, who
+from orchestration_pipeline.lib.wording import plural
 
 
 @click.group()
@@ -23,8 +24,8 @@ def _print_projector_run(run, as_json: bool) -> None:
     if body["sync_latency_p95_ms"] is not None:
         latency = f"; sync latency avg {body['sync_latency_avg_ms']:.0f} ms, p95 {body['sync_latency_p95_ms']:.0f} ms"
     click.echo(
-        f"projected {body['events_applied']} events onto {body['tasks_updated']} task rows in {body['batches']} "
-        f"batches ({body['events_per_s']}/s){latency}"
+        f"projected {plural(body['events_applied'], 'event')} onto {plural(body['tasks_updated'], 'task row')} "
+        f"in {plural(body['batches'], 'batch', 'batches')} ({body['events_per_s']}/s){latency}"
     )
 
 
@@ -105,7 +106,7 @@ def projection_reconcile(
         click.echo(json.dumps(body, default=str))
         return
     click.echo(
-        f"report {body['report_id']}: {body['tasks_compared']} tasks compared ({body['skipped_in_grace']} in the "
+        f"report {body['report_id']}: {plural(body['tasks_compared'], 'task')} compared ({body['skipped_in_grace']} in the "
         f"grace window), drift {body['drift_count']} — missing_in_projection {body['missing_in_projection']}, "
         f"missing_in_tasks {body['missing_in_tasks']}, status_mismatch {body['status_mismatch']}"
     )
@@ -125,13 +126,25 @@ def projection_reports(limit: int, as_json: bool) -> None:
 
     with connection(orchestration_dsn()) as orch:
         reports = recent_reports(orch, limit=limit)
-    for r in reports:
-        if as_json:
+    if as_json:
+        for r in reports:
             click.echo(json.dumps(r, default=str))
-        else:
-            click.echo(
-                f"{r['report_id']:>6}  {r['finished_at']:%Y-%m-%d %H:%M:%S%z}  drift {r['drift_count']:>6}  "
-                f"{r['action']:<8} {r['action_detail'] or ''}"
-            )
-    if not reports and not as_json:
+        return
+    if not reports:
         click.echo("no drift reports yet — run 'orchestration-pipeline projection reconcile'")
+        return
+    click.echo(_REPORT_ROW.format("report", "finished at", "drift", "action", "detail").rstrip())
+    for r in reports:
+        click.echo(
+            _REPORT_ROW.format(
+                r["report_id"],
+                f"{r['finished_at']:%Y-%m-%d %H:%M:%S%z}",
+                r["drift_count"],
+                r["action"],
+                r["action_detail"] or "",
+            ).rstrip()
+        )
+
+
+# report id, finished at, drift count, action, action detail
+_REPORT_ROW = "{:>6}  {:<24}  {:>6}  {:<8}  {}"

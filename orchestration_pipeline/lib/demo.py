@@ -4,6 +4,10 @@ Each session runs a few tasks; each task runs commands, emits artifacts and metr
 provider selection and a decision, and (for agent sessions) agent activity. With ``faults=True``
 one extra file adds malformed lines, an error flood, a session missing its ``task_end`` and a
 policy violation with a null rule.
+
+The first session also runs :data:`EXAMPLE_TASK_ID` (``T-42``, a flaky integration suite), the
+task the README's ``decisions execute`` example labels; it is never one of the deliberately
+drifted tasks, so after ``run --demo N`` (any N) it exists in the Tasks DB.
 """
 
 from __future__ import annotations
@@ -21,6 +25,10 @@ from typing import Any
 
 from orchestration_pipeline.lib.db import TASKS_TABLES, require_schema
 
+EXAMPLE_TASK_ID = "T-42"
+EXAMPLE_TASK_TITLE = "run the flaky integration suite"
+BACKLOG_TASK_ID = "T-demo-backlog"  # the deliberate missing_in_projection drift
+
 
 def _event(event_type: str, at: datetime, session: str, **fields: Any) -> dict[str, Any]:
     return {
@@ -32,19 +40,47 @@ def _event(event_type: str, at: datetime, session: str, **fields: Any) -> dict[s
     }
 
 
+class _Clock:
+    """A session's time: each event a random few seconds after the one before."""
+
+    def __init__(self, rng: random.Random, start: datetime):
+        self.rng = rng
+        self.t = start
+
+    def tick(self, lo: int = 1, hi: int = 30) -> datetime:
+        self.t += timedelta(seconds=self.rng.randint(lo, hi))
+        return self.t
+
+    def ms_since(self, then: datetime) -> int:
+        return int((self.t - then).total_seconds() * 1000)
+
+
 def _session_events(rng: random.Random, session: str, start: datetime) -> Iterator[dict[str, Any]]:
-    t = start
+    clock = _Clock(rng, start)
     source = rng.choice(["orchestrator", "pester-harness", "agent-runner"])
+    yield from _provider_events(rng, clock, session, source)
+    for n in range(rng.randint(1, 3)):
+        yield from _task_events(rng, clock, session, source, n)
+    if rng.random() < 0.3:
+        yield _event(
+            "policy_violation", clock.tick(), session, source=source, severity="warning",
+            payload={"host": "build-01", "file": "C:/agent/run.ps1", "policy": "ExecutionPolicy",
+                     "rule": "RemoteSigned"},
+        )  # fmt: skip
+    else:
+        yield _event(
+            "decision", clock.tick(), session, source=source, payload={"rationale": "no policy findings"}
+        )
 
-    def tick(lo: int = 1, hi: int = 30) -> datetime:
-        nonlocal t
-        t += timedelta(seconds=rng.randint(lo, hi))
-        return t
 
+def _provider_events(
+    rng: random.Random, clock: _Clock, session: str, source: str
+) -> Iterator[dict[str, Any]]:
+    """The provider selection: a decision and the provider_type and provider_cache_hit metrics."""
     provider = rng.choice(["Microsoft", "System"])
     yield _event(
         "decision",
-        tick(),
+        clock.tick(),
         session,
         source=source,
         stage="provider",
@@ -52,122 +88,122 @@ def _session_events(rng: random.Random, session: str, start: datetime) -> Iterat
     )
     yield _event(
         "metric",
-        tick(),
+        clock.tick(),
         session,
         source=source,
         payload={"name": "provider_type", "value": 1 if provider == "Microsoft" else 2},
     )
     yield _event(
         "metric",
-        tick(),
+        clock.tick(),
         session,
         source=source,
         payload={"name": "provider_cache_hit", "value": rng.choice([0, 1])},
     )
-    for n in range(rng.randint(1, 3)):
-        task = f"T-{session[-4:]}-{n}"
-        task_start = tick()
-        yield _event(
-            "task_start",
-            task_start,
-            session,
-            task_id=task,
-            source=source,
-            status="started",
-            payload={"title": f"populate stage {n}"},
-        )
-        for c in range(rng.randint(1, 3)):
-            cmd_id = f"{task}-c{c}"
-            cmd_start = tick()
+
+
+def _task_events(
+    rng: random.Random, clock: _Clock, session: str, source: str, n: int
+) -> Iterator[dict[str, Any]]:
+    """Task ``n`` of a session: its start, commands, artifact, metric, agent activity and end."""
+    task = f"T-{session[-4:]}-{n}"
+    on_task = {"task_id": task, "source": source}
+    task_start = clock.tick()
+    yield _event(
+        "task_start",
+        task_start,
+        session,
+        **on_task,
+        status="started",
+        payload={"title": f"populate stage {n}"},
+    )
+    for c in range(rng.randint(1, 3)):
+        yield from _command_events(rng, clock, session, on_task, f"{task}-c{c}")
+    body = f"{session}/{task}".encode()
+    yield _event(
+        "artifact_emit",
+        clock.tick(),
+        session,
+        **on_task,
+        payload={
+            "path": f"artifacts/{task}/testResults.xml",
+            "size_bytes": len(body),
+            "sha256": hashlib.sha256(body).hexdigest(),
+        },
+    )
+    yield _event(
+        "metric",
+        clock.tick(),
+        session,
+        **on_task,
+        payload={"name": "rows_inserted", "value": rng.randint(0, 5000), "unit": "rows"},
+    )
+    if source == "agent-runner":
+        agent = {
+            "agent_type": rng.choice(["coder", "reviewer"]),
+            "agent_name": f"agent-{n}",
+            "task_description": f"work on {task}",
+            "project_id": "demo",
+        }
+        for event_type, status, severity in (
+            ("started", "started", "info"),
+            ("completed", "completed", "success"),
+        ):
             yield _event(
-                "command_start",
-                cmd_start,
-                session,
-                task_id=task,
-                source=source,
-                payload={"command_id": cmd_id, "command": "Invoke-Pester -CI"},
-            )
-            exit_code = 0 if rng.random() > 0.1 else 1
-            yield _event(
-                "command_end",
-                tick(),
-                session,
-                task_id=task,
-                source=source,
-                payload={
-                    "command_id": cmd_id,
-                    "exit_code": exit_code,
-                    "duration_ms": int((t - cmd_start).total_seconds() * 1000),
-                },
-            )
-        body = f"{session}/{task}".encode()
-        yield _event(
-            "artifact_emit",
-            tick(),
-            session,
-            task_id=task,
-            source=source,
-            payload={
-                "path": f"artifacts/{task}/testResults.xml",
-                "size_bytes": len(body),
-                "sha256": hashlib.sha256(body).hexdigest(),
-            },
-        )
-        yield _event(
-            "metric",
-            tick(),
-            session,
-            task_id=task,
-            source=source,
-            payload={"name": "rows_inserted", "value": rng.randint(0, 5000), "unit": "rows"},
-        )
-        if source == "agent-runner":
-            agent = {
-                "agent_type": rng.choice(["coder", "reviewer"]),
-                "agent_name": f"agent-{n}",
-                "task_description": f"work on {task}",
-                "project_id": "demo",
-            }
-            yield _event(
-                "agent.started",
-                tick(),
-                session,
-                task_id=task,
-                source=source,
-                status="started",
-                severity="info",
+                f"agent.{event_type}", clock.tick(), session, **on_task, status=status, severity=severity,
                 payload=agent,
-            )
-            yield _event(
-                "agent.completed",
-                tick(),
-                session,
-                task_id=task,
-                source=source,
-                status="completed",
-                severity="success",
-                payload=agent,
-            )
-        ok = rng.random() > 0.15
-        yield _event(
-            "task_end",
-            tick(),
-            session,
-            task_id=task,
-            source=source,
-            status="succeeded" if ok else "failed",
-            severity="success" if ok else "error",
-            duration_ms=int((t - task_start).total_seconds() * 1000),
-            payload={"success": ok, "duration_ms": int((t - task_start).total_seconds() * 1000)},
-        )
-    if rng.random() < 0.3:
-        yield _event(
-            "policy_violation", tick(), session, source=source, severity="warning",
-            payload={"host": "build-01", "file": "C:/agent/run.ps1", "policy": "ExecutionPolicy",
-                     "rule": "RemoteSigned"},
-        )  # fmt: skip
-    else:
-        yield _event("decision", tick(), session, source=source, payload={"rationale": "no policy findings"})
+            )  # fmt: skip
+    ok = rng.random() > 0.15
+    yield _event(
+        "task_end",
+        clock.tick(),
+        session,
+        **on_task,
+        status="succeeded" if ok else "failed",
+        severity="success" if ok else "error",
+        duration_ms=clock.ms_since(task_start),
+        payload={"success": ok, "duration_ms": clock.ms_since(task_start)},
+    )
+
+
+def _command_events(
+    rng: random.Random, clock: _Clock, session: str, on_task: dict[str, str], cmd_id: str
+) -> Iterator[dict[str, Any]]:
+    cmd_start = clock.tick()
+    yield _event(
+        "command_start",
+        cmd_start,
+        session,
+        **on_task,
+        payload={"command_id": cmd_id, "command": "Invoke-Pester -CI"},
+    )
+    exit_code = 0 if rng.random() > 0.1 else 1
+    yield _event(
+        "command_end",
+        clock.tick(),
+        session,
+        **on_task,
+        payload={"command_id": cmd_id, "exit_code": exit_code, "duration_ms": clock.ms_since(cmd_start)},
+    )
+
+
+def _example_task_events(session: str, after: datetime) -> Iterator[dict[str, Any]]:
+    """The README's example task: started and finished (successfully) in ``session``, after ``after``."""
+    start, end = after + timedelta(seconds=5), after + timedelta(seconds=65)
+    common = {"task_id": EXAMPLE_TASK_ID, "source": "orchestrator"}
+    yield _event(
+        "task_start", start, session, **common, status="started", payload={"title": EXAMPLE_TASK_TITLE}
+    )
+    yield _event(
+        "task_end",
+        end,
+        session,
+        **common,
+        status="succeeded",
+        severity="success",
+        duration_ms=60_000,
+        payload={"success": True, "duration_ms": 60_000},
+    )
 
 
 def _fault_lines(rng: random.Random, start: datetime) -> Iterator[str]:
@@ -249,7 +285,11 @@ def generate_demo(
     written = []
     for i in range(sessions):
         session = f"sess-{stamp}-{i:04d}"
-        lines = [json.dumps(e) for e in _session_events(rng, session, start + timedelta(minutes=i))]
+        events = list(_session_events(rng, session, start + timedelta(minutes=i)))
+        if i == 0:
+            last = datetime.fromisoformat(events[-1]["occurred_at"].replace("Z", "+00:00"))
+            events.extend(_example_task_events(session, last))
+        lines = [json.dumps(e) for e in events]
         path = landing_dir / f"demo-{session}.jsonl"
         _write_atomically(path, lines)
         written.append(path)
@@ -277,7 +317,8 @@ def demo_tasks(paths: list[Path], *, drift: bool = True, now: datetime | None = 
 
     With ``drift``, one task is left out of the Tasks DB (``missing_in_tasks``), one backlog task
     exists only there (``missing_in_projection``) and one finished task has the other outcome
-    (``status_mismatch``), so the first reconciliation has something real to report.
+    (``status_mismatch``), so the first reconciliation has something real to report. The example
+    task (:data:`EXAMPLE_TASK_ID`) is never one of them.
     """
     seen: dict[str, dict[str, Any]] = {}
     for path in paths:
@@ -301,16 +342,17 @@ def demo_tasks(paths: list[Path], *, drift: bool = True, now: datetime | None = 
         DemoTask(task_id, info["title"], info["status"], 1 + i % 5, ["demo"], info["at"])
         for i, (task_id, info) in enumerate(sorted(seen.items()))
     ]
-    if drift and len(rows) >= 3:
-        finished = [i for i, r in enumerate(rows) if r.status in ("done", "failed")]
+    drifting = [i for i, r in enumerate(rows) if r.task_id != EXAMPLE_TASK_ID]
+    if drift and len(drifting) >= 3:
+        finished = [i for i in drifting if rows[i].status in ("done", "failed")]
         if finished:
             i = finished[0]
             flipped = "failed" if rows[i].status == "done" else "done"
             rows[i] = DemoTask(**{**rows[i].__dict__, "status": flipped})
-        rows.pop()  # in the events, not in the Tasks DB
+        rows.pop(drifting[-1])  # in the events, not in the Tasks DB
         backlog_at = (now or datetime.now(UTC)) - timedelta(hours=1)
         rows.append(
-            DemoTask("T-demo-backlog", "triage the backlog", "todo", 3, ["demo", "backlog"], backlog_at)
+            DemoTask(BACKLOG_TASK_ID, "triage the backlog", "todo", 3, ["demo", "backlog"], backlog_at)
         )
     return rows
 

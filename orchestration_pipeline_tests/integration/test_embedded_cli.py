@@ -115,6 +115,7 @@ def test_half_configuration_is_refused(tmp_path):
         ["ingest"],
         ["quarantine", "list"],
         ["quarantine", "replay"],
+        ["quarantine", "discard"],
         ["audit", "query"],
         ["audit", "verify"],
         ["policy", "set"],
