@@ -8,6 +8,7 @@ import click
 
 from orchestration_pipeline.cli._common import orchestration_dsn
 from orchestration_pipeline.lib.audit import OPERATIONS
+from orchestration_pipeline.lib.wording import plural
 
 
 @click.group()
@@ -135,11 +136,13 @@ def audit_verify(chain_id: str | None, as_json: bool) -> None:
             ""
             if chain_id
             else (
-                f", {report.checkpoints} checkpoints; {report.unsealed_entries} newer entries not sealed yet "
+                f", {plural(report.checkpoints, 'checkpoint')}; {plural(report.unsealed_entries, 'newer entry', 'newer entries')} not sealed yet "
                 "(orchestration-pipeline audit checkpoint)"
             )
         )
-        click.echo(f"ok: {report.rows} entries in {report.chains} chains verified{sealed}")
+        click.echo(
+            f"ok: {plural(report.rows, 'entry', 'entries')} in {plural(report.chains, 'chain')} verified{sealed}"
+        )
     if not report.ok:
         first = report.first_broken
         raise click.ClickException(

@@ -78,7 +78,7 @@ def test_policy_execution_and_forensics_from_the_shell(run, orch_dsn, tasks_dsn)
     sealed = json.loads(run("audit", "checkpoint", "--json").stdout)
     assert (sealed["created"], sealed["entries"], sealed["busy"]) == (1, 4, None)
     assert "nothing new to seal; newest checkpoint #1" in run("audit", "checkpoint").stdout
-    assert "1 checkpoints; 0 newer entries" in run("audit", "verify").stdout
+    assert "1 checkpoint; 0 newer entries" in run("audit", "verify").stdout
 
     with connection(orch_dsn) as conn:
         conn.execute("SET session_replication_role = replica")

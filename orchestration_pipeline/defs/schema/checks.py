@@ -5,6 +5,7 @@ import dagster as dg
 from orchestration_pipeline.defs.resources import OrchestrationDatabase
 from orchestration_pipeline.defs.schema.assets import orchestration_schema
 from orchestration_pipeline.lib.db import migration_status
+from orchestration_pipeline.lib.wording import plural
 
 
 @dg.asset_check(
@@ -16,7 +17,7 @@ def schema_migrations_current(orchestration_db: OrchestrationDatabase) -> dg.Ass
     pending = [m.filename for m in status.pending]
     drifted = [m.filename for m in status.drifted]
     if status.current:
-        description = f"{len(status.applied)} migrations applied, none pending"
+        description = f"{plural(len(status.applied), 'migration')} applied, none pending"
     else:
         description = f"{len(pending)} pending, {len(drifted)} changed since applied — run 'orchestration-pipeline db migrate'"
     return dg.AssetCheckResult(

@@ -67,6 +67,7 @@ from orchestration_pipeline.errors import AuditError
 from orchestration_pipeline.lib.audit.ledger import AUDIT_TABLES
 from orchestration_pipeline.lib.db import end_read, require_schema
 from orchestration_pipeline.lib.verdict import Verdict
+from orchestration_pipeline.lib.wording import plural
 
 # --- verification -----------------------------------------------------------------------------
 
@@ -331,8 +332,9 @@ def chain_verdict(conn: psycopg.Connection) -> Verdict:
     if report.ok:
         return Verdict(
             True,
-            f"{report.rows} entries in {report.chains} chains verified, {report.checkpoints} checkpoints; "
-            f"{report.unsealed_entries} entries not sealed by a checkpoint yet",
+            f"{plural(report.rows, 'entry', 'entries')} in {plural(report.chains, 'chain')} verified, "
+            f"{plural(report.checkpoints, 'checkpoint')}; "
+            f"{plural(report.unsealed_entries, 'entry', 'entries')} not sealed by a checkpoint yet",
             metadata,
         )
     more = f" (+{report.broken_chains - 1} more broken chains)" if report.broken_chains > 1 else ""

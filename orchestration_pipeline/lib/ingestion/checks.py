@@ -10,6 +10,7 @@ from psycopg.rows import dict_row
 
 from orchestration_pipeline.lib.db import end_read
 from orchestration_pipeline.lib.verdict import Verdict
+from orchestration_pipeline.lib.wording import plural
 
 SAMPLE = 10
 
@@ -53,7 +54,7 @@ def events_accounted_for(conn: psycopg.Connection) -> Verdict:
         )
     return Verdict(
         True,
-        f"all {totals['files']} files balance: lines = accepted + quarantined + duplicates + collapsed",
+        f"all {plural(totals['files'], 'file')} balance: lines = accepted + quarantined + duplicates + collapsed",
         totals,
     )
 
@@ -133,9 +134,9 @@ def core_event_coverage(
     }
     passed = overall != "FAIL"
     description = (
-        f"{core_missing} sessions FAIL_CORE_MISSING, {with_gaps} with gaps (limit {max_sessions_with_gaps})"
+        f"{plural(core_missing, 'session')} FAIL_CORE_MISSING, {with_gaps} with gaps (limit {max_sessions_with_gaps})"
         if not passed
-        else f"{len(judged)} sessions judged, {with_gaps} with gaps, none missing core events"
+        else f"{plural(len(judged), 'session')} judged, {with_gaps} with gaps, none missing core events"
     )
     return Verdict(
         passed,
@@ -228,6 +229,11 @@ def provider_metric_present(conn: psycopg.Connection, *, lookback: timedelta = t
     meta = {"sessions_with_provider": len(rows), "sessions_lacking": len(lacking), "sample": lacking[:SAMPLE]}
     if lacking:
         return Verdict(
-            False, f"{len(lacking)} of {len(rows)} sessions lack provider metrics", meta, warn_only=True
+            False,
+            f"{len(lacking)} of {plural(len(rows), 'session')} lack provider metrics",
+            meta,
+            warn_only=True,
         )
-    return Verdict(True, f"all {len(rows)} sessions that selected a provider have both metrics", meta)
+    return Verdict(
+        True, f"all {plural(len(rows), 'session')} that selected a provider have both metrics", meta
+    )

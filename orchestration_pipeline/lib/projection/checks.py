@@ -9,6 +9,7 @@ import psycopg
 from orchestration_pipeline.lib.db import end_read
 from orchestration_pipeline.lib.projection.drift import DRIFT_CLASSES, compare, recent_reports
 from orchestration_pipeline.lib.verdict import Verdict
+from orchestration_pipeline.lib.wording import plural
 
 #: The projection's columns and their types, as the migration creates them.
 EXPECTED_COLUMNS: dict[str, str] = {
@@ -39,9 +40,11 @@ def zero_drift_after_reconcile(
     if result.drift_count:
         worst = ", ".join(f"{k} {v}" for k, v in result.counts.items() if v)
         return Verdict(
-            False, f"{result.drift_count} tasks still drift after the reconciliation ({worst})", meta
+            False,
+            f"{plural(result.drift_count, 'task')} still drift after the reconciliation ({worst})",
+            meta,
         )
-    return Verdict(True, f"no drift across {result.tasks_compared} tasks", meta)
+    return Verdict(True, f"no drift across {plural(result.tasks_compared, 'task')}", meta)
 
 
 def drift_not_persistent(orch: psycopg.Connection) -> Verdict:
