@@ -39,6 +39,27 @@ def _field_value(text: str):
         return text
 
 
+# The option that supplies a required field on this command line; other payload fields come from -f.
+_FIELD_FLAGS = {
+    "stage": "--stage NAME",
+    "payload.duration_ms": "--duration-ms N",
+    "payload.success": "-f success=true (or -f success=false)",
+}
+
+
+def _naming_the_flag(message: str) -> str:
+    """The SDK's "TYPE: FIELD is required ..." message, with the flag that supplies FIELD."""
+    field, required, _ = message.partition(": ")[2].partition(" is required")
+    if not required:
+        return message
+    flag = _FIELD_FLAGS.get(field)
+    if flag is None and field.startswith("payload."):
+        flag = f"-f {field.removeprefix('payload.')}=VALUE"
+    if flag is None:
+        return message
+    return f"{message}{'; ' if ' — ' in message else ' — '}pass {flag}"
+
+
 @click.command(context_settings={"show_default": True})
 @click.argument("event_type", metavar="TYPE")
 @click.argument("artifact_path", required=False, type=click.Path(exists=True, dir_okay=False, path_type=Path))
@@ -50,9 +71,15 @@ def _field_value(text: str):
 )
 @click.option("--task-id", help="Task the event belongs to.")
 @click.option("--stage", help="Pipeline stage (required for error).")
-@click.option("--severity", help="debug, info, success, warning, error or critical.")
 @click.option(
-    "--status", help="started, in_progress, completed, succeeded, paused, failed, conflict or skipped."
+    "--severity",
+    help="Your own word, e.g. info, Warning, ERROR (at most 64 characters); agent-* types take one of "
+    "info, success, warning, error or critical.",
+)
+@click.option(
+    "--status",
+    help="Your own word, e.g. ok, SUCCESS, failure (at most 64 characters; see the README's synonym map); "
+    "agent-* types take one of started, in_progress, completed, paused, failed or conflict.",
 )
 @click.option(
     "--duration-ms", type=click.IntRange(min=0), help="Duration (task-end and command-end need it)."
@@ -135,7 +162,7 @@ def emit(
             payload=payload,
         )
     except (ValueError, TypeError) as exc:
-        raise click.UsageError(str(exc)) from None
+        raise click.UsageError(_naming_the_flag(str(exc))) from None
     except OSError as exc:
         raise click.ClickException(
             f"cannot write to {target}: {exc.strerror or exc} — check the landing directory"

@@ -34,8 +34,10 @@ AGENT_TYPES = (
 EVENT_TYPES = (*CORE_TYPES, "decision", "artifact_emit", "error", "metric", "policy_violation", *AGENT_TYPES)
 SEVERITIES = ("debug", "info", "success", "warning", "error", "critical")
 STATUSES = ("started", "in_progress", "completed", "succeeded", "paused", "failed", "conflict", "skipped")
+# agent.* events take these enums; every other type takes the producer's own word (require_word)
 AGENT_STATUSES = ("started", "in_progress", "completed", "paused", "failed", "conflict")
 AGENT_SEVERITIES = ("info", "success", "warning", "error", "critical")
+MAX_WORD_CHARS = 64  # a status or severity word, after trimming; ingestion quarantines longer ones
 MAX_LINE_BYTES = 1024 * 1024  # ingestion quarantines longer lines
 BIGINT_MAX = 2**63 - 1  # duration_ms and size_bytes are stored as bigint
 FLOAT8_MAX = 1.7976931348623157e308  # metric values are stored as float8
@@ -260,6 +262,27 @@ def require_choice(event_type: str, field: str, value: Any, allowed: tuple[str, 
     return value
 
 
+def require_word(event_type: str, field: str, value: Any) -> str:
+    """A status or severity outside the agent.* events: any word of 1 to 64 characters after
+    trimming whitespace (``ok``, ``SUCCESS``, ``upstream_failed``); ingestion stores it trimmed."""
+    if not isinstance(value, str):
+        raise TypeError(
+            f"{event_type}: {field} must be a string (a word of 1 to {MAX_WORD_CHARS} characters), "
+            f"got {type(value).__name__} {_shown(value)}"
+        )
+    word = value.strip()
+    if not word:
+        raise ValueError(
+            f"{event_type}: {field} must not be empty — leave it out or pass a word such as 'ok'"
+        )
+    if len(word) > MAX_WORD_CHARS:
+        raise ValueError(
+            f"{event_type}: {field} is {len(word)} characters; the limit is {MAX_WORD_CHARS} — pass a short "
+            "word (e.g. 'ok', 'failed') and put details in the payload"
+        )
+    return value
+
+
 def require_mapping(event_type: str, field: str, value: Any) -> Mapping[str, Any]:
     if not isinstance(value, Mapping):
         raise TypeError(f"{event_type}: {field} must be a dict, got {type(value).__name__} {_shown(value)}")
@@ -333,9 +356,15 @@ def check_event(
     optional_str(event_type, "stage", stage)
     agent = event_type in AGENT_TYPES
     if severity is not None:
-        require_choice(event_type, "severity", severity, AGENT_SEVERITIES if agent else SEVERITIES)
+        if agent:
+            require_choice(event_type, "severity", severity, AGENT_SEVERITIES)
+        else:
+            require_word(event_type, "severity", severity)
     if status is not None:
-        require_choice(event_type, "status", status, AGENT_STATUSES if agent else STATUSES)
+        if agent:
+            require_choice(event_type, "status", status, AGENT_STATUSES)
+        else:
+            require_word(event_type, "status", status)
     if duration_ms is not None:
         require_int(event_type, "duration_ms", duration_ms, minimum=0, maximum=BIGINT_MAX)
 

@@ -16,7 +16,6 @@ from typing import Any, TypeVar
 
 from orchestration_pipeline.emit._envelope import (
     AGENT_SEVERITIES,
-    SEVERITIES,
     build_event,
     check_event,
     encode_line,
@@ -28,6 +27,7 @@ from orchestration_pipeline.emit._envelope import (
     require_int,
     require_number,
     require_str,
+    require_word,
 )
 from orchestration_pipeline.emit._spool import MiB, Spool
 
@@ -515,7 +515,7 @@ class EventWriter:
         require_str("decision", "rationale", rationale, "say why the decision was made")
         optional_str("decision", "stage", stage)
         if severity is not None:
-            require_choice("decision", "severity", severity, SEVERITIES)
+            require_word("decision", "severity", severity)
         payload = merge_fields("decision", {"rationale": rationale}, fields)
         return self._emit("decision", payload, task_id, stage, severity, None, None)
 
@@ -531,7 +531,7 @@ class EventWriter:
         """An ``error`` in ``stage``; ingestion groups repeats by stage + normalised message."""
         require_str("error", "stage", stage, "name the stage that failed, e.g. 'db_insert'")
         require_str("error", "message", message, "say what went wrong")
-        require_choice("error", "severity", severity, SEVERITIES)
+        require_word("error", "severity", severity)
         payload = merge_fields("error", {"message": message}, fields)
         return self._emit("error", payload, task_id, stage, severity, None, None)
 
@@ -549,7 +549,7 @@ class EventWriter:
         """A ``policy_violation`` naming host, file, policy and rule (all required, non-empty)."""
         for field, value in (("host", host), ("file", file), ("policy", policy), ("rule", rule)):
             require_str("policy_violation", field, value, "the policy_violations_complete check needs it")
-        require_choice("policy_violation", "severity", severity, SEVERITIES)
+        require_word("policy_violation", "severity", severity)
         payload = merge_fields(
             "policy_violation", {"host": host, "file": file, "policy": policy, "rule": rule}, fields
         )

@@ -197,7 +197,8 @@ def test_provider_selected_emits_both_metrics_and_rejects_unknown_providers(land
         (lambda w: w.metric("rows", 1, ratio=math.inf), ValueError, ["NaN"]),
         (lambda w: w.error("", "boom"), ValueError, ["stage"]),
         (lambda w: w.error("db", ""), ValueError, ["message"]),
-        (lambda w: w.error("db", "boom", severity="fatal"), ValueError, ["severity", "critical"]),
+        (lambda w: w.error("db", "boom", severity="f" * 65), ValueError, ["severity", "limit is 64"]),
+        (lambda w: w.error("db", "boom", severity=3), TypeError, ["severity", "string"]),
         (
             lambda w: w.policy_violation("h", "f", "p", None),
             TypeError,
@@ -228,7 +229,14 @@ def test_provider_selected_emits_both_metrics_and_rejects_unknown_providers(land
             ValueError,
             ["hex"],
         ),
-        (lambda w: w.emit("metric", {"name": "m", "value": 1}, status="done"), ValueError, ["status"]),
+        (lambda w: w.emit("metric", {"name": "m", "value": 1}, status="  "), ValueError, ["status", "empty"]),
+        (
+            lambda w: w.emit(
+                "agent.paused", {"agent_type": "a", "agent_name": "b", "task_description": ""}, status="ok"
+            ),
+            ValueError,
+            ["status", "paused"],
+        ),
         (lambda w: w.emit("decision", {"rationale": "r"}, duration_ms=-1), ValueError, ["duration_ms"]),
     ],
 )

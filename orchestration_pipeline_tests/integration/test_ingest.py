@@ -347,8 +347,12 @@ def test_activity_queries(orch_conn, tmp_path):
     assert stats["total"] == 4 and stats["by_severity"] == {"info": 1, "success": 2, "error": 1}
     rates = {a["agent_name"]: a["success_rate"] for a in stats["agents"]}
     assert rates == {"a1": 0.5, "r1": 1.0}
+    # severity and status filter by the producer's word as stored; a meaning must be one the map has
+    assert query_activity(orch_conn, ActivityFilter(severity="loud")) == []
     with pytest.raises(ValueError, match="use one of"):
-        ActivityFilter(severity="loud")
+        ActivityFilter(severity_meaning="loud")
+    with pytest.raises(ValueError, match="limit is 64"):
+        ActivityFilter(status="x" * 65)
 
 
 def test_offsets_postgres_refuses_are_stored_as_the_same_instant(orch_conn, tmp_path):

@@ -61,7 +61,15 @@ def test_events_shape(orch_conn):
 
 @pytest.mark.parametrize(
     "column, value",
-    [("event_type", "'nonsense'"), ("severity", "'loud'"), ("status", "'maybe'"), ("duration_ms", "-1")],
+    [
+        ("event_type", "'nonsense'"),
+        # status and severity are the producer's own word: 1 to 64 characters (0014)
+        ("severity", "repeat('x', 65)"),
+        ("severity", "''"),
+        ("status", "repeat('x', 65)"),
+        ("status", "''"),
+        ("duration_ms", "-1"),
+    ],
 )
 def test_enumerated_columns_are_constrained(orch_conn, column, value):
     with pytest.raises(psycopg.errors.CheckViolation):

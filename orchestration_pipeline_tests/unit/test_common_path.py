@@ -91,6 +91,8 @@ TIMES = st.one_of(
 ENVELOPE_KEYS = ["session_id", "task_id", "source", "stage", "severity", "status", "duration_ms"]
 ENUMS = st.sampled_from(
     ["info", "debug", "success", "error", "started", "succeeded", "in_progress", "skipped", "loud", ""]
+    # producers' own words: stored trimmed, at most 64 characters (agent.* events keep their enums)
+    + ["SUCCESS", " ok ", "ok\u2003", "\x1cok", "x" * 64, "x" * 65, " " * 3 + "y" * 64]
 )
 
 
@@ -278,7 +280,9 @@ def test_well_formed_lines_take_the_common_path(event_type):
         {"extra": 1},
         {"occurred_at": "2026-06-01T11:00:00"},
         {"occurred_at": "2026-06-03T12:00:00Z"},
-        {"severity": "loud"},
+        {"severity": " loud"},  # stored trimmed
+        {"status": "ok\n"},
+        {"status": "x" * 65},
     ],
 )
 def test_lines_needing_more_than_validation_are_declined(change):

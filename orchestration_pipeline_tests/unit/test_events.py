@@ -93,7 +93,10 @@ def test_each_type_accepts_its_required_fields(event_type, payload, extra):
             "/payload",
         ),
         (line(event_type="error", payload={"message": "m"}), "missing_field", "/stage"),
-        (line(severity="loud"), "invalid_value", "/severity"),
+        # outside agent.* events, any word of 1 to 64 characters after trimming (see test_status_words)
+        (line(severity="x" * 65), "invalid_value", "/severity"),
+        (line(status=" \t "), "invalid_value", "/status"),
+        (line(status=5), "invalid_value", "/status"),
         (line(event_id="not-a-uuid"), "invalid_value", "/event_id"),
         (line(occurred_at="2026-06-01T11:00:00"), "invalid_value", "/occurred_at"),
         (line(occurred_at="2026-06-03T12:00:00Z"), "future_timestamp", "/occurred_at"),
@@ -106,6 +109,15 @@ def test_each_type_accepts_its_required_fields(event_type, payload, extra):
             ),
             "invalid_value",
             "/status",
+        ),
+        (
+            line(
+                event_type="agent.progress",
+                payload={"agent_type": "a", "agent_name": "b", "task_description": "c"},
+                severity="debug",
+            ),
+            "invalid_value",
+            "/severity",
         ),
         # in UTC before year 1, or after 9999: Python cannot convert them; never a crash
         (line(occurred_at="0001-01-01T00:30:00+20:00"), "invalid_value", "/occurred_at"),

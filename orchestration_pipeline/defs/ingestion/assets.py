@@ -38,6 +38,11 @@ def raw_events(
     body = summary.as_dict()
     for item in body["unreadable_files"]:
         context.log.warning(f"not ingested, cannot be read: {item['path']}: {item['error']}")
+    for source, words in body["unknown_status_words"].items():
+        shown = ", ".join(f"{word!r} ({n})" for word, n in words.items())
+        context.log.info(
+            f"status words of {source} without a meaning: {shown} — map them in ORCH_STATUS_SYNONYMS"
+        )
     telemetry = body["telemetry"]
     return dg.MaterializeResult(
         metadata={
@@ -52,6 +57,8 @@ def raw_events(
             "collapsed": dg.MetadataValue.int(body["collapsed"]),
             "redactions": dg.MetadataValue.int(body["redactions"]),
             "quarantine_by_type": dg.MetadataValue.json(body["quarantine_by_type"]),
+            # {source: {word: lines}}: status words the synonym map does not know, to extend it with
+            "unknown_status_words": dg.MetadataValue.json(body["unknown_status_words"]),
             "ParseDuration_ms": dg.MetadataValue.float(float(telemetry["ParseDuration_ms"]["total"])),
             "RowsWritten": dg.MetadataValue.int(telemetry["RowsWritten"]),
             "SkippedDuplicate": dg.MetadataValue.int(telemetry["SkippedDuplicate"]),

@@ -12,6 +12,11 @@ common well-formed line, one it can prove the full validator would accept unchan
 None for anything else; :func:`parse_line_validated` (pydantic) handles every line and is the one
 that words every rejection. :func:`parse_line` tries the first and falls back to the second, so
 what is accepted, rejected, redacted and derived is the same whichever path a line takes.
+
+``status`` and ``severity`` are enums only on the ``agent.*`` events. On every other type they are
+the producer's own word, stored as given after trimming whitespace, 1 to 64 characters
+(:func:`~orchestration_pipeline.lib.ingestion.status_words.check_word`); what a word means is the
+business of :mod:`~orchestration_pipeline.lib.ingestion.status_words`, not of the parser.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ import json
 import math
 import re
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
@@ -32,16 +38,20 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    PlainValidator,
     StrictBool,
     StrictFloat,
     StrictInt,
     StrictStr,
     TypeAdapter,
     ValidationError,
+    WithJsonSchema,
     model_validator,
 )
+from pydantic_core import PydanticCustomError
 
 from orchestration_pipeline.lib.canonical_json import json_has_nul
+from orchestration_pipeline.lib.ingestion.status_words import MAX_WORD_CHARS, WordError, check_word
 from orchestration_pipeline.lib.redaction import (
     may_contain_secret,
     redact_raw_line,
@@ -63,8 +73,11 @@ AGENT_TYPES = (
     "agent.error",
 )
 EVENT_TYPES = (*CORE_TYPES, "decision", "artifact_emit", "error", "metric", "policy_violation", *AGENT_TYPES)
+# The severities the pipeline writes itself (also the meanings severity words are mapped to), and
+# the status words it writes itself; outside agent.* events, producers may write any word.
 SEVERITIES = ("debug", "info", "success", "warning", "error", "critical")
 STATUSES = ("started", "in_progress", "completed", "succeeded", "paused", "failed", "conflict", "skipped")
+# agent.* events: these enums, and nothing else
 AGENT_STATUSES = ("started", "in_progress", "completed", "paused", "failed", "conflict")
 AGENT_SEVERITIES = ("info", "success", "warning", "error", "critical")
 
@@ -73,6 +86,31 @@ BIGINT_MAX = 2**63 - 1  # columns like duration_ms and size_bytes are bigint
 FLOAT8_MAX = 1.7976931348623157e308  # metric values are stored as float8
 NonNegInt = Annotated[StrictInt, Field(ge=0, le=BIGINT_MAX)]
 Number = Annotated[StrictInt, Field(ge=-int(FLOAT8_MAX), le=int(FLOAT8_MAX))] | StrictFloat
+
+
+def _producer_word(value: Any) -> str:
+    try:
+        return check_word(value, "the word")
+    except WordError as exc:
+        raise PydanticCustomError("producer_word", "{detail}", {"detail": str(exc)}) from None
+
+
+#: A status or severity outside the agent.* events: the producer's own word, stored trimmed.
+ProducerWord = Annotated[
+    str,
+    PlainValidator(_producer_word),
+    WithJsonSchema(
+        {
+            "type": "string",
+            "minLength": 1,
+            "maxLength": MAX_WORD_CHARS,
+            "description": (
+                f"The producer's own word (e.g. ok, SUCCESS, failure), at most {MAX_WORD_CHARS} characters "
+                "after trimming whitespace; stored as given (trimmed). A synonym map gives it a meaning."
+            ),
+        }
+    ),
+]
 
 
 class _Payload(BaseModel):
@@ -141,8 +179,8 @@ class _Envelope(BaseModel):
     task_id: StrictStr | None = None
     source: StrictStr | None = None
     stage: StrictStr | None = None
-    severity: Literal[SEVERITIES] | None = None  # type: ignore[valid-type]
-    status: Literal[STATUSES] | None = None  # type: ignore[valid-type]
+    severity: ProducerWord | None = None
+    status: ProducerWord | None = None
     duration_ms: NonNegInt | None = None
     payload: dict[str, Any] = Field(default_factory=dict)
 
@@ -190,7 +228,9 @@ def envelope_json_schema() -> dict[str, Any]:
     schema["description"] = (
         "One JSON object per line. event_type and occurred_at (RFC 3339 with a timezone) are required; "
         "event_id (UUID) is derived from the content when absent. Type-specific fields live in payload. "
-        f"Top-level fields the envelope does not define are kept, under payload.{EXTRA_KEY}."
+        f"Top-level fields the envelope does not define are kept, under payload.{EXTRA_KEY}. "
+        "status and severity are enums on agent.* events; on every other type they are the producer's "
+        f"own word (1 to {MAX_WORD_CHARS} characters after trimming whitespace), stored as given."
     )
     return schema
 
@@ -401,6 +441,41 @@ def parse_line_validated(
 def _parse_validated(
     raw: bytes, now: datetime | None, event_id_if_absent: uuid.UUID | None, ids: dict[str, uuid.UUID]
 ) -> ParsedEvent | Rejection:
+    decoded = _decode_object(raw)
+    if isinstance(decoded, Rejection):
+        return decoded
+    obj, text = decoded
+    # The id is derived from the original content; everything after this sees only redacted data.
+    derived = None
+    if obj.get("event_id") is None:
+        derived = ids["derived"] = event_id_if_absent or derive_event_id(obj)
+    redactions = 0
+    if may_contain_secret(raw):
+        obj, redactions = redact_value(obj)
+    if redactions:
+        # what a rejection stores: the redacted object (escaped or camelCase keys included), not the raw text
+        text = json.dumps(obj, ensure_ascii=False)
+
+    def reject(failure: str, detail: str, pointer: str) -> Rejection:
+        return _reject(failure, detail, pointer, raw, text, redactions)
+
+    model = _validated_model(obj, reject)
+    if isinstance(model, Rejection):
+        return model
+    occurred = _occurred_at(model.occurred_at, now, reject)
+    if isinstance(occurred, Rejection):
+        return occurred
+    payload = _payload_with_extra(obj, reject)
+    if isinstance(payload, Rejection):
+        return payload
+    return _parsed_event(model, obj["event_type"], occurred, payload, derived, redactions)
+
+
+_Reject = Callable[[str, str, str], Rejection]
+
+
+def _decode_object(raw: bytes) -> tuple[dict[str, Any], str] | Rejection:
+    """The line as a JSON object (and its text), or why it is not one PostgreSQL can store."""
     if len(raw) > MAX_LINE_BYTES:
         return _reject("payload_too_large", _too_large_detail(len(raw)), "/payload", raw)
     try:
@@ -418,99 +493,88 @@ def _parse_validated(
         return _reject("not_an_object", f"expected a JSON object, got {type(obj).__name__}", "", raw, text)
     if "\\u" in text and (problem := _unstorable_escape(obj)):
         return _reject("invalid_value", problem, "", raw, text)
+    return obj, text
 
-    # The id is derived from the original content; everything after this sees only redacted data.
-    derived = None
-    if obj.get("event_id") is None:
-        derived = ids["derived"] = event_id_if_absent or derive_event_id(obj)
-    redactions = 0
-    if may_contain_secret(raw):
-        obj, redactions = redact_value(obj)
-    if redactions:
-        # what a rejection stores: the redacted object (escaped or camelCase keys included), not the raw text
-        text = json.dumps(obj, ensure_ascii=False)
 
+def _validated_model(obj: dict[str, Any], reject: _Reject) -> _Envelope | Rejection:
+    """``obj`` validated by the model of its event type (the first error is the rejection)."""
     event_type = obj.get("event_type")
     if event_type is None:
-        return _reject("missing_field", "event_type is required", "/event_type", raw, text, redactions)
+        return reject("missing_field", "event_type is required", "/event_type")
     if not isinstance(event_type, str):
-        return _reject("wrong_type", "event_type must be a string", "/event_type", raw, text, redactions)
+        return reject("wrong_type", "event_type must be a string", "/event_type")
     adapter = _ADAPTERS.get(event_type)
     if adapter is None:
         shown = event_type[:80]
-        return _reject(
+        return reject(
             "unknown_event_type",
             f"unknown event_type {shown!r}; known: {', '.join(EVENT_TYPES)}",
             "/event_type",
-            raw,
-            text,
-            redactions,
         )
-
     try:
-        model = adapter.validate_python(obj)
+        return adapter.validate_python(obj)
     except ValidationError as exc:
         err = exc.errors(include_url=False, include_input=False)[0]
         loc = tuple(err["loc"])
-        return _reject(
-            _classify(err), f"{_pointer(loc) or '/'}: {err['msg']}", _pointer(loc), raw, text, redactions
-        )
+        return reject(_classify(err), f"{_pointer(loc) or '/'}: {err['msg']}", _pointer(loc))
     except RecursionError:
-        return _reject("invalid_value", "payload nested too deeply", "/payload", raw, text, redactions)
+        return reject("invalid_value", "payload nested too deeply", "/payload")
 
+
+def _occurred_at(text: str, now: datetime | None, reject: _Reject) -> datetime | Rejection:
+    """``occurred_at`` as a storable moment: RFC 3339 with a zone, at most a day ahead, from year 1."""
     try:  # parsed here rather than in a pydantic validator: once per line instead of twice
-        occurred = datetime.fromisoformat(model.occurred_at)
+        occurred = datetime.fromisoformat(text)
     except ValueError:
-        return _reject(
+        return reject(
             "invalid_value",
             "/occurred_at: must be an RFC 3339 timestamp, e.g. 2026-01-31T12:00:00Z",
             "/occurred_at",
-            raw,
-            text,
-            redactions,
         )
     if occurred.tzinfo is None:
-        return _reject(
-            "invalid_value",
-            "/occurred_at: needs a timezone (e.g. 'Z' or '+02:00')",
-            "/occurred_at",
-            raw,
-            text,
-            redactions,
+        return reject(
+            "invalid_value", "/occurred_at: needs a timezone (e.g. 'Z' or '+02:00')", "/occurred_at"
         )
     if occurred > (now or datetime.now(UTC)) + FUTURE_TOLERANCE:
-        return _reject(
+        return reject(
             "future_timestamp",
-            f"occurred_at {model.occurred_at} is more than a day in the future — check the producer's clock",
+            f"occurred_at {text} is more than a day in the future — check the producer's clock",
             "/occurred_at",
-            raw,
-            text,
-            redactions,
         )
     if (occurred := storable_moment(occurred)) is None:
-        return _reject(
+        return reject(
             "invalid_value",
-            f"/occurred_at: {model.occurred_at} is before year 1 in UTC — check the producer's clock",
+            f"/occurred_at: {text} is before year 1 in UTC — check the producer's clock",
             "/occurred_at",
-            raw,
-            text,
-            redactions,
         )
+    return occurred
+
+
+def _payload_with_extra(obj: dict[str, Any], reject: _Reject) -> dict[str, Any] | Rejection:
+    """The payload, with the line's top-level fields outside the envelope under ``envelope_extra``."""
     payload = obj.get("payload") or {}
     extra = {key: value for key, value in obj.items() if key not in ENVELOPE_FIELDS}
-    if extra:
-        # Fields outside the envelope are kept, not dropped: stored under payload.envelope_extra.
-        if EXTRA_KEY in payload:
-            return _reject(
-                "invalid_value",
-                f"/payload/{EXTRA_KEY}: reserved for top-level fields the envelope does not define "
-                f"({', '.join(sorted(extra)[:5])}) — move them into payload or rename this key",
-                f"/payload/{EXTRA_KEY}",
-                raw,
-                text,
-                redactions,
-            )
-        payload = {**payload, EXTRA_KEY: extra}
+    if not extra:
+        return payload
+    # Fields outside the envelope are kept, not dropped: stored under payload.envelope_extra.
+    if EXTRA_KEY in payload:
+        return reject(
+            "invalid_value",
+            f"/payload/{EXTRA_KEY}: reserved for top-level fields the envelope does not define "
+            f"({', '.join(sorted(extra)[:5])}) — move them into payload or rename this key",
+            f"/payload/{EXTRA_KEY}",
+        )
+    return {**payload, EXTRA_KEY: extra}
+
+
+def _parsed_event(
+    model: _Envelope,
+    event_type: str,
+    occurred: datetime,
+    payload: dict[str, Any],
+    derived: uuid.UUID | None,
+    redactions: int,
+) -> ParsedEvent:
     duration = model.duration_ms if model.duration_ms is not None else payload_duration(payload)
     fingerprint = template = None
     if event_type == "error":
@@ -543,8 +607,8 @@ def _parse_validated(
 # to parse_line_validated, which then accepts or words the rejection exactly as before. Sent on:
 # a line that may hold a secret or any escape sequence (redaction, NUL and surrogate checks,
 # escaped keys), a field outside the envelope, deep nesting, no event_id or one not in canonical
-# form (the id is then derived or normalised), a timestamp without a zone or in the future, and
-# every invalid line.
+# form (the id is then derived or normalised), a timestamp without a zone or in the future, a
+# status or severity word with whitespace to trim, and every invalid line.
 
 _PAYLOAD_ENCODER = msgspec.json.Encoder()
 
@@ -566,6 +630,8 @@ _FastNonEmpty = Annotated[str, msgspec.Meta(min_length=1)]
 # Python's re: "$" would also match before a trailing newline, pydantic's pattern does not; \Z does not.
 _FastSha256 = Annotated[str, msgspec.Meta(pattern=r"\A[0-9a-f]{64}\Z")]
 _FAST_INT_FLOAT_MAX = int(FLOAT8_MAX)  # msgspec bounds must fit an int64: metric values are checked by hand
+# a producer's status or severity word; one with whitespace to trim is left to the full validator
+_FastWord = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_WORD_CHARS)]
 
 
 class _FastEnvelope(msgspec.Struct, tag_field="event_type", forbid_unknown_fields=True, kw_only=True):
@@ -575,8 +641,8 @@ class _FastEnvelope(msgspec.Struct, tag_field="event_type", forbid_unknown_field
     task_id: str | None = None
     source: str | None = None
     stage: str | None = None
-    severity: Literal[SEVERITIES] | None = None  # type: ignore[valid-type]
-    status: Literal[STATUSES] | None = None  # type: ignore[valid-type]
+    severity: _FastWord | None = None
+    status: _FastWord | None = None
     duration_ms: _FastNonNegInt | None = None
     payload: dict[str, Any] = {}
 
@@ -734,6 +800,11 @@ def parse_common_line(raw: bytes, now: datetime, *, unmarked: bool = False) -> C
     elif event_type == "metric":
         if type(checked.value) is int and not -_FAST_INT_FLOAT_MAX <= checked.value <= _FAST_INT_FLOAT_MAX:
             return None
+    severity, status = envelope.severity, envelope.status
+    if (severity is not None and (severity[0].isspace() or severity[-1].isspace())) or (
+        status is not None and (status[0].isspace() or status[-1].isspace())
+    ):
+        return None  # stored trimmed: the full validator trims it
     text = envelope.occurred_at
     try:
         occurred = datetime.fromisoformat(text)
@@ -755,8 +826,8 @@ def parse_common_line(raw: bytes, now: datetime, *, unmarked: bool = False) -> C
         envelope.task_id,
         envelope.source,
         envelope.stage,
-        envelope.severity,
-        envelope.status,
+        severity,
+        status,
         duration,
         encode_payload(payload),
         payload,

@@ -49,6 +49,7 @@ from orchestration_pipeline.lib.ingestion.batches import (
 from orchestration_pipeline.lib.ingestion.files import discover_files, file_sha256, iter_blocks
 from orchestration_pipeline.lib.ingestion.parse_pool import ParsePool
 from orchestration_pipeline.lib.ingestion.rows import ParsedBatch, parse_batch
+from orchestration_pipeline.lib.ingestion.status_words import UnknownStatusWords
 from orchestration_pipeline.lib.telemetry import percentile, record_metric
 
 INGEST_TABLES = (
@@ -77,6 +78,7 @@ class FileResult:
     skipped: bool = False  # already in the ledger (re-dropped or renamed)
     parse_ms: int = 0
     quarantine_by_type: Counter = field(default_factory=Counter)
+    unknown_status_words: UnknownStatusWords = field(default_factory=UnknownStatusWords)
     superseded: list[int] = field(default_factory=list)  # quarantine ids of partial lines now read in full
 
 
@@ -89,6 +91,8 @@ class IngestSummary:
     skipped_files: int = 0
     counts: Counts = field(default_factory=Counts)
     quarantine_by_type: Counter = field(default_factory=Counter)
+    # status words the synonym map does not know, per producer (lib/ingestion/status_words.py)
+    unknown_status_words: UnknownStatusWords = field(default_factory=UnknownStatusWords)
     write_latencies_ms: list[float] = field(default_factory=list)
     file_results: list[FileResult] = field(default_factory=list)
     # files that could not be read (permissions, removed meanwhile): {"path", "error"}; each
@@ -109,6 +113,7 @@ class IngestSummary:
             "unreadable_files": list(self.unreadable_files),
             **asdict(self.counts),
             "quarantine_by_type": dict(sorted(self.quarantine_by_type.items())),
+            "unknown_status_words": self.unknown_status_words.as_dict(),
             # quarantined partial last lines of files that were still being written, now read in full
             "superseded_quarantine": sum(len(r.superseded) for r in self.file_results),
             "balanced": self.counts.balanced,
@@ -258,6 +263,7 @@ class Ingestor:
                 if attempt == _FILE_ATTEMPTS:
                     raise
                 result.quarantine_by_type.clear()
+                result.unknown_status_words.clear()
         self.summary.file_results.append(result)
         self.summary.files += 1
         if result.skipped:
@@ -265,6 +271,7 @@ class Ingestor:
         else:
             self.summary.counts.add(result.counts)
             self.summary.quarantine_by_type.update(result.quarantine_by_type)
+            self.summary.unknown_status_words.update(result.unknown_status_words)
         return result
 
     def finish(self) -> IngestSummary:
@@ -318,6 +325,7 @@ class Ingestor:
                 write_batch(cur, batch, self.run_id, counts, file_sha256=result.sha256)
                 self.summary.write_latencies_ms.append((time.perf_counter() - write_started) * 1000)
                 result.quarantine_by_type.update(batch.quarantine_by_type)
+                result.unknown_status_words.add(batch.status_words)
                 self._report(file=result.path, lines=counts.lines)
         result.counts = counts
         result.parse_ms = int((time.perf_counter() - started) * 1000)

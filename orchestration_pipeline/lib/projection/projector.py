@@ -1,8 +1,12 @@
 """The task projection: a CQRS read model of tasks, kept in step with ``events``.
 
 The projector consumes task events since its checkpoint and folds them into ``task_projection``:
-``task_start`` sets ``running``, ``task_end`` sets ``succeeded`` or ``failed``, and ``decision``
-and agent events bump ``last_event_ts``. Title, priority and tags are hydrated from the Tasks DB.
+``task_start`` sets ``running``, ``task_end`` sets ``succeeded`` or ``failed`` (from
+``payload.success``), and ``decision`` and agent events bump ``last_event_ts``. A task event with
+a ``status`` word sets what the synonym map says that word means instead
+(:data:`~orchestration_pipeline.lib.ingestion.status_words.PROJECTION_STATUS`); one whose word the
+map does not know (or means ``skipped``) changes no status. Title, priority and tags are hydrated
+from the Tasks DB.
 
 Ordering. A status observation carries its event's ``occurred_at``; a later one wins, and equal
 timestamps are broken by a fixed rank (``task_projection_newer`` in SQL). The result is therefore
@@ -27,9 +31,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import psycopg
+from psycopg.types.json import Jsonb
 
 from orchestration_pipeline.lib.db import TASKS_TABLES, end_read, require_schema
 from orchestration_pipeline.lib.ingestion.events import AGENT_TYPES
+from orchestration_pipeline.lib.ingestion.status_words import (
+    StatusWords,
+    configured_status_words,
+    meaning_sql,
+)
 from orchestration_pipeline.lib.project_files import runtime_sql
 from orchestration_pipeline.lib.telemetry import percentile, record_metric
 
@@ -215,12 +225,17 @@ _BATCH_TASK_IDS_SQL = (
 
 # Fold a batch of events per task into the batch stage: the latest status observation (ties
 # broken by rank) and the latest event time. Returns the task count and each event's sync latency.
+# A task event's status word, when it has one, says the status (the jsonb maps start_words and
+# end_words, see StatusWords.projection_params); an unknown word observes none.
 _FOLD_SQL = f"""
 WITH batch AS (
     SELECT task_id, occurred_at, received_at,
            CASE event_type
-               WHEN 'task_start' THEN 'running'
-               WHEN 'task_end' THEN CASE WHEN payload->>'success' = 'true' THEN 'succeeded' ELSE 'failed' END
+               WHEN 'task_start' THEN
+                   CASE WHEN status IS NULL THEN 'running' ELSE {meaning_sql("status", "start_words")} END
+               WHEN 'task_end' THEN
+                   CASE WHEN status IS NOT NULL THEN {meaning_sql("status", "end_words")}
+                        WHEN payload->>'success' = 'true' THEN 'succeeded' ELSE 'failed' END
            END AS status
     FROM events
     WHERE {_BATCH_FILTER}
@@ -292,14 +307,18 @@ def project_events(
     batch_events: int = 50_000,
     max_batches: int | None = None,
     progress: Callable[[ProjectorRun], None] | None = None,
+    status_words: StatusWords | None = None,
 ) -> ProjectorRun:
     """Fold every task event committed since the checkpoint into ``task_projection``.
 
     Each batch (rows, hydration and checkpoint) is one transaction on ``conn``; ``tasks`` is the
     Tasks DB, read only. Two projectors never interleave: each batch locks the checkpoint row.
+    ``status_words``: the synonym map of status words (default: the configured one).
     """
     if batch_events < 1:
         raise ValueError("batch_events must be at least 1")
+    words = status_words or configured_status_words()
+    word_params = {name: Jsonb(value) for name, value in words.projection_params().items()}
     end_read(conn)
     require_schemas(conn, tasks, source="projector")
     run = ProjectorRun()
@@ -322,6 +341,7 @@ def project_events(
                 "to_xid": end[0],
                 "to_id": end[1],
                 "types": list(TASK_EVENT_TYPES),
+                **word_params,
             }
             conn.execute(stage_sql())
             ids_literal = conn.execute(_BATCH_TASK_IDS_SQL, params).fetchone()[0]
