@@ -18,7 +18,7 @@ def events() -> None:
 @events.command("schema")
 def events_schema() -> None:
     """Print the JSON Schema of the event envelope (one branch per event_type)."""
-    from orchestration_pipeline.lib.ingestion.events import envelope_json_schema
+    from orchestration_pipeline.lib.ingestion.envelope import envelope_json_schema
 
     click.echo(json.dumps(envelope_json_schema(), indent=2))
 

@@ -20,7 +20,7 @@ from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
 from orchestration_pipeline.lib.db import end_read
-from orchestration_pipeline.lib.ingestion.events import EVENT_TYPES
+from orchestration_pipeline.lib.ingestion.envelope import EVENT_TYPES
 from orchestration_pipeline.lib.ingestion.status_words import (
     SEVERITY_MEANINGS,
     STATUS_MEANINGS,

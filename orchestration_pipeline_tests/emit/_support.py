@@ -7,7 +7,8 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from orchestration_pipeline.lib.ingestion.events import ParsedEvent, parse_line
+from orchestration_pipeline.lib.ingestion.envelope import ParsedEvent
+from orchestration_pipeline.lib.ingestion.events import parse_line
 
 
 def published(landing: Path) -> list[Path]:

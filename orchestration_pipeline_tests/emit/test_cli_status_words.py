@@ -4,7 +4,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from orchestration_pipeline.lib.ingestion.events import ParsedEvent, parse_line
+from orchestration_pipeline.lib.ingestion.envelope import ParsedEvent
+from orchestration_pipeline.lib.ingestion.events import parse_line
 from orchestration_pipeline.lib.ingestion.files import discover_files
 from orchestration_pipeline_tests.conftest import clean_env
 

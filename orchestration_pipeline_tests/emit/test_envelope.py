@@ -12,8 +12,9 @@ from pathlib import Path
 import pytest
 
 from orchestration_pipeline.emit import _envelope, emit_one
-from orchestration_pipeline.lib.ingestion import events as models
-from orchestration_pipeline.lib.ingestion.events import ParsedEvent, parse_line
+from orchestration_pipeline.lib.ingestion import envelope as models
+from orchestration_pipeline.lib.ingestion.envelope import ParsedEvent
+from orchestration_pipeline.lib.ingestion.events import parse_line
 from orchestration_pipeline_tests.emit._support import read_events
 
 

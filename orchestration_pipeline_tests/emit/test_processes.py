@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 
 from orchestration_pipeline.emit import EventWriter, command_wrapper
-from orchestration_pipeline.lib.ingestion.events import ParsedEvent, parse_line
+from orchestration_pipeline.lib.ingestion.envelope import ParsedEvent
+from orchestration_pipeline.lib.ingestion.events import parse_line
 from orchestration_pipeline.lib.ingestion.files import discover_files
 from orchestration_pipeline_tests.emit._support import assert_pairs_match, of_type, published, read_events
 

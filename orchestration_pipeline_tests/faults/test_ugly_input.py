@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from orchestration_pipeline.lib.db import connection
-from orchestration_pipeline.lib.ingestion.events import MAX_LINE_BYTES
+from orchestration_pipeline.lib.ingestion.envelope import MAX_LINE_BYTES
 from orchestration_pipeline.lib.ingestion.ingest import Ingestor
 from orchestration_pipeline_tests.conftest import REPO_ROOT, clean_env
 from orchestration_pipeline_tests.faults._support import (

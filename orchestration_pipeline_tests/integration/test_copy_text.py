@@ -13,7 +13,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from orchestration_pipeline.lib.ingestion.events import _PLAIN_TIMESTAMP, encode_payload, timestamp_text
+from orchestration_pipeline.lib.ingestion.validated import _PLAIN_TIMESTAMP, encode_payload, timestamp_text
 
 pytestmark = pytest.mark.db
 SETTINGS = settings(

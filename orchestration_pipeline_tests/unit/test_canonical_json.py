@@ -167,7 +167,8 @@ def _has_negative_zero(value) -> bool:
 def test_json_has_nul_tells_a_nul_from_its_spelling(value, has_nul):
     from orchestration_pipeline.emit._envelope import encode_line
     from orchestration_pipeline.lib.canonical_json import json_has_nul
-    from orchestration_pipeline.lib.ingestion.events import ParsedEvent, parse_line
+    from orchestration_pipeline.lib.ingestion.envelope import ParsedEvent
+    from orchestration_pipeline.lib.ingestion.events import parse_line
 
     for ensure_ascii in (True, False):
         assert json_has_nul(json.dumps({"m": value}, ensure_ascii=ensure_ascii)) is has_nul

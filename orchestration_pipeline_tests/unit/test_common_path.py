@@ -19,17 +19,11 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from orchestration_pipeline.lib.ingestion import rows as ingest_mod
-from orchestration_pipeline.lib.ingestion.events import (
-    AGENT_TYPES,
-    EVENT_TYPES,
-    ParsedEvent,
-    encode_payload,
-    parse_common_line,
-    parse_line,
-    parse_line_validated,
-)
+from orchestration_pipeline.lib.ingestion.envelope import AGENT_TYPES, EVENT_TYPES, ParsedEvent
+from orchestration_pipeline.lib.ingestion.events import parse_common_line, parse_line
 from orchestration_pipeline.lib.ingestion.files import LineBlock
 from orchestration_pipeline.lib.ingestion.rows import parse_batch
+from orchestration_pipeline.lib.ingestion.validated import encode_payload, parse_line_validated
 
 NOW = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
 RUN_ID = uuid.UUID(int=7)

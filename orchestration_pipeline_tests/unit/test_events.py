@@ -6,14 +6,16 @@ from pathlib import Path
 import pytest
 
 import orchestration_pipeline
-from orchestration_pipeline.lib.ingestion.events import (
+from orchestration_pipeline.lib.ingestion.envelope import (
     EVENT_TYPES,
     ParsedEvent,
     Rejection,
-    derive_event_id,
     envelope_json_schema,
+)
+from orchestration_pipeline.lib.ingestion.events import parse_line
+from orchestration_pipeline.lib.ingestion.validated import (
+    derive_event_id,
     error_fingerprint,
-    parse_line,
     parse_line_validated,
 )
 

@@ -10,7 +10,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from orchestration_pipeline.lib.ingestion import files as line_files
-from orchestration_pipeline.lib.ingestion.events import EVENT_TYPES, ParsedEvent, Rejection, parse_line
+from orchestration_pipeline.lib.ingestion.envelope import EVENT_TYPES, ParsedEvent, Rejection
+from orchestration_pipeline.lib.ingestion.events import parse_line
 from orchestration_pipeline.lib.ingestion.failure_types import FAILURE_TYPES
 from orchestration_pipeline.lib.ingestion.files import LineBlock, iter_blocks, iter_lines
 

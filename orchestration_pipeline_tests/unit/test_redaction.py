@@ -4,7 +4,8 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from orchestration_pipeline.lib.ingestion.events import ParsedEvent, parse_line
+from orchestration_pipeline.lib.ingestion.envelope import ParsedEvent
+from orchestration_pipeline.lib.ingestion.events import parse_line
 from orchestration_pipeline.lib.redaction import (
     FORM_PATTERNS,
     REDACTED,

@@ -14,22 +14,21 @@ import pytest
 from orchestration_pipeline.emit import _envelope
 from orchestration_pipeline.errors import ConfigError
 from orchestration_pipeline.lib.ingestion import status_words as sw
-from orchestration_pipeline.lib.ingestion.events import (
+from orchestration_pipeline.lib.ingestion.envelope import (
     AGENT_STATUSES,
     SEVERITIES,
     STATUSES,
     ParsedEvent,
     Rejection,
-    parse_common_line,
-    parse_line,
-    parse_line_validated,
 )
+from orchestration_pipeline.lib.ingestion.events import parse_common_line, parse_line
 from orchestration_pipeline.lib.ingestion.status_words import (
     STATUS_SYNONYMS_ENV,
     UnknownStatusWords,
     configured_status_words,
     fold_word,
 )
+from orchestration_pipeline.lib.ingestion.validated import parse_line_validated
 
 CORPUS = Path(__file__).parents[1] / "data" / "producer_status_words.jsonl"
 NOW = datetime(2026, 12, 1, tzinfo=UTC)

@@ -16,9 +16,7 @@ from typing import Any
 
 import psycopg
 
-from orchestration_pipeline.lib.ingestion.events import (
-    MAX_LINE_BYTES,
-)
+from orchestration_pipeline.lib.ingestion.envelope import MAX_LINE_BYTES
 from orchestration_pipeline.lib.ingestion.rows import ParsedBatch
 from orchestration_pipeline.lib.project_files import runtime_sql
 from orchestration_pipeline.lib.redaction import REDACTED

@@ -16,9 +16,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from orchestration_pipeline.errors import OrchError
-from orchestration_pipeline.lib.ingestion.events import (
-    MAX_LINE_BYTES,
-)
+from orchestration_pipeline.lib.ingestion.envelope import MAX_LINE_BYTES
 
 EVENT_FILE_SUFFIXES = (".jsonl", ".ndjson")  # matched case-insensitively
 UTF8_BOM = b"\xef\xbb\xbf"

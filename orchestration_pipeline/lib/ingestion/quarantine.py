@@ -31,7 +31,8 @@ from orchestration_pipeline.errors import OrchError
 from orchestration_pipeline.lib.audit.ledger import record_audit, require_identity
 from orchestration_pipeline.lib.db import SchemaGate, end_read
 from orchestration_pipeline.lib.ingestion.batches import Counts, conflict_detail, stage_sql, write_batch
-from orchestration_pipeline.lib.ingestion.events import ParsedEvent, parse_line
+from orchestration_pipeline.lib.ingestion.envelope import ParsedEvent
+from orchestration_pipeline.lib.ingestion.events import parse_line
 from orchestration_pipeline.lib.ingestion.failure_types import FAILURE_TYPES
 from orchestration_pipeline.lib.ingestion.ingest import INGEST_TABLES
 from orchestration_pipeline.lib.ingestion.rows import ParsedBatch, add_event

@@ -12,17 +12,14 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from orchestration_pipeline.lib.ingestion.events import (
-    MAX_LINE_BYTES,
-    CommonEvent,
-    ParsedEvent,
-    Rejection,
+from orchestration_pipeline.lib.ingestion.envelope import MAX_LINE_BYTES, ParsedEvent, Rejection
+from orchestration_pipeline.lib.ingestion.events import CommonEvent, parse_common_line
+from orchestration_pipeline.lib.ingestion.files import Line, LineBlock
+from orchestration_pipeline.lib.ingestion.validated import (
     encode_payload,
-    parse_common_line,
     parse_line_validated,
     reject_oversized,
 )
-from orchestration_pipeline.lib.ingestion.files import Line, LineBlock
 from orchestration_pipeline.lib.redaction import lines_with_markers
 
 _STORED_RAW_LIMIT = MAX_LINE_BYTES  # an over-long line keeps its first MiB plus its hash and offset

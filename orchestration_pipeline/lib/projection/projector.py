@@ -34,7 +34,7 @@ import psycopg
 from psycopg.types.json import Jsonb
 
 from orchestration_pipeline.lib.db import TASKS_TABLES, end_read, require_schema
-from orchestration_pipeline.lib.ingestion.events import AGENT_TYPES
+from orchestration_pipeline.lib.ingestion.envelope import AGENT_TYPES
 from orchestration_pipeline.lib.ingestion.status_words import (
     StatusWords,
     configured_status_words,
