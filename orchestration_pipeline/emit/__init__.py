@@ -75,16 +75,9 @@ severity=None, status=None, duration_ms=None, payload=None, **fields) -> Path``
 """
 
 from orchestration_pipeline.emit._envelope import EVENT_TYPES
+from orchestration_pipeline.emit._scopes import CommandScope, TaskScope, exit_code_of
 from orchestration_pipeline.emit.oneshot import emit_one
-from orchestration_pipeline.emit.writer import (
-    HASH_LIMIT_BYTES,
-    PROVIDER_TYPES,
-    CommandScope,
-    EventWriter,
-    TaskScope,
-    command_wrapper,
-    exit_code_of,
-)
+from orchestration_pipeline.emit.writer import HASH_LIMIT_BYTES, PROVIDER_TYPES, EventWriter, command_wrapper
 
 __all__ = [
     "EVENT_TYPES",
