@@ -19,18 +19,47 @@ from collections.abc import Mapping
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
-from pydantic import BaseModel, ConfigDict, field_validator
+from pydantic import BaseModel, ConfigDict, ValidationError, ValidationInfo, field_validator
+from pydantic_core import PydanticCustomError
 
 from orchestration_pipeline.errors import ConfigError
 
-ENV_VARS = (
-    "ORCH_HOME",
-    "ORCH_DATABASE_URL",
-    "TASKS_DATABASE_URL",
-    "DAGSTER_DATABASE_URL",
-    "QDRANT_URL",
-    "QDRANT_API_KEY",
-)
+#: The environment variable behind each setting: errors name the variable, never the field.
+FIELD_ENV = {
+    "orch_home": "ORCH_HOME",
+    "database_url": "ORCH_DATABASE_URL",
+    "tasks_database_url": "TASKS_DATABASE_URL",
+    "dagster_database_url": "DAGSTER_DATABASE_URL",
+    "qdrant_url": "QDRANT_URL",
+    "qdrant_api_key": "QDRANT_API_KEY",
+}
+ENV_VARS = tuple(FIELD_ENV.values())
+POSTGRES_SCHEMES = ("postgresql://", "postgres://", "postgresql+psycopg2://")
+
+
+def _invalid(message: str) -> PydanticCustomError:
+    """A validation error whose message is exactly ``message`` (no "Value error, " prefix)."""
+    return PydanticCustomError("invalid_setting", "{message}", {"message": message})
+
+
+def _postgres_url_problem(name: str, value: str) -> str | None:
+    """Why ``value`` cannot be the PostgreSQL URL in ``name``, as a sentence naming the fix; None if it can."""
+    example = "postgresql://user:password@host:port/dbname"
+    if value.startswith(POSTGRES_SCHEMES):
+        try:
+            urlsplit(value)  # read by embedded_postgres; a URL that does not parse is refused here
+        except ValueError as exc:
+            return f"{name} does not parse as a URL ({exc}) — fix {name}, e.g. {example}"
+        return None
+    if "://" in value:
+        scheme = value.split("://", 1)[0]
+        return f"{name} is a {scheme}:// URL, but a PostgreSQL server is needed — set {name} to a URL like {example}"
+    if "=" in value:  # a libpq key=value string: never echoed, it may hold a password
+        return (
+            f"{name} looks like a key=value connection string, which is not accepted — "
+            f"write it as a URL, e.g. {example}"
+        )
+    return f"{name} is not a URL — set it to a PostgreSQL URL like {example}"
 
 
 class Settings(BaseModel):
@@ -48,19 +77,20 @@ class Settings(BaseModel):
 
     @field_validator("database_url", "tasks_database_url", "dagster_database_url")
     @classmethod
-    def _postgres_url(cls, value: str | None) -> str | None:
-        if value is None:
-            return None
-        if not value.startswith(("postgresql://", "postgres://", "postgresql+psycopg2://")):
-            got = f"a {value.split('://')[0]}:// URL" if "://" in value else "something that is not a URL"
-            raise ValueError(
-                f"expected a postgresql://user:password@host:port/dbname URL, got {got} "
-                "(key=value connection strings are not accepted)"
+    def _postgres_url(cls, value: str | None, info: ValidationInfo) -> str | None:
+        problem = None if value is None else _postgres_url_problem(FIELD_ENV[info.field_name], value)
+        if problem:
+            raise _invalid(problem)
+        return value
+
+    @field_validator("qdrant_url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is not None and not value.lower().startswith(("http://", "https://")):
+            raise _invalid(
+                "QDRANT_URL must be the http:// or https:// URL of a Qdrant server (e.g. "
+                "http://127.0.0.1:6333) — fix it, or unset it to use qdrant-edge under $ORCH_HOME/qdrant"
             )
-        try:
-            urlsplit(value)  # read by embedded_postgres; a URL that does not parse is refused here
-        except ValueError as exc:
-            raise ValueError(f"the URL does not parse ({exc})") from None
         return value
 
     @property
@@ -126,7 +156,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         value = env.get(name, "").strip()
         return value or None
 
-    home = Path(get("ORCH_HOME") or "./.orch").expanduser().resolve()
+    home = _orch_home(get("ORCH_HOME") or "./.orch")
     database_url = get("ORCH_DATABASE_URL")
     tasks_url = get("TASKS_DATABASE_URL")
     if database_url and not tasks_url:
@@ -147,7 +177,23 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
             qdrant_url=get("QDRANT_URL"),
             qdrant_api_key=get("QDRANT_API_KEY"),
         )
-    except ValueError as exc:  # pydantic.ValidationError is a ValueError
-        first = exc.errors()[0] if hasattr(exc, "errors") else {"loc": ("?",), "msg": str(exc)}
-        field = first["loc"][0] if first.get("loc") else "?"
-        raise ConfigError(f"invalid setting {field}: {first['msg']} — fix the environment variable") from None
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc.errors()[0])) from None
+
+
+def _orch_home(raw: str) -> Path:
+    try:
+        return Path(raw).expanduser().resolve()
+    except (RuntimeError, OSError) as exc:  # "~nobody/x", a symlink loop
+        raise ConfigError(
+            f"ORCH_HOME {raw} cannot be used ({exc}) — set ORCH_HOME to a directory path"
+        ) from None
+
+
+def _describe(error) -> str:
+    """One line naming the environment variable, in the project's words rather than pydantic's."""
+    field = str(error["loc"][0]) if error.get("loc") else ""
+    name = FIELD_ENV.get(field, field or "a setting")
+    if error["type"] == "invalid_setting":
+        return error["msg"]
+    return f"{name} has a value that cannot be used — fix or unset {name}"

@@ -19,7 +19,11 @@ from orchestration_pipeline.cli import (
 from orchestration_pipeline.cli._common import ErrorReportingGroup
 
 
-@click.group(cls=ErrorReportingGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(
+    cls=ErrorReportingGroup,
+    # up to 120 columns on a wide terminal; narrower ones wrap (ErrorReportingGroup never cuts a summary)
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 120},
+)
 @click.version_option(package_name="orchestration-pipeline")
 def main() -> None:
     """Turn orchestration and agent event logs into durable, verified state.

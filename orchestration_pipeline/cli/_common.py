@@ -24,7 +24,18 @@ def first_line(exc: Exception) -> str:
 
 
 class ErrorReportingGroup(click.Group):
-    """Turns known errors into one line on stderr and a non-zero exit."""
+    """Turns known errors into one line on stderr and a non-zero exit; lists whole command summaries."""
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        """Each command's whole first sentence, wrapped to the terminal rather than cut off with "..."."""
+        rows = []
+        for name in self.list_commands(ctx):
+            command = self.get_command(ctx, name)
+            if command is not None and not command.hidden:
+                rows.append((name, command.get_short_help_str(limit=1_000)))
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(rows)
 
     def invoke(self, ctx: click.Context):  # type: ignore[override]
         try:

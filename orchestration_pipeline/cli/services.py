@@ -80,20 +80,50 @@ def dagster_executable() -> str:
 def dev(host: str, port: int) -> None:
     """`up`, then `dagster dev` with DAGSTER_HOME under $ORCH_HOME and storage in Postgres.
 
-    Stop it with Ctrl-C (or SIGTERM to its process group). The embedded database keeps
-    running for the next start; `orchestration-pipeline down` stops it.
+    Refuses at once when a Dagster started by `dev` for this ORCH_HOME is still running, or when
+    the port is taken. Stop it with Ctrl-C (or SIGTERM to its process group). The embedded
+    database keeps running for the next start; `orchestration-pipeline down` stops it.
     """
     from orchestration_pipeline.lib.project_files import project_root
-    from orchestration_pipeline.lib.services import bring_up, pipeline_environment, prepare_dagster_home
+    from orchestration_pipeline.lib.services import (
+        bring_up,
+        pipeline_environment,
+        prepare_dagster_home,
+        record_dagster_dev,
+    )
 
     settings = pipeline_settings()
+    url = f"http://{host}:{port}"
+    _refuse_a_second_dev(settings, host, port)
     services = bring_up(settings)
     prepare_dagster_home(settings)
     env = {**os.environ, **pipeline_environment(services)}
     workspace = project_root() / "workspace.yaml"
     argv = [dagster_executable(), "dev", "-w", str(workspace), "-h", host, "-p", str(port)]
-    click.echo(f"starting Dagster on http://{host}:{port} (DAGSTER_HOME={settings.dagster_home})", err=True)
+    record_dagster_dev(settings, url)  # this pid: `dagster dev` replaces this process below
+    click.echo(f"starting Dagster on {url} (DAGSTER_HOME={settings.dagster_home})", err=True)
     sys.stdout.flush()
     sys.stderr.flush()
     # Replace this process so signals sent to it (or its group) reach `dagster dev` directly.
     os.execve(argv[0], argv, env)
+
+
+def _refuse_a_second_dev(settings, host: str, port: int) -> None:
+    """A second `dagster dev` on the same ORCH_HOME would run a second daemon (every schedule and
+    sensor twice), and one on a taken port fails only after starting everything: refuse both."""
+    from orchestration_pipeline.lib.services import port_problem, running_dagster
+
+    running = running_dagster(settings)
+    if running is not None:
+        raise click.ClickException(
+            f"Dagster is already running for this ORCH_HOME on {running.url} (pid {running.pid}) — "
+            f"open it, or stop it first (Ctrl-C in its terminal, or kill {running.pid})"
+        )
+    problem = port_problem(host, port)
+    if problem is None:
+        return
+    if problem.in_use:
+        fix = f"if it is Dagster, open http://{host}:{port}; otherwise stop what uses it, or choose another --port"
+    else:
+        fix = "choose another --host or --port"
+    raise click.ClickException(f"{problem.message} — {fix}")

@@ -1,8 +1,25 @@
-"""Turning a lib ``Verdict`` into a Dagster ``AssetCheckResult``."""
+"""What every asset check shares: its declared metadata, and turning a lib ``Verdict`` into a result."""
 
 import dagster as dg
 
 from orchestration_pipeline.lib.verdict import Verdict
+
+SEVERITIES = ("ERROR", "WARN")
+RUNBOOK_DIR = "docs/runbooks/"
+
+
+def check_metadata(severity: str, runbook: str) -> dict[str, str]:
+    """The check spec's metadata: the severity of a failure and the runbook section explaining it.
+
+    ``runbook`` is ``docs/runbooks/<file>.md#<anchor>``; ``orchestration-pipeline run`` prints both
+    beside each check, and a test keeps every anchor a heading of its file.
+    """
+    if severity not in SEVERITIES:
+        raise ValueError(f"severity must be one of {', '.join(SEVERITIES)}, not {severity!r}")
+    path, _, anchor = runbook.partition("#")
+    if not (path.startswith(RUNBOOK_DIR) and path.endswith(".md") and anchor):
+        raise ValueError(f"runbook must look like {RUNBOOK_DIR}<file>.md#<anchor>, not {runbook!r}")
+    return {"severity": severity, "runbook": runbook}
 
 
 def to_check_result(verdict: Verdict) -> dg.AssetCheckResult:

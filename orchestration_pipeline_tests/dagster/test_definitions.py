@@ -1,3 +1,9 @@
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import dagster as dg
 import pytest
 
@@ -6,67 +12,87 @@ from orchestration_pipeline.defs.resources import OrchestrationDatabase
 from orchestration_pipeline.defs.schema.assets import orchestration_schema
 from orchestration_pipeline.defs.schema.checks import schema_migrations_current
 from orchestration_pipeline.lib.db import connection, discover_migrations
+from orchestration_pipeline_tests.conftest import REPO_ROOT, clean_env
 
 
 def test_definitions_load():
     dg.Definitions.validate_loadable(defs())
 
 
-def test_asset_graph_snapshot():
-    """Changes to the asset graph show up here, in review."""
-    d = defs()
-    graph = d.resolve_asset_graph()
-    assets = sorted(k.to_user_string() for k in graph.get_all_asset_keys())
-    checks = sorted(f"{k.asset_key.to_user_string()}:{k.name}" for k in graph.asset_check_keys)
-    assert assets == [
-        "audit_ledger_integrity",
-        "decision_execution_summary",
-        "orchestration_schema",
-        "projection_drift_report",
-        "raw_events",
-        "task_projection",
-    ]
-    assert checks == [
-        "audit_ledger_integrity:audit_chain_intact",
-        "audit_ledger_integrity:audit_guard_present",
-        "decision_execution_summary:no_stale_pending_executions",
-        "orchestration_schema:schema_migrations_current",
-        "projection_drift_report:drift_not_persistent",
-        "projection_drift_report:zero_drift_after_reconcile",
-        "raw_events:core_event_coverage",
-        "raw_events:events_accounted_for",
-        "raw_events:policy_violations_complete",
-        "raw_events:provider_metric_present",
-        "task_projection:projection_columns_present",
-        "task_projection:projection_sync_latency",
-    ]
-    for asset in ("raw_events", "audit_ledger_integrity", "decision_execution_summary"):
-        assert graph.get(dg.AssetKey(asset)).parent_keys == {dg.AssetKey("orchestration_schema")}
-    assert graph.get(dg.AssetKey("task_projection")).parent_keys == {dg.AssetKey("raw_events")}
-    assert graph.get(dg.AssetKey("projection_drift_report")).parent_keys == {dg.AssetKey("task_projection")}
-    blocking = {k.name for k in graph.asset_check_keys if graph.get_check_spec(k).blocking}
-    assert blocking == {
-        "audit_chain_intact",
-        "audit_guard_present",
-        "events_accounted_for",
-        "schema_migrations_current",
-        "zero_drift_after_reconcile",
+SNAPSHOT = Path(__file__).with_name("asset_graph.snapshot.json")
+
+
+def asset_graph_snapshot(definitions: dg.Definitions) -> dict:
+    """The code location's shape as reviewable data: assets and their parents, checks with their
+    declared severity and whether they block, jobs, sensors, schedules and resources."""
+    graph = definitions.resolve_asset_graph()
+    checks = []
+    for key in sorted(graph.asset_check_keys, key=lambda k: (k.asset_key.to_user_string(), k.name)):
+        spec = graph.get_check_spec(key)
+        checks.append(
+            {
+                "asset": key.asset_key.to_user_string(),
+                "check": key.name,
+                "blocking": spec.blocking,
+                "severity": spec.metadata.get("severity"),
+            }
+        )
+    return {
+        "assets": {
+            key.to_user_string(): sorted(p.to_user_string() for p in graph.get(key).parent_keys)
+            for key in sorted(graph.get_all_asset_keys(), key=lambda k: k.to_user_string())
+        },
+        "checks": checks,
+        "jobs": sorted(j.name for j in definitions.jobs),
+        "sensors": sorted(
+            ({"name": s.name, "jobs": sorted(j.name for j in s.jobs)} for s in definitions.sensors),
+            key=lambda s: s["name"],
+        ),
+        "schedules": sorted(
+            (
+                {"name": s.name, "job": s.job_name, "cron": s.cron_schedule, "timezone": s.execution_timezone}
+                for s in definitions.schedules
+            ),
+            key=lambda s: s["name"],
+        ),  # fmt: skip
+        "resources": sorted(definitions.resources),
     }
-    assert sorted(j.name for j in d.jobs) == ["audit_job", "ingest_job", "reconciliation_job"]
-    assert sorted(s.name for s in d.sensors) == ["landing_zone_sensor", "projection_lag_sensor"]
-    assert sorted((s.name, s.cron_schedule, s.execution_timezone) for s in d.schedules) == [
-        ("hourly_audit", "7 * * * *", "UTC"),
-        ("nightly_reconciliation", "30 2 * * *", "UTC"),
-    ]
-    assert {s.name: s.job_name for s in d.schedules}["hourly_audit"] == "audit_job"
-    assert sorted(d.resources) == [
-        "ingestion_settings",
-        "orchestration_db",
-        "pipeline_home",
-        "projection_settings",
-        "tasks_db",
-        "vector_index",
-    ]
+
+
+def test_asset_graph_matches_its_snapshot():
+    """A change to the asset graph shows in review: regenerate the snapshot with
+    ORCH_UPDATE_SNAPSHOT=1 pytest orchestration_pipeline_tests/dagster/test_definitions.py"""
+    current = asset_graph_snapshot(defs())
+    if os.environ.get("ORCH_UPDATE_SNAPSHOT"):
+        SNAPSHOT.write_text(json.dumps(current, indent=2) + "\n")
+    expected = json.loads(SNAPSHOT.read_text())
+    assert current == expected, (
+        "the asset graph changed; if that is intended, regenerate the snapshot with "
+        "ORCH_UPDATE_SNAPSHOT=1 pytest orchestration_pipeline_tests/dagster/test_definitions.py"
+    )
+
+
+def test_snapshot_sees_a_changed_check():
+    """The snapshot is not blind: turning a blocking check into a non-blocking one changes it."""
+    snapshot = asset_graph_snapshot(defs())
+    changed = [dict(c) for c in snapshot["checks"]]
+    changed[0]["blocking"] = not changed[0]["blocking"]
+    assert {**snapshot, "checks": changed} != json.loads(SNAPSHOT.read_text())
+
+
+def test_dg_check_defs_passes_from_a_fresh_checkout_with_no_environment():
+    """`dg check defs` from the repository root, with none of the pipeline's settings set."""
+    dg_cli = Path(sys.executable).with_name("dg")
+    result = subprocess.run(
+        [str(dg_cli), "check", "defs"],
+        cwd=REPO_ROOT,
+        env=clean_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "All definitions loaded successfully" in result.stdout + result.stderr
 
 
 def _run(dsn, selection=None):

@@ -53,6 +53,15 @@ def test_dev_serves_the_ui_and_stops_on_sigterm(tmp_path, server_mode, databases
                 time.sleep(1)
         log.seek(0)
         assert answered == 200, f"webserver never answered; log:\n{log.read()[-3000:]}"
+        # a second `dev` for the same ORCH_HOME refuses at once, naming the running one
+        second = subprocess.run(
+            [cli, "dev", "--port", str(_free_port())], env=env, capture_output=True, text=True, timeout=60
+        )
+        assert second.returncode == 1, second.stderr
+        assert (
+            f"Dagster is already running for this ORCH_HOME on http://127.0.0.1:{port} (pid {proc.pid})"
+            in (second.stderr)
+        )
         if not server_mode:
             assert (home / "dagster" / "dagster.yaml").exists()
     finally:

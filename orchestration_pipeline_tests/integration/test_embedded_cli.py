@@ -141,9 +141,22 @@ def test_every_command_has_help(argv):
 def test_run_materializes_end_to_end_on_a_fresh_home(home):
     result = _cli("run", env=clean_env(ORCH_HOME=str(home)), timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert "materialized" in result.stdout
-    assert "RUN_SUCCESS" in result.stderr
-    assert "Asset check 'schema_migrations_current' on 'orchestration_schema' passed" in result.stderr
+    lines = result.stdout.strip().splitlines()
+    assert lines[-1].startswith("all ") and "checks passed" in lines[-1], result.stdout
+    assert ["schema_migrations_current", "orchestration_schema", "ERROR", "passed"] in [
+        line.split() for line in lines
+    ]
+    assert "RUN_SUCCESS" not in result.stderr  # Dagster's own log is in the file instead
+    (log,) = (home / "logs").glob("run-*.log")
+    text = log.read_text()
+    assert "RUN_SUCCESS" in text
+    assert "Asset check 'schema_migrations_current' on 'orchestration_schema' passed" in text
+
+    verbose = _cli("run", "--verbose", env=clean_env(ORCH_HOME=str(home)), timeout=300)
+    assert verbose.returncode == 0, verbose.stderr[-3000:]
+    assert "RUN_SUCCESS" in verbose.stderr
+    assert verbose.stdout.strip().splitlines()[-1].startswith("all ")
+    assert list((home / "logs").glob("run-*.log")) == [log]  # --verbose writes no file
 
 
 def test_a_process_can_stop_the_embedded_server_and_start_it_again(home):

@@ -52,6 +52,22 @@ def test_up_env_then_down_then_run_restarts_embedded_and_fails_on_error_checks(h
     run = _cli("run", env=exported, timeout=600)
     assert run.returncode == 1, run.stdout + run.stderr
     failed = [line for line in run.stdout.splitlines() if line.startswith("check failed:")]
-    assert any("raw_events core_event_coverage [ERROR]" in line for line in failed), run.stdout
+    assert any(
+        "raw_events core_event_coverage [ERROR]" in line
+        and line.endswith("— read docs/runbooks/ingestion.md#core_event_coverage")
+        for line in failed
+    ), run.stdout
     assert any("raw_events policy_violations_complete [ERROR]" in line for line in failed), run.stdout
     assert "ERROR-severity check(s) failed" in run.stderr.strip().splitlines()[-1]
+
+    # the table: every check with its asset, severity and result
+    table = [line.split() for line in run.stdout.splitlines()]
+    assert ["check", "asset", "severity", "result"] in table, run.stdout
+    assert ["core_event_coverage", "raw_events", "ERROR", "failed"] in table, run.stdout
+    assert ["schema_migrations_current", "orchestration_schema", "ERROR", "passed"] in table, run.stdout
+    # Dagster's own log goes to a file under ORCH_HOME, not to the terminal
+    for noise in ("DEBUG", "SupersessionWarning", "BetaWarning", "RUN_START"):
+        assert noise not in run.stdout + run.stderr, noise
+    logs = list((home / "logs").glob("run-*.log"))
+    assert len(logs) == 1 and "RUN_START" in logs[0].read_text()
+    assert str(logs[0]) in run.stderr

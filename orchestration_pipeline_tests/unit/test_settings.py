@@ -41,7 +41,7 @@ def test_empty_values_count_as_unset(tmp_path):
     [
         ({"ORCH_DATABASE_URL": "postgresql://x/y"}, "TASKS_DATABASE_URL"),
         ({"TASKS_DATABASE_URL": "postgresql://x/y"}, "ORCH_DATABASE_URL"),
-        ({"ORCH_DATABASE_URL": "mysql://x/y", "TASKS_DATABASE_URL": "postgresql://x/t"}, "database_url"),
+        ({"ORCH_DATABASE_URL": "mysql://x/y", "TASKS_DATABASE_URL": "postgresql://x/t"}, "ORCH_DATABASE_URL"),
     ],
 )
 def test_half_or_wrong_configuration_names_the_fix(env, fragment, tmp_path):

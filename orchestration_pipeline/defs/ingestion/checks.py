@@ -4,7 +4,7 @@ from datetime import timedelta
 
 import dagster as dg
 
-from orchestration_pipeline.defs.checks_support import to_check_result
+from orchestration_pipeline.defs.checks_support import check_metadata, to_check_result
 from orchestration_pipeline.defs.ingestion.assets import raw_events
 from orchestration_pipeline.defs.resources import IngestionSettings, OrchestrationDatabase
 from orchestration_pipeline.lib.ingestion import checks as event_checks
@@ -14,6 +14,7 @@ from orchestration_pipeline.lib.ingestion import checks as event_checks
     asset=raw_events,
     blocking=True,
     description="Every file balances: lines = accepted + quarantined + duplicates + collapsed.",
+    metadata=check_metadata("ERROR", "docs/runbooks/ingestion.md#events_accounted_for"),
 )
 def events_accounted_for(orchestration_db: OrchestrationDatabase) -> dg.AssetCheckResult:
     with orchestration_db.connection() as conn:
@@ -23,6 +24,7 @@ def events_accounted_for(orchestration_db: OrchestrationDatabase) -> dg.AssetChe
 @dg.asset_check(
     asset=raw_events,
     description="No session outside the grace window has a task/command start without its end.",
+    metadata=check_metadata("ERROR", "docs/runbooks/ingestion.md#core_event_coverage"),
 )
 def core_event_coverage(
     orchestration_db: OrchestrationDatabase, ingestion_settings: IngestionSettings
@@ -37,7 +39,11 @@ def core_event_coverage(
     return to_check_result(verdict)
 
 
-@dg.asset_check(asset=raw_events, description="No policy_violation event has a null file, policy or rule.")
+@dg.asset_check(
+    asset=raw_events,
+    description="No policy_violation event has a null file, policy or rule.",
+    metadata=check_metadata("ERROR", "docs/runbooks/ingestion.md#policy_violations_complete"),
+)
 def policy_violations_complete(orchestration_db: OrchestrationDatabase) -> dg.AssetCheckResult:
     with orchestration_db.connection() as conn:
         return to_check_result(event_checks.policy_violations_complete(conn))
@@ -46,6 +52,7 @@ def policy_violations_complete(orchestration_db: OrchestrationDatabase) -> dg.As
 @dg.asset_check(
     asset=raw_events,
     description="Sessions that selected a provider have provider_type and provider_cache_hit metrics.",
+    metadata=check_metadata("WARN", "docs/runbooks/ingestion.md#provider_metric_present"),
 )
 def provider_metric_present(
     orchestration_db: OrchestrationDatabase, ingestion_settings: IngestionSettings

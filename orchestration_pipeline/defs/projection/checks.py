@@ -2,7 +2,7 @@
 
 import dagster as dg
 
-from orchestration_pipeline.defs.checks_support import to_check_result
+from orchestration_pipeline.defs.checks_support import check_metadata, to_check_result
 from orchestration_pipeline.defs.projection.assets import projection_drift_report, task_projection
 from orchestration_pipeline.defs.resources import OrchestrationDatabase, ProjectionSettings, TasksDatabase
 from orchestration_pipeline.lib.projection import checks as projection_checks
@@ -12,6 +12,7 @@ from orchestration_pipeline.lib.projection import checks as projection_checks
     asset=projection_drift_report,
     blocking=True,
     description="A fresh comparison after the repair finds zero drift against the Tasks DB.",
+    metadata=check_metadata("ERROR", "docs/runbooks/reconciliation.md#zero_drift_after_reconcile"),
 )
 def zero_drift_after_reconcile(
     orchestration_db: OrchestrationDatabase, tasks_db: TasksDatabase, projection_settings: ProjectionSettings
@@ -24,7 +25,9 @@ def zero_drift_after_reconcile(
 
 
 @dg.asset_check(
-    asset=projection_drift_report, description="Drift is not found in two consecutive reconciliations."
+    asset=projection_drift_report,
+    description="Drift is not found in two consecutive reconciliations.",
+    metadata=check_metadata("ERROR", "docs/runbooks/reconciliation.md#drift_not_persistent"),
 )
 def drift_not_persistent(orchestration_db: OrchestrationDatabase) -> dg.AssetCheckResult:
     with orchestration_db.connection() as orch:
@@ -32,7 +35,9 @@ def drift_not_persistent(orchestration_db: OrchestrationDatabase) -> dg.AssetChe
 
 
 @dg.asset_check(
-    asset=task_projection, description="Every projection column exists with its type; guard enabled."
+    asset=task_projection,
+    description="Every projection column exists with its type; guard enabled.",
+    metadata=check_metadata("ERROR", "docs/runbooks/reconciliation.md#projection_columns_present"),
 )
 def projection_columns_present(orchestration_db: OrchestrationDatabase) -> dg.AssetCheckResult:
     with orchestration_db.connection() as orch:
@@ -40,7 +45,9 @@ def projection_columns_present(orchestration_db: OrchestrationDatabase) -> dg.As
 
 
 @dg.asset_check(
-    asset=task_projection, description="p95 of received_at → projection update stays under the limit (WARN)."
+    asset=task_projection,
+    description="p95 of received_at → projection update stays under the limit (WARN).",
+    metadata=check_metadata("WARN", "docs/runbooks/reconciliation.md#projection_sync_latency"),
 )
 def projection_sync_latency(
     orchestration_db: OrchestrationDatabase, projection_settings: ProjectionSettings

@@ -2,6 +2,7 @@
 
 import dagster as dg
 
+from orchestration_pipeline.defs.checks_support import check_metadata
 from orchestration_pipeline.defs.resources import OrchestrationDatabase
 from orchestration_pipeline.defs.schema.assets import orchestration_schema
 from orchestration_pipeline.lib.db import migration_status
@@ -9,7 +10,10 @@ from orchestration_pipeline.lib.wording import plural
 
 
 @dg.asset_check(
-    asset=orchestration_schema, blocking=True, description="No pending migrations and no checksum drift."
+    asset=orchestration_schema,
+    blocking=True,
+    description="No pending migrations and no checksum drift.",
+    metadata=check_metadata("ERROR", "docs/runbooks/schema.md#schema_migrations_current"),
 )
 def schema_migrations_current(orchestration_db: OrchestrationDatabase) -> dg.AssetCheckResult:
     with orchestration_db.connection() as conn:
