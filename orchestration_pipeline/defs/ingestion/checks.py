@@ -4,61 +4,45 @@ from datetime import timedelta
 
 import dagster as dg
 
-from orchestration_pipeline.defs.checks_support import check_metadata, to_check_result
+from orchestration_pipeline.defs.checks_support import pipeline_check, verdict_of
 from orchestration_pipeline.defs.ingestion.assets import raw_events
 from orchestration_pipeline.defs.resources import IngestionSettings, OrchestrationDatabase
 from orchestration_pipeline.lib.ingestion import checks as event_checks
 
 
-@dg.asset_check(
-    asset=raw_events,
-    blocking=True,
-    description="Every file balances: lines = accepted + quarantined + duplicates + collapsed.",
-    metadata=check_metadata("ERROR", "docs/runbooks/ingestion.md#events_accounted_for"),
-)
+@pipeline_check(raw_events, "ingestion.md", blocking=True)
 def events_accounted_for(orchestration_db: OrchestrationDatabase) -> dg.AssetCheckResult:
-    with orchestration_db.connection() as conn:
-        return to_check_result(event_checks.events_accounted_for(conn))
+    """Every file balances: lines = accepted + quarantined + duplicates + collapsed."""
+    return verdict_of(orchestration_db, event_checks.events_accounted_for)
 
 
-@dg.asset_check(
-    asset=raw_events,
-    description="No session outside the grace window has a task/command start without its end.",
-    metadata=check_metadata("ERROR", "docs/runbooks/ingestion.md#core_event_coverage"),
-)
+@pipeline_check(raw_events, "ingestion.md")
 def core_event_coverage(
     orchestration_db: OrchestrationDatabase, ingestion_settings: IngestionSettings
 ) -> dg.AssetCheckResult:
-    with orchestration_db.connection() as conn:
-        verdict = event_checks.core_event_coverage(
-            conn,
-            grace=timedelta(minutes=ingestion_settings.coverage_grace_minutes),
-            lookback=timedelta(days=ingestion_settings.coverage_lookback_days),
-            max_sessions_with_gaps=ingestion_settings.max_sessions_with_gaps,
-        )
-    return to_check_result(verdict)
+    """No session outside the grace window has a task/command start without its end."""
+    return verdict_of(
+        orchestration_db,
+        event_checks.core_event_coverage,
+        grace=timedelta(minutes=ingestion_settings.coverage_grace_minutes),
+        lookback=timedelta(days=ingestion_settings.coverage_lookback_days),
+        max_sessions_with_gaps=ingestion_settings.max_sessions_with_gaps,
+    )
 
 
-@dg.asset_check(
-    asset=raw_events,
-    description="No policy_violation event has a null file, policy or rule.",
-    metadata=check_metadata("ERROR", "docs/runbooks/ingestion.md#policy_violations_complete"),
-)
+@pipeline_check(raw_events, "ingestion.md")
 def policy_violations_complete(orchestration_db: OrchestrationDatabase) -> dg.AssetCheckResult:
-    with orchestration_db.connection() as conn:
-        return to_check_result(event_checks.policy_violations_complete(conn))
+    """No policy_violation event has a null file, policy or rule."""
+    return verdict_of(orchestration_db, event_checks.policy_violations_complete)
 
 
-@dg.asset_check(
-    asset=raw_events,
-    description="Sessions that selected a provider have provider_type and provider_cache_hit metrics.",
-    metadata=check_metadata("WARN", "docs/runbooks/ingestion.md#provider_metric_present"),
-)
+@pipeline_check(raw_events, "ingestion.md", severity="WARN")
 def provider_metric_present(
     orchestration_db: OrchestrationDatabase, ingestion_settings: IngestionSettings
 ) -> dg.AssetCheckResult:
-    with orchestration_db.connection() as conn:
-        verdict = event_checks.provider_metric_present(
-            conn, lookback=timedelta(days=ingestion_settings.coverage_lookback_days)
-        )
-    return to_check_result(verdict)
+    """Sessions that selected a provider have provider_type and provider_cache_hit metrics."""
+    return verdict_of(
+        orchestration_db,
+        event_checks.provider_metric_present,
+        lookback=timedelta(days=ingestion_settings.coverage_lookback_days),
+    )

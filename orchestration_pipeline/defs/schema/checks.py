@@ -2,20 +2,16 @@
 
 import dagster as dg
 
-from orchestration_pipeline.defs.checks_support import check_metadata
+from orchestration_pipeline.defs.checks_support import pipeline_check
 from orchestration_pipeline.defs.resources import OrchestrationDatabase
 from orchestration_pipeline.defs.schema.assets import orchestration_schema
 from orchestration_pipeline.lib.db import migration_status
 from orchestration_pipeline.lib.wording import plural
 
 
-@dg.asset_check(
-    asset=orchestration_schema,
-    blocking=True,
-    description="No pending migrations and no checksum drift.",
-    metadata=check_metadata("ERROR", "docs/runbooks/schema.md#schema_migrations_current"),
-)
+@pipeline_check(orchestration_schema, "schema.md", blocking=True)
 def schema_migrations_current(orchestration_db: OrchestrationDatabase) -> dg.AssetCheckResult:
+    """No pending migrations and no checksum drift."""
     with orchestration_db.connection() as conn:
         status = migration_status(conn, "orchestration")
     pending = [m.filename for m in status.pending]

@@ -59,6 +59,11 @@ _WANTED_TRIGGERS = (
 Rule = Callable[[psycopg.Connection], list[str]]
 
 
+def _problem_if(conn: psycopg.Connection, query: str, params: tuple, problem: str) -> list[str]:
+    """``[problem]`` when ``query`` (one boolean) answers true, else no problem."""
+    return [problem] if conn.execute(query, params).fetchone()[0] else []
+
+
 def _triggers(conn: psycopg.Connection) -> list[tuple]:
     return conn.execute(
         """SELECT c.relname, t.tgname, t.tgtype, t.tgenabled, p.proname,
@@ -161,23 +166,24 @@ def definer_functions_owned(conn: psycopg.Connection) -> list[str]:
 
 def writer_not_owner_member(conn: psycopg.Connection) -> list[str]:
     """The writer role does not inherit the owner's rights."""
-    if conn.execute("SELECT pg_has_role(%s, %s, 'MEMBER')", (WRITER_ROLE, OWNER_ROLE)).fetchone()[0]:
-        return [f"{WRITER_ROLE} is a member of {OWNER_ROLE} — REVOKE {OWNER_ROLE} FROM {WRITER_ROLE}"]
-    return []
+    return _problem_if(
+        conn,
+        "SELECT pg_has_role(%s, %s, 'MEMBER')",
+        (WRITER_ROLE, OWNER_ROLE),
+        f"{WRITER_ROLE} is a member of {OWNER_ROLE} — REVOKE {OWNER_ROLE} FROM {WRITER_ROLE}",
+    )
 
 
 def writer_cannot_setval(conn: psycopg.Connection) -> list[str]:
     """setval() could move the ledger's ids back: new entries would collide with stored ones or fill
     sealed ranges. (An identity column needs no privilege on its sequence to insert.)"""
-    if conn.execute(
+    return _problem_if(
+        conn,
         "SELECT has_sequence_privilege(%s, pg_get_serial_sequence('audit_ledger', 'audit_id'), 'UPDATE')",
         (WRITER_ROLE,),
-    ).fetchone()[0]:
-        return [
-            f"{WRITER_ROLE} may setval() the ledger's id sequence — REVOKE UPDATE ON SEQUENCE "
-            f"audit_ledger_audit_id_seq FROM {WRITER_ROLE}"
-        ]
-    return []
+        f"{WRITER_ROLE} may setval() the ledger's id sequence — REVOKE UPDATE ON SEQUENCE "
+        f"audit_ledger_audit_id_seq FROM {WRITER_ROLE}",
+    )
 
 
 def writer_table_privileges(conn: psycopg.Connection) -> list[str]:
@@ -238,14 +244,13 @@ def definer_search_path_pinned(conn: psycopg.Connection) -> list[str]:
 
 def writer_may_checkpoint(conn: psycopg.Connection) -> list[str]:
     """The writer role can run audit_checkpoint() (the only way to write a checkpoint)."""
-    if conn.execute(
-        "SELECT NOT has_function_privilege(%s, %s, 'EXECUTE')", (WRITER_ROLE, _CHECKPOINT_FUNCTION)
-    ).fetchone()[0]:
-        return [
-            f"{WRITER_ROLE} cannot run audit_checkpoint() — GRANT EXECUTE ON FUNCTION "
-            f"audit_checkpoint(integer, integer) TO {WRITER_ROLE}"
-        ]
-    return []
+    return _problem_if(
+        conn,
+        "SELECT NOT has_function_privilege(%s, %s, 'EXECUTE')",
+        (WRITER_ROLE, _CHECKPOINT_FUNCTION),
+        f"{WRITER_ROLE} cannot run audit_checkpoint() — GRANT EXECUTE ON FUNCTION "
+        f"audit_checkpoint(integer, integer) TO {WRITER_ROLE}",
+    )
 
 
 def ids_drawn_in_order(conn: psycopg.Connection) -> list[str]:
