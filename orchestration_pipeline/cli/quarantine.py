@@ -85,12 +85,35 @@ def _page_note(shown: int, total: int, offset: int) -> str | None:
     return note
 
 
+def _selection_options(verb: str):
+    """--id, --failure-type and --file: which pending quarantined lines a command acts on."""
+
+    def decorate(func):
+        for option in (
+            click.option(
+                "--file",
+                "source_file",
+                help="Only lines from this source file (its path, as listed or from here).",
+            ),
+            click.option(
+                "--failure-type", type=click.Choice(FAILURE_TYPES), help="Only lines of this failure type."
+            ),
+            click.option(
+                "--id",
+                "ids",
+                multiple=True,
+                type=click.IntRange(min=1),
+                help=f"{verb} this quarantine id (repeatable).",
+            ),
+        ):
+            func = option(func)
+        return func
+
+    return decorate
+
+
 @quarantine.command("replay")
-@click.option("--id", "ids", multiple=True, type=int, help="Replay these quarantine ids (repeatable).")
-@click.option("--failure-type", type=click.Choice(FAILURE_TYPES), help="Only rows of this failure type.")
-@click.option(
-    "--file", "source_file", help="Only rows from this source file (its path, as listed or from here)."
-)
+@_selection_options("Replay")
 @click.option("--limit", type=click.IntRange(min=1), help="At most this many rows (default: all pending).")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON object.")
 @identity_options
@@ -141,13 +164,7 @@ def quarantine_replay(
 
 
 @quarantine.command("discard")
-@click.option(
-    "--id", "ids", multiple=True, type=click.IntRange(min=1), help="Discard this quarantine id (repeatable)."
-)
-@click.option(
-    "--file", "source_file", help="Only lines from this source file (its path, as listed or from here)."
-)
-@click.option("--failure-type", type=click.Choice(FAILURE_TYPES), help="Only lines of this failure type.")
+@_selection_options("Discard")
 @click.option(
     "--reason", required=True, help="Why these lines will never be replayed (kept on each row and audited)."
 )
