@@ -91,15 +91,17 @@ class ParsePool:
                 self.broken = True
 
     def close(self) -> None:
+        """Stop the workers at once. Closing both pipes ends a worker waiting for a job (EOF) and one
+        blocked writing a result that will never be read (EPIPE), so nothing waits on a full pipe."""
+        for proc in self._procs:
+            for pipe in (proc.stdin, proc.stdout):
+                try:
+                    pipe.close()
+                except OSError:
+                    pass
         for proc in self._procs:
             try:
-                proc.stdin.close()
-            except OSError:
-                pass
-        for proc in self._procs:
-            try:
-                proc.wait(timeout=10)
+                proc.wait(timeout=5)
             except Exception:
                 proc.kill()
                 proc.wait()
-            proc.stdout.close()

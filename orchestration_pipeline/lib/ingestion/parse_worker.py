@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import signal
 import struct
 import sys
 from typing import BinaryIO
@@ -37,6 +38,9 @@ def write_frame(stream: BinaryIO, payload: bytes) -> None:
 
 
 def main() -> int:
+    # Ctrl-C in a terminal reaches the whole process group: the ingesting process handles it and
+    # closes the pipes, which ends this worker (EOF on stdin, or EPIPE on stdout) without a traceback.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     from orchestration_pipeline.lib.ingestion.rows import parse_batch
 
     stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
