@@ -290,10 +290,14 @@ RETURNING r.event_id::text, r.source_file, r.source_line, c.stored_file, c.store
 def _copy_rows(cur: psycopg.Cursor, fresh: dict[tuple[str, int], tuple]) -> None:
     if not fresh:
         return
+    # In key order: two ingesters writing the same events from differently ordered files then
+    # take the events' index entries in the same order, and one waits for the other instead of
+    # deadlocking (across batches they still can; the file's transaction is then tried again).
+    rows = [fresh[key] for key in sorted(fresh)]
     with cur.copy(_EVENT_COPY) as copy:
-        copy.write(b"".join(item[2] for item in fresh.values()))
-    metrics = [item[4] for item in fresh.values() if item[3] == "metric"]
-    artifacts = [item[4] for item in fresh.values() if item[3] == "artifact"]
+        copy.write(b"".join(item[2] for item in rows))
+    metrics = [item[4] for item in rows if item[3] == "metric"]
+    artifacts = [item[4] for item in rows if item[3] == "artifact"]
     if metrics:
         with cur.copy(_METRIC_COPY) as copy:
             copy.write(b"".join(metrics))

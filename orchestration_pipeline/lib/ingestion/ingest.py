@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import random
 import time
 import uuid
 from collections import Counter
@@ -51,6 +52,7 @@ from orchestration_pipeline.lib.ingestion.parse_pool import ParsePool
 from orchestration_pipeline.lib.ingestion.rows import ParsedBatch, parse_batch
 from orchestration_pipeline.lib.ingestion.status_words import UnknownStatusWords
 from orchestration_pipeline.lib.telemetry import percentile, record_metric
+from orchestration_pipeline.lib.wording import plural
 
 INGEST_TABLES = (
     "events",
@@ -66,7 +68,14 @@ INGEST_TABLES = (
 
 
 DEFAULT_BATCH_ROWS = 10_000
-_FILE_ATTEMPTS = 3
+# A file's transaction is tried again when it collides with another ingester writing the same
+# events: a unique violation (the other committed first), a deadlock or a serialization failure.
+_FILE_ATTEMPTS = 6
+_RETRYABLE = (
+    psycopg.errors.UniqueViolation,
+    psycopg.errors.DeadlockDetected,
+    psycopg.errors.SerializationFailure,
+)
 
 
 @dataclass
@@ -80,6 +89,7 @@ class FileResult:
     quarantine_by_type: Counter = field(default_factory=Counter)
     unknown_status_words: UnknownStatusWords = field(default_factory=UnknownStatusWords)
     superseded: list[int] = field(default_factory=list)  # quarantine ids of partial lines now read in full
+    retries: int = 0  # transactions rolled back after a collision with another ingester, and tried again
 
 
 @dataclass
@@ -116,6 +126,8 @@ class IngestSummary:
             "unknown_status_words": self.unknown_status_words.as_dict(),
             # quarantined partial last lines of files that were still being written, now read in full
             "superseded_quarantine": sum(len(r.superseded) for r in self.file_results),
+            # file transactions tried again after colliding with another ingester (deadlock, ...)
+            "transaction_retries": sum(r.retries for r in self.file_results),
             "balanced": self.counts.balanced,
             "elapsed_s": round(elapsed, 3),
             "lines_per_s": round(self.counts.lines / elapsed) if elapsed > 0 else None,
@@ -162,6 +174,8 @@ def describe_progress(info: dict[str, Any]) -> str:
         f"{c.lines} lines: {c.accepted} accepted, {c.quarantined} quarantined, "
         f"{c.duplicates} duplicates, {c.collapsed} collapsed"
     )  # fmt: skip
+    if result.retries:
+        what += f" (tried {plural(result.retries + 1, 'time')}: another ingester wrote the same events)"
     return f"[{info['file_index']}/{info['file_count']}] {info['file']}: {what}"
 
 
@@ -257,13 +271,16 @@ class Ingestor:
                     else:
                         self._ingest_into_transaction(path, result)
                 break
-            except psycopg.errors.UniqueViolation:
-                # Another ingester committed some of the same events meanwhile; the whole file
-                # rolled back, and the retry sees them as duplicates.
+            except _RETRYABLE:
+                # Another ingester wrote some of the same events meanwhile (committed first, or
+                # deadlocked with this one): the whole file rolled back, and the retry sees its
+                # events as duplicates. Backoff with jitter, so the two do not collide again.
                 if attempt == _FILE_ATTEMPTS:
                     raise
+                result.retries += 1
                 result.quarantine_by_type.clear()
                 result.unknown_status_words.clear()
+                time.sleep(min(2.0, 0.05 * 2**attempt) * random.uniform(0.5, 1.5))
         self.summary.file_results.append(result)
         self.summary.files += 1
         if result.skipped:
