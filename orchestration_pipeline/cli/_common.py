@@ -58,11 +58,7 @@ class ErrorReportingGroup(click.Group):
             )
             ctx.exit(1)
         except psycopg.OperationalError as exc:
-            line = first_line(exc)
-            click.echo(
-                f"error: database unavailable: {line} — check the server and the *_DATABASE_URL settings",
-                err=True,
-            )
+            click.echo(f"error: database unavailable: {first_line(exc)} — {what_to_check()}", err=True)
             ctx.exit(1)
 
 
@@ -70,6 +66,48 @@ def pipeline_settings():
     from orchestration_pipeline.settings import load_settings
 
     return load_settings()
+
+
+#: The settings naming a server, in the order a message lists them.
+URL_SETTINGS = (
+    ("ORCH_DATABASE_URL", "database_url"),
+    ("TASKS_DATABASE_URL", "tasks_database_url"),
+    ("DAGSTER_DATABASE_URL", "dagster_database_url"),
+)
+
+
+def _listed(names: list[str]) -> str:
+    return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} and {names[-1]}"
+
+
+def what_to_check(variables: tuple[str, ...] = tuple(name for name, _ in URL_SETTINGS)) -> str:
+    """What to look at when a database stops answering, naming what is in use: the embedded
+    server under ``$ORCH_HOME/pg``, or the server settings among ``variables`` that are set.
+
+    A URL naming the embedded server's own socket (as ``eval "$(orchestration-pipeline up --env)"``
+    exports) still means the embedded server.
+    """
+    try:
+        settings = pipeline_settings()
+    except OrchError:  # read once already by the command; should it fail now, claim nothing
+        return "check the database server and the *_DATABASE_URL settings"
+    restart = "start it with 'orchestration-pipeline up', or restart it with 'orchestration-pipeline down' then 'up'"
+    if settings.embedded_postgres:
+        return f"the embedded PostgreSQL under {settings.pg_dir} is in use: {restart}"
+    in_use = [(name, getattr(settings, field)) for name, field in URL_SETTINGS if name in variables]
+    servers = [name for name, url in in_use if url and not settings.points_at_embedded(url)]
+    embedded = [name for name, url in in_use if url and settings.points_at_embedded(url)]
+    hints = []
+    if servers:
+        hints.append(
+            f"check {_listed(servers)} and the server{'s they name' if len(servers) > 1 else ' it names'}"
+        )
+    if embedded:
+        hints.append(
+            f"{_listed(embedded)} name{'' if len(embedded) > 1 else 's'} the embedded PostgreSQL under "
+            f"{settings.pg_dir}: {restart}"
+        )
+    return "; ".join(hints) or "check the database server and the *_DATABASE_URL settings"
 
 
 def orchestration_dsn() -> str:

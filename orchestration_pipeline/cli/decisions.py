@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import UTC
 
 import click
 
@@ -93,6 +94,23 @@ def decisions() -> None:
     """Decision executions: run an action at most once, list attempts, rescue stale claims."""
 
 
+#: The exit status of ``decisions execute`` when a stale claim holds the action.
+STALE_CLAIM_EXIT = 3
+
+
+def _utc(moment) -> str:
+    return moment.astimezone(UTC).isoformat(sep=" ", timespec="seconds")
+
+
+def _stale_claim_message(outcome) -> str:
+    return (
+        f"the claim holding this action is stale: execution {outcome.execution_id} (attempt "
+        f"{outcome.attempt}) is still pending though its lease expired at {_utc(outcome.lease_expires_at)} "
+        "(its worker died or is stuck), so this attempt did nothing — run 'orchestration-pipeline "
+        "decisions rescue' to resolve the claim, then execute again"
+    )
+
+
 def _tasks_connection_factory(dsn: str):
     from orchestration_pipeline.lib.db import connection
 
@@ -121,6 +139,14 @@ def decisions_execute(
 
     \b
       orchestration-pipeline decisions execute tag-flaky --target T-42 --payload '{"tag": "flaky"}'
+
+    \b
+    Exit status:
+      0  succeeded, duplicate, simulated, or in_progress (another worker holds the claim)
+      1  failed, or lease_lost; also any error before the effect ran
+      2  bad usage (an unknown option, a --payload that is not a JSON object)
+      3  stale_claim: a claim holds the action past its lease (its worker died or is stuck), so
+         nothing ran; 'orchestration-pipeline decisions rescue' resolves it, then execute again
     """
     from datetime import timedelta
 
@@ -159,9 +185,17 @@ def decisions_execute(
             f"hash {outcome.action_hash[:16]}…"
             + (f" result {json.dumps(result, default=str)}" if result else "")
             + (f" error {outcome.error}" if outcome.error else "")
+            + (
+                f" lease {'expired' if outcome.status == 'stale_claim' else 'until'} {_utc(outcome.lease_expires_at)}"
+                if outcome.lease_expires_at
+                else ""
+            )
         )
     if outcome.status in ("failed", "lease_lost"):
         raise SystemExit(1)
+    if outcome.status == "stale_claim":
+        click.echo(f"error: {_stale_claim_message(outcome)}", err=True)
+        raise SystemExit(STALE_CLAIM_EXIT)
 
 
 @decisions.command("list")

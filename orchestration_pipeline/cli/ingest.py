@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 import psycopg
 
-from orchestration_pipeline.cli._common import first_line, orchestration_dsn
+from orchestration_pipeline.cli._common import first_line, orchestration_dsn, what_to_check
 from orchestration_pipeline.errors import OrchError
 from orchestration_pipeline.lib.wording import plural
 
@@ -52,8 +52,8 @@ def ingest(paths: tuple[Path, ...], as_json: bool, batch_rows: int, quiet: bool)
         line = first_line(exc)
         raise OrchError(
             f"database unavailable: {line} — the file being ingested was rolled back and every file "
-            "finished before it is recorded, so running the same command again is safe; check the "
-            "server and ORCH_DATABASE_URL"
+            "finished before it is recorded, so running the same command again is safe; "
+            f"{what_to_check(('ORCH_DATABASE_URL',))}"
         ) from None
     body = summary.as_dict()
     if as_json:

@@ -7,7 +7,8 @@ at most once, in this order:
 1. **Claim**: insert a ``pending`` row with ``INSERT … ON CONFLICT DO NOTHING`` on the partial
    unique index over live rows (``pending`` or ``succeeded``, not dry runs). A conflicting
    ``succeeded`` row makes the attempt a *duplicate*; a conflicting ``pending`` row means another
-   worker is on it (*in_progress*). A concurrent claimer waits for the first claim's commit and
+   worker is on it (*in_progress*), or, past its lease, that its worker died (*stale_claim*, until
+   the rescuer resolves it). A concurrent claimer waits for the first claim's commit and
    then sees it, so the effect never runs twice. The same hash with different parameters raises
    :class:`ActionHashConflict`.
 2. **Commit** the claim (with its audit entry).
@@ -40,7 +41,7 @@ import json
 from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import psycopg
@@ -102,8 +103,12 @@ class ExecutionOutcome:
     """What happened to one attempt.
 
     ``status``: succeeded, failed, duplicate (already succeeded; skipped), in_progress (another
-    worker holds the claim; skipped), simulated (dry run) or lease_lost (the rescuer resolved the
-    claim before this worker could record its outcome).
+    worker holds the claim; skipped), stale_claim (a claim holds the action past its lease: its
+    worker died or is stuck, and nothing runs until :func:`rescue_stale_claims` resolves it;
+    skipped), simulated (dry run) or lease_lost (the rescuer resolved the claim before this worker
+    could record its outcome).
+
+    ``lease_expires_at`` is the holding claim's lease, for in_progress and stale_claim.
     """
 
     status: str
@@ -113,6 +118,7 @@ class ExecutionOutcome:
     dry_run: bool = False
     result: dict[str, Any] | None = None
     error: str | None = None
+    lease_expires_at: datetime | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -277,12 +283,14 @@ def _insert_claim(
 def _live_claim(
     cur: psycopg.Cursor, action: Action, action_hash: str, stored_json: str
 ) -> dict[str, Any] | None:
-    """The live row holding the hash, its duplicate skip counted; None if it went away meanwhile.
+    """The live row holding the hash (with ``lease_expires_at`` and ``lease_expired``), its
+    duplicate skip counted; None if it went away meanwhile.
 
     Raises :class:`ActionHashConflict` when that row holds other parameters under the same hash.
     """
     live = cur.execute(
         """SELECT execution_id, attempt, state, result, policy_id, effect, target_ref, payload,
+                  lease_expires_at, state = 'pending' AND lease_expires_at < now() AS lease_expired,
                   payload = %s::jsonb AS same_payload
            FROM decision_executions
            WHERE action_hash = %s AND state IN ('pending', 'succeeded') AND NOT dry_run FOR UPDATE""",
@@ -477,13 +485,7 @@ def execute_action(
 
     state, claim = _claim(conn, action, action_hash, stored_json, lease=lease, **who)
     if state != "claimed":
-        return ExecutionOutcome(
-            "duplicate" if state == "succeeded" else "in_progress",
-            action_hash,
-            claim["execution_id"],
-            claim["attempt"],
-            result=claim.get("result"),
-        )
+        return _skipped(action_hash, claim)
     run = ActionRun(
         claim["execution_id"],
         action.policy_id,
@@ -494,6 +496,22 @@ def execute_action(
         claim["attempt"],
     )
     return _perform_and_record(conn, effect, ctx, run, **who)
+
+
+def _skipped(action_hash: str, live: dict[str, Any]) -> ExecutionOutcome:
+    """An attempt a live row holds: duplicate (succeeded), in_progress, or stale_claim (pending
+    past its lease, by the database's clock)."""
+    if live["state"] == "succeeded":
+        return ExecutionOutcome(
+            "duplicate", action_hash, live["execution_id"], live["attempt"], result=live.get("result")
+        )
+    return ExecutionOutcome(
+        "stale_claim" if live["lease_expired"] else "in_progress",
+        action_hash,
+        live["execution_id"],
+        live["attempt"],
+        lease_expires_at=live["lease_expires_at"],
+    )
 
 
 def _perform_and_record(
