@@ -95,6 +95,12 @@ def _naming_the_flag(message: str) -> str:
 @click.option(
     "--landing-dir", type=click.Path(file_okay=False, path_type=Path), help="Default: $ORCH_HOME/landing."
 )
+@click.option(
+    "--redact",
+    is_flag=True,
+    help="Redact secrets (passwords, tokens, keys) in the payload and text fields before the file is "
+    "written, with the same engine ingestion uses.",
+)
 def emit(
     event_type: str,
     artifact_path: Path | None,
@@ -107,6 +113,7 @@ def emit(
     duration_ms: int | None,
     fields: tuple[str, ...],
     landing_dir: Path | None,
+    redact: bool,
 ) -> None:
     """Write one event into the landing directory, atomically (for bash and PowerShell harnesses).
 
@@ -121,7 +128,8 @@ def emit(
       orchestration-pipeline emit metric --session-id S1 --source build.sh -f name=rows -f value=42
       orchestration-pipeline emit artifact out/report.xml --session-id S1 --source build.sh
 
-    Prints the path of the file written. A missing or mistyped field exits 2 naming the field.
+    Prints the path of the file written (readable by its owner only). A missing or mistyped field
+    exits 2 naming the field. --redact keeps secrets out of the landing file itself.
     """
     types = _cli_event_types()
     resolved = types.get(event_type)
@@ -141,7 +149,7 @@ def emit(
         if resolved == "artifact_emit" and artifact_path is not None:
             from orchestration_pipeline.emit import EventWriter
 
-            with EventWriter(target, source=source, session_id=session_id) as writer:
+            with EventWriter(target, source=source, session_id=session_id, redact=redact) as writer:
                 writer.artifact(artifact_path, task_id=task_id, stage=stage, **payload)
             click.echo(f"artifact_emit for {artifact_path} written to {target}")
             return
@@ -160,6 +168,7 @@ def emit(
             status=status,
             duration_ms=duration_ms,
             payload=payload,
+            redact=redact,
         )
     except (ValueError, TypeError) as exc:
         raise click.UsageError(_naming_the_flag(str(exc))) from None

@@ -28,7 +28,15 @@ not a directory, disk full, rename refused), the events stay queued, at most
 dropped and counted. Writing is retried every ``retry_interval_s`` (1 s) and on every flush; the
 first file written afterwards ends with a ``decision`` event saying how many were dropped. The
 first failure is reported once on stderr; ``close()`` reports on stderr any events it still could
-not write (and returns False).
+not write (and returns False). Dropped events are reported by a ``decision`` event (stage
+``emit``, ``payload.dropped_events``) that is written first, alone in a small file, before the
+queued events are retried: a nearly full disk still receives it (the ``no_emitter_drops`` check
+fails on it).
+
+**Files are the owner's only.** Spool and landing files are created with mode 0600, whatever the
+umask: they are as sensitive as the logs they come from. ``redact=True`` redacts secrets before
+the line is written (payload values by key and by shape, and the free-text fields), with the
+engine ingestion uses; it is off by default, and importing the SDK never loads that engine.
 
 **Field errors raise.** Each helper checks its required fields and raises ValueError/TypeError
 naming the field and the fix (a missing rationale, a non-numeric metric value, an unknown
@@ -42,7 +50,7 @@ Public API
 ----------
 ``EventWriter(landing_dir, *, source=None, session_id=None, max_file_bytes=8 MiB,
 max_file_age_s=60.0, max_buffered_events=100_000, max_buffer_bytes=64 MiB,
-retry_interval_s=1.0, hash_limit_bytes=50 MiB)``
+retry_interval_s=1.0, hash_limit_bytes=50 MiB, redact=False)``
     ``source`` defaults to the script name, ``session_id`` to a random UUID. Methods (each
     returns the event dict, or a list of them): ``task(task_id, title=None, *, stage=None,
     **fields)``, ``command(name, *, argv=None, task_id=None, stage=None, **fields)``,
@@ -57,7 +65,7 @@ retry_interval_s=1.0, hash_limit_bytes=50 MiB)``
     project_id=None, task_id=None, stage=None, severity=<per type>, **fields)``,
     ``emit(event_type, payload=None, *, task_id, stage, severity, status, duration_ms)``,
     ``flush(timeout=10.0) -> bool``, ``close(timeout=10.0) -> bool``; properties ``pending``,
-    ``dropped``, ``dropped_total``, ``current_task_id``. Scopes: ``t.set(**fields)`` adds fields
+    ``dropped``, ``dropped_total``, ``redactions``, ``current_task_id``. Scopes: ``t.set(**fields)`` adds fields
     to the end event; ``c.exit_code = N`` reports a status without raising; ``c.command_id``.
 
 ``command_wrapper(target, *, name=None, source=None, session_id=None, task_id=None, **fields)``
@@ -66,9 +74,9 @@ retry_interval_s=1.0, hash_limit_bytes=50 MiB)``
     ``KeyboardInterrupt`` (130); the exception is re-raised unchanged.
 
 ``emit_one(landing_dir, event_type, *, source, session_id, task_id=None, stage=None,
-severity=None, status=None, duration_ms=None, payload=None, **fields) -> Path``
-    One event as its own complete ``.jsonl`` file (tmp + fsync + rename); for shell scripts and
-    the ``orchestration-pipeline emit`` command. Payload fields come from ``payload`` and
+severity=None, status=None, duration_ms=None, payload=None, redact=False, **fields) -> Path``
+    One event as its own complete ``.jsonl`` file (tmp + fsync + rename, mode 0600); for shell
+    scripts and the ``orchestration-pipeline emit`` command (``--redact``). Payload fields come from ``payload`` and
     ``**fields``. Raises ValueError/TypeError for bad fields and OSError if it cannot write.
 
 ``PROVIDER_TYPES`` = ``{"Microsoft": 1, "System": 2}``; ``HASH_LIMIT_BYTES`` = 50 MiB.
@@ -76,8 +84,9 @@ severity=None, status=None, duration_ms=None, payload=None, **fields) -> Path``
 
 from orchestration_pipeline.emit._envelope import EVENT_TYPES
 from orchestration_pipeline.emit._scopes import CommandScope, TaskScope, exit_code_of
+from orchestration_pipeline.emit._wrapper import command_wrapper
 from orchestration_pipeline.emit.oneshot import emit_one
-from orchestration_pipeline.emit.writer import HASH_LIMIT_BYTES, PROVIDER_TYPES, EventWriter, command_wrapper
+from orchestration_pipeline.emit.writer import HASH_LIMIT_BYTES, PROVIDER_TYPES, EventWriter
 
 __all__ = [
     "EVENT_TYPES",

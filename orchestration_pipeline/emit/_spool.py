@@ -12,8 +12,13 @@ Failures (directory missing or not writable, disk full, rename refused) are neve
 batch goes back to the front of the queue, which is bounded by ``max_buffered_events`` and
 ``max_buffer_bytes`` (beyond them the oldest lines are dropped and counted), and writing is
 retried every ``retry_interval_s`` and on every flush. The first failure is reported once on
-stderr; the next file that is written carries a notice line (built by the ``drop_notice``
-callback) saying how many lines were dropped.
+stderr. Lines dropped are reported by a notice line (built by the ``drop_notice`` callback): each
+attempt publishes it first, alone in a small file of its own, before the batch is retried, so a
+directory that still takes a few hundred bytes (a nearly full disk) receives the notice although
+it refuses the batch.
+
+Files are created readable and writable by their owner only (mode 0600, whatever the umask):
+they hold what the producer logged, secrets included unless it redacts at the source.
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ from orchestration_pipeline.emit._envelope import file_stem
 
 MiB = 1024 * 1024
 _WRITE_CHUNK = 1 * MiB  # lines are joined into chunks this big: few syscalls, no 8 MiB copy
+FILE_MODE = 0o600  # spool and landing files: as sensitive as the logs they come from
 
 _live: set[Spool] = set()
 _live_lock = threading.Lock()
@@ -260,9 +266,13 @@ class Spool:
     # --- writing a batch (without the lock) -------------------------------------------------
 
     def _write(self, batch: list[bytes]) -> bool:
-        """Write one batch as a new published file; on failure put it back in the queue."""
-        notice, noticed, error, written = None, 0, None, False
-        lines: list[bytes] = []
+        """Write one batch as a new published file; on failure put it back in the queue.
+
+        A notice of lines dropped goes first, as its own small file: it is what a nearly full
+        disk can still take, and it must not wait for a batch that may never fit. When even the
+        notice cannot be written, the batch is not tried.
+        """
+        notice, noticed, error, written, announced = None, 0, None, False, False
         try:
             with self._lock:  # claim the drop count, so that a concurrent batch does not report it too
                 noticed, self._dropped = self._dropped, 0
@@ -270,9 +280,11 @@ class Spool:
                 if notice is None:
                     self._dropped, noticed = self._dropped + noticed, 0
                 self._dropped_inflight += noticed
-            lines = batch + [notice] if notice else batch
-            if lines:
-                self._publish(lines)
+            if notice is not None:
+                self._publish([notice])
+                announced = True
+            if batch:
+                self._publish(batch)
             written = True
         except Exception as exc:  # OSError, or a bug: neither may reach the caller
             error = exc
@@ -280,12 +292,17 @@ class Spool:
             with self._lock:
                 self._inflight_lines -= len(batch)
                 self._dropped_inflight -= noticed
-                if written:
-                    self._failing = False
-                    self.files_published += 1 if lines else 0
-                    self.lines_published += len(lines)
+                if announced:
+                    self.files_published += 1
+                    self.lines_published += 1
                 else:
                     self._dropped += noticed  # still to be reported
+                if written:
+                    self._failing = False
+                    self._last_error = ""  # a later notice must not blame an error since overcome
+                    self.files_published += 1 if batch else 0
+                    self.lines_published += len(batch)
+                else:
                     self._requeue(batch)
                     if error is not None:
                         what = "cannot write events" if isinstance(error, OSError) else "unexpected error"
@@ -390,17 +407,19 @@ def _unlink_quietly(path: str) -> None:
 def publish_lines(directory: str, prefix: str, sequence: int, lines: list[bytes]) -> str:
     """Publish ``lines`` as one new file, atomically; returns its path.
 
-    Writes ``<stem>.jsonl.tmp``, fsyncs it, renames it to ``<stem>.jsonl`` and fsyncs the
-    directory. Ingestion ignores ``*.tmp``, so it never sees a partial file; on failure the
-    ``.tmp`` is removed and the error raised.
+    Writes ``<stem>.jsonl.tmp`` (mode 0600, whatever the umask), fsyncs it, renames it to
+    ``<stem>.jsonl`` and fsyncs the directory. Ingestion ignores ``*.tmp``, so it never sees a
+    partial file; on failure the ``.tmp`` is removed and the error raised.
     """
     os.makedirs(directory, exist_ok=True)
     stem = file_stem(prefix, os.getpid(), sequence, uuid.uuid4().hex[:8])
     final = os.path.join(directory, stem + ".jsonl")
     tmp = final + ".tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o644)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), FILE_MODE)
     try:
         try:
+            if hasattr(os, "fchmod"):  # the umask may have taken the owner's bits away too
+                os.fchmod(fd, FILE_MODE)
             _write_lines(fd, lines)
             os.fsync(fd)
         finally:

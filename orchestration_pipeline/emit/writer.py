@@ -1,17 +1,20 @@
-"""``EventWriter``: the orchestrator's handle for emitting events (its task and command scopes are in ``_scopes``)."""
+"""``EventWriter``: the orchestrator's handle for emitting events.
+
+Its task and command scopes are in ``_scopes``, ``command_wrapper`` in ``_wrapper``, redaction at
+the source in ``_redact``.
+"""
 
 from __future__ import annotations
 
-import functools
 import glob as _glob
 import hashlib
 import os
 import stat
 import sys
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from contextvars import ContextVar
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
 from orchestration_pipeline.emit._envelope import (
     AGENT_SEVERITIES,
@@ -31,10 +34,11 @@ from orchestration_pipeline.emit._envelope import (
 from orchestration_pipeline.emit._scopes import CommandScope, TaskScope
 from orchestration_pipeline.emit._spool import MiB, Spool
 
+if TYPE_CHECKING:
+    from orchestration_pipeline.emit._redact import SourceRedactor
+
 HASH_LIMIT_BYTES = 50 * MiB
 PROVIDER_TYPES: Mapping[str, int] = {"Microsoft": 1, "System": 2}
-
-F = TypeVar("F", bound=Callable[..., Any])
 
 
 def _default_source() -> str:
@@ -49,6 +53,11 @@ class EventWriter:
     are written, fsynced and renamed by a background thread), thread-safe, and never raises an
     I/O error into the caller: see :mod:`orchestration_pipeline.emit` for the guarantees. Field
     errors (a missing rationale, a non-numeric metric) raise ValueError/TypeError at once.
+
+    With ``redact=True`` every event's payload and free-text fields are redacted (by the engine
+    ingestion uses) before the line is queued, so no secret reaches the landing directory; it costs
+    a decode and a redaction pass per event, and imports the engine when the writer is made.
+    :attr:`redactions` counts the values redacted.
 
     Use as a context manager, or call :meth:`close`; an atexit hook publishes whatever is left.
     """
@@ -65,7 +74,14 @@ class EventWriter:
         max_buffer_bytes: int = 64 * MiB,
         retry_interval_s: float = 1.0,
         hash_limit_bytes: int = HASH_LIMIT_BYTES,
+        redact: bool = False,
     ):
+        require_bool("EventWriter", "redact", redact)
+        self._redactor: SourceRedactor | None = None
+        if redact:  # the redaction engine is imported only here: the SDK stays light without it
+            from orchestration_pipeline.emit._redact import SourceRedactor
+
+            self._redactor = SourceRedactor()
         self.source = require_str(
             "EventWriter",
             "source",
@@ -78,6 +94,9 @@ class EventWriter:
             session_id if session_id is not None else new_event_id(),
             "pass the run's session id (or leave it out for a random one)",
         )
+        if self._redactor is not None:  # once: they also name the files
+            self.source = self._redactor.text(self.source)
+            self.session_id = self._redactor.text(self.session_id)
         self.hash_limit_bytes = require_int("EventWriter", "hash_limit_bytes", hash_limit_bytes, minimum=0)
         self.landing_dir = Path(os.path.abspath(os.fspath(landing_dir)))
         self._task: ContextVar[str | None] = ContextVar(f"emit_task_{id(self):x}", default=None)
@@ -117,19 +136,29 @@ class EventWriter:
             status=status,
             duration_ms=duration_ms,
         )
-        self._spool.put(encode_line(event))
+        line = encode_line(event)
+        if self._redactor is not None:
+            event, line = self._redactor.line(event, line)
+        self._spool.put(line)
         return event
 
     def _drop_notice(self, dropped: int, reason: str) -> bytes:
+        """The ``decision`` reporting ``dropped`` events; written on its own, so it stays small."""
         spool = self._spool
+        if reason:
+            why = f"{spool.directory} could not be written ({reason})"
+        else:  # no write had failed yet: a burst outran the writer thread
+            reason = "events were emitted faster than they could be written"
+            why = f"{reason} to {spool.directory}"
         payload = {
             "rationale": (
-                f"dropped the {dropped} oldest events: {spool.directory} could not be written ({reason}) "
-                f"and the in-memory buffer holds at most {spool.max_buffered_events} events"
+                f"dropped the {dropped} oldest events: {why}, and the in-memory buffer holds at most "
+                f"{spool.max_buffered_events} events ({spool.max_buffer_bytes} bytes)"
             ),
             "dropped_events": dropped,
             "reason": reason,
             "buffer_limit_events": spool.max_buffered_events,
+            "buffer_limit_bytes": spool.max_buffer_bytes,
         }
         event = build_event(
             "decision",
@@ -201,6 +230,11 @@ class EventWriter:
     def dropped_total(self) -> int:
         """Events dropped (buffer overflow) over the writer's life."""
         return self._spool.dropped_total
+
+    @property
+    def redactions(self) -> int:
+        """Values redacted at the source so far (always 0 unless made with ``redact=True``)."""
+        return 0 if self._redactor is None else self._redactor.count
 
     @property
     def current_task_id(self) -> str | None:
@@ -555,54 +589,3 @@ class EventWriter:
             "agent.error", "failed", severity, agent_type, agent_name, task_description, project_id, task_id,
             stage, fields,
         )  # fmt: skip
-
-
-def command_wrapper(
-    target: EventWriter | str | os.PathLike[str] | Callable[[], EventWriter],
-    *,
-    name: str | None = None,
-    source: str | None = None,
-    session_id: str | None = None,
-    task_id: str | None = None,
-    **fields: Any,
-) -> Callable[[F], F]:
-    """Decorate a CLI entrypoint so that every call is a ``command_start``/``command_end`` pair.
-
-    ``target`` is an :class:`EventWriter`, a zero-argument callable returning one, or a landing
-    directory (a writer is then opened for the call and closed — published — when it returns or
-    raises). ``command_end`` is emitted on return, on any exception, on ``SystemExit`` (its code)
-    and on ``KeyboardInterrupt`` (130); the exception is re-raised unchanged. An int returned by
-    the function (``sys.exit(main())`` style) is taken as the exit code.
-    """
-    if isinstance(target, EventWriter) or callable(target):
-        pass
-    elif not isinstance(target, str | os.PathLike):
-        raise TypeError(
-            "command_wrapper: pass an EventWriter, a callable returning one, or a landing directory"
-        )
-
-    def decorate(func: F) -> F:
-        command = name or getattr(func, "__qualname__", None) or "command"
-
-        @functools.wraps(func)
-        def wrapper(*args: Any, **kwargs: Any) -> Any:
-            owned = None
-            if isinstance(target, EventWriter):
-                writer = target
-            elif isinstance(target, str | os.PathLike):
-                writer = owned = EventWriter(target, source=source or command, session_id=session_id)
-            else:
-                writer = target()
-            try:
-                with writer.command(command, task_id=task_id, **fields) as scope:
-                    result = func(*args, **kwargs)
-                    if isinstance(result, int) and not isinstance(result, bool):
-                        scope.exit_code = result
-                    return result
-            finally:
-                if owned is not None:
-                    owned.close()
-
-        return wrapper  # type: ignore[return-value]
-
-    return decorate
