@@ -121,14 +121,38 @@ def _audit_time(text: str | None, option: str):
     help="Verify only this chain (tx/<start µs>/<xid>, or YYYY-MM-DD/NN for entries written before "
     "per-transaction chains); checkpoints are then not checked.",
 )
+@click.option(
+    "--expect-head",
+    metavar="[SEQ:]HASH",
+    help="A checkpoint kept outside the database (the `anchor` an audit_ledger_integrity "
+    "materialization records, or what `audit checkpoint` printed): checkpoint SEQ must still have "
+    "HASH (later checkpoints may follow it); with HASH alone, some checkpoint must. A superuser "
+    "who recomputed every hash passes everything else.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the report as one JSON object.")
-def audit_verify(chain_id: str | None, as_json: bool) -> None:
-    """Recompute every hash chain and checkpoint; exit 1 and name the first broken link if any."""
-    from orchestration_pipeline.lib.audit.chain import verify_chain
+def audit_verify(chain_id: str | None, expect_head: str | None, as_json: bool) -> None:
+    """Recompute every hash chain and checkpoint; exit 1 and name the first broken link if any.
+
+    \b
+      orchestration-pipeline audit verify
+      orchestration-pipeline audit verify --expect-head 42:3f5c…   # from Dagster or your notes
+    """
+    from orchestration_pipeline.errors import AuditError
+    from orchestration_pipeline.lib.audit.chain import parse_head, verify_chain
     from orchestration_pipeline.lib.db import connection
 
+    head = None
+    if expect_head is not None:
+        if chain_id is not None:
+            raise click.UsageError(
+                "--expect-head is checked against the checkpoint chain, which --chain skips — drop one of them"
+            )
+        try:
+            head = parse_head(expect_head)
+        except AuditError as exc:
+            raise click.BadParameter(str(exc), param_hint="--expect-head") from None
     with connection(orchestration_dsn()) as conn:
-        report = verify_chain(conn, chain_id=chain_id)
+        report = verify_chain(conn, chain_id=chain_id, expect_head=head)
     if as_json:
         click.echo(json.dumps(report.as_dict()))
     elif report.ok:
@@ -143,10 +167,16 @@ def audit_verify(chain_id: str | None, as_json: bool) -> None:
         click.echo(
             f"ok: {plural(report.rows, 'entry', 'entries')} in {plural(report.chains, 'chain')} verified{sealed}"
         )
+        if head is not None:
+            click.echo(f"expected head {head} is in the checkpoint chain")
+        if report.newest_checkpoint:
+            click.echo(f"newest checkpoint: {report.newest_checkpoint}")
     if not report.ok:
-        first = report.first_broken
+        first, lost = report.first_broken, report.head_break
+        also = f"; {lost.describe()}" if lost is not None and lost is not first else ""
         raise click.ClickException(
-            f"{report.broken_chains} broken chain(s); first: {first.describe()} — follow docs/runbooks/audit.md"
+            f"{report.broken_chains} broken chain(s); first: {first.describe()}{also} — follow "
+            "docs/runbooks/audit.md"
         )
 
 
@@ -190,12 +220,18 @@ def audit_checkpoint(max_entries: int, wait_ms: int, as_json: bool) -> None:
         click.echo(json.dumps(asdict(run)))
     elif run.created:
         click.echo(
-            f"sealed {run.entries} entries in {run.created} checkpoint(s); newest #{run.checkpoint_seq} {run.checkpoint_hash}"
+            f"sealed {run.entries} entries in {run.created} checkpoint(s); newest checkpoint "
+            f"{run.checkpoint_seq}:{run.checkpoint_hash} (keep it outside the database; "
+            "audit verify --expect-head checks it)"
         )
     else:
         click.echo(
             "nothing new to seal"
-            + (f"; newest checkpoint #{run.checkpoint_seq}" if run.checkpoint_seq else "")
+            + (
+                f"; newest checkpoint #{run.checkpoint_seq} ({run.checkpoint_seq}:{run.checkpoint_hash})"
+                if run.checkpoint_seq
+                else ""
+            )
         )
     if run.busy:
         raise click.ClickException(

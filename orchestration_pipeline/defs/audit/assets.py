@@ -4,8 +4,48 @@ import dagster as dg
 
 from orchestration_pipeline.defs.resources import OrchestrationDatabase
 from orchestration_pipeline.defs.schema.assets import orchestration_schema
-from orchestration_pipeline.lib.audit.chain import checkpoint_ledger, ledger_summary
+from orchestration_pipeline.errors import AuditError
+from orchestration_pipeline.lib.audit.chain import (
+    CheckpointHead,
+    checkpoint_ledger,
+    head_break,
+    ledger_summary,
+    parse_head,
+)
 from orchestration_pipeline.lib.executions.history import execution_summary
+
+
+def recorded_anchor(
+    instance: dg.DagsterInstance, asset_key: dg.AssetKey, *, not_from_run: str | None = None
+) -> CheckpointHead | None:
+    """The checkpoint that the newest materialization of ``asset_key`` (from a run other than
+    ``not_from_run``) kept as the outside anchor; None before the first checkpoint.
+
+    Its ``anchor`` metadata (``SEQ:HASH``); a materialization recorded before that key existed
+    gives ``checkpoints`` (the newest checkpoint's number) and ``last_checkpoint_hash``.
+    """
+    for record in instance.fetch_materializations(asset_key, limit=2).records:
+        if record.run_id == not_from_run:
+            continue
+        metadata = record.asset_materialization.metadata
+        anchor = metadata.get("anchor")
+        if anchor is not None:
+            text = anchor.value
+        else:
+            digest, count = metadata.get("last_checkpoint_hash"), metadata.get("checkpoints")
+            text = digest.value if digest is not None else "none"
+            if count is not None and text != "none":
+                text = f"{count.value}:{text}"
+        if text == "none":
+            return None
+        try:
+            return parse_head(text)
+        except AuditError as exc:
+            raise AuditError(
+                f"the anchor that run {record.run_id or '(reported)'} recorded for {asset_key.to_user_string()} "
+                f"is unreadable: {exc}"
+            ) from None
+    return None
 
 
 @dg.asset(
@@ -14,14 +54,18 @@ from orchestration_pipeline.lib.executions.history import execution_summary
     deps=[orchestration_schema],
     description=(
         "The append-only audit ledger, sealed: each materialization checkpoints every entry written "
-        "since the last one, and records the newest checkpoint hash in Dagster's own storage as an "
-        "outside anchor. Its checks recompute every chain and checkpoint and verify the immutability guard."
+        "since the last one, and records the newest checkpoint (`anchor`, SEQ:HASH) in Dagster's own "
+        "storage as an outside anchor; while the checkpoint chain no longer holds the previous anchor, "
+        "that one is kept instead. Its checks recompute every chain and checkpoint, compare the chain "
+        "with the previous anchor and verify the immutability guard."
     ),
 )
 def audit_ledger_integrity(
     context: dg.AssetExecutionContext, orchestration_db: OrchestrationDatabase
 ) -> dg.MaterializeResult:
+    previous = recorded_anchor(context.instance, context.asset_key, not_from_run=context.run.run_id)
     with orchestration_db.connection() as conn:
+        lost = head_break(conn, previous) if previous is not None else None
         run = checkpoint_ledger(
             conn, progress=lambda n, entries: context.log.info(f"checkpoint {n}: {entries} entries sealed")
         )
@@ -30,6 +74,15 @@ def audit_ledger_integrity(
         context.log.warning(
             f"audit checkpoint stopped early ({run.busy}); the next materialization seals the rest"
         )
+    digest = summary["last_checkpoint_hash"]
+    newest = CheckpointHead(summary["last_checkpoint_seq"], digest) if digest else None
+    if lost is not None:
+        # A rewritten ledger must not become its own anchor: keep the one it broke, so that
+        # audit_chain_intact keeps failing until the chain holds it again (or it is replaced).
+        context.log.error(
+            f"{lost.describe()}; anchor {previous} kept — follow docs/runbooks/audit.md#audit_chain_intact"
+        )
+    anchor = previous if lost is not None else newest
     last = summary["last_entry_at"]
     return dg.MaterializeResult(
         metadata={
@@ -40,6 +93,8 @@ def audit_ledger_integrity(
             "checkpoints": dg.MetadataValue.int(summary["checkpoints"]),
             "checkpoint_busy": dg.MetadataValue.bool(run.busy is not None),
             "last_checkpoint_hash": dg.MetadataValue.text(summary["last_checkpoint_hash"] or "none"),
+            "anchor": dg.MetadataValue.text(str(anchor) if anchor else "none"),
+            "anchor_held": dg.MetadataValue.bool(lost is None),
             "last_entry_at": dg.MetadataValue.text(last.isoformat() if last else "none"),
         }
     )

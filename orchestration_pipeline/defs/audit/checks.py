@@ -2,7 +2,11 @@
 
 import dagster as dg
 
-from orchestration_pipeline.defs.audit.assets import audit_ledger_integrity, decision_execution_summary
+from orchestration_pipeline.defs.audit.assets import (
+    audit_ledger_integrity,
+    decision_execution_summary,
+    recorded_anchor,
+)
 from orchestration_pipeline.defs.checks_support import pipeline_check, verdict_of
 from orchestration_pipeline.defs.resources import OrchestrationDatabase
 from orchestration_pipeline.lib.audit.chain import chain_verdict
@@ -11,9 +15,12 @@ from orchestration_pipeline.lib.executions.rescue import stale_claims_verdict
 
 
 @pipeline_check(audit_ledger_integrity, "audit.md", blocking=True)
-def audit_chain_intact(orchestration_db: OrchestrationDatabase) -> dg.AssetCheckResult:
-    """Every hash chain recomputes from its first entry, and every checkpoint from the entries it sealed (ERROR)."""
-    return verdict_of(orchestration_db, chain_verdict)
+def audit_chain_intact(
+    context: dg.AssetCheckExecutionContext, orchestration_db: OrchestrationDatabase
+) -> dg.AssetCheckResult:
+    """Every hash chain recomputes from its first entry, every checkpoint from the entries it sealed, and the checkpoint chain still holds the anchor recorded at the previous materialization (ERROR)."""
+    anchor = recorded_anchor(context.instance, audit_ledger_integrity.key, not_from_run=context.run.run_id)
+    return verdict_of(orchestration_db, chain_verdict, expect_head=anchor)
 
 
 @pipeline_check(audit_ledger_integrity, "audit.md", blocking=True)

@@ -16,8 +16,13 @@ each entry in its id range. Why this way:
   (``benchmarks/audit.py``). Entries of the old chains keep verifying against their heads.
 * Tamper evidence is the same once sealed: a changed entry no longer matches its ``row_hash``;
   a removed entry, a removed transaction, or an entry slipped in, no longer matches its
-  checkpoint; a changed checkpoint breaks the checkpoint chain. The checkpoint hash is also
-  recorded outside the database, in the ``audit_ledger_integrity`` materialization.
+  checkpoint; a changed checkpoint breaks the checkpoint chain.
+* Someone who can bypass the guard (a superuser) can also recompute every hash, entries and
+  checkpoints alike, and the chains then verify. Only a checkpoint kept outside the database
+  shows it: ``audit_ledger_integrity`` records the newest one (``SEQ:HASH``) in Dagster at every
+  materialization, ``audit_chain_intact`` checks that the chain still holds the one recorded at the
+  previous materialization, and ``audit verify --expect-head`` checks any kept elsewhere
+  (:class:`CheckpointHead`).
 * The price is a window: entries newer than the last checkpoint are protected by the
   append-only guard and their own hashes, but deleting a whole unsealed transaction would go
   unseen. Checkpoints run on every ``audit_ledger_integrity`` materialization and from
@@ -33,7 +38,10 @@ each entry in its id range. Why this way:
   a logical restore, which restarts transaction ids; checkpoints count audit ids, which a restore
   keeps.
 * Hashing in the database chains every insert, whoever writes it; nobody can supply their own
-  hash, position or timestamp (the trigger stamps ``occurred_at = now()``).
+  hash, position or time. The trigger stamps ``occurred_at`` and ``audit_checkpoint()`` a
+  checkpoint's ``created_at`` with ``clock_timestamp()``, the moment the row is written
+  (``0016_audit_database_clock.sql``): not the start of the writer's transaction, which the
+  writer would choose by when it begins.
 * :func:`audited` writes the entry in the same statement as the mutation (a data-modifying
   ``WITH``), so the audit adds no round trip; :func:`record_audit` is the general form, one more
   statement in the caller's transaction.
@@ -52,6 +60,7 @@ independently of the trigger's SQL.
 from __future__ import annotations
 
 import hashlib
+import re
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, field
@@ -121,11 +130,18 @@ class BrokenLink:
     chain_id: str
     audit_id: int | None
     chain_seq: int | None
-    kind: str  # row_hash | prev_hash | sequence | head | missing_head | checkpoint | checkpoint_count | checkpoint_link
+    # row_hash | prev_hash | sequence | head | missing_head | checkpoint | checkpoint_count | checkpoint_link | anchor
+    kind: str
     expected: str | None
     found: str | None
 
     def describe(self) -> str:
+        if self.kind == "anchor":
+            return (
+                f"the checkpoint kept outside the database is not in the checkpoint chain: expected "
+                f"{self.expected}, found {self.found} (the ledger and its checkpoints were rewritten, or "
+                "restored from an older copy)"
+            )
         what = {
             "row_hash": "entry content does not match its row_hash (changed after it was written)",
             "prev_hash": "entry does not link to the one before it (an entry was removed or reordered)",
@@ -155,10 +171,17 @@ class ChainReport:
     unsealed_entries: int = 0  # newer entries: run checkpoint_ledger to seal them
     broken_chains: int = 0  # chains and checkpoints that do not verify
     broken: list[BrokenLink] = field(default_factory=list)  # first break of each chain, bounded
+    newest_checkpoint: str | None = None  # SEQ:HASH of the newest checkpoint, as stored
+    expected_head: str | None = None  # the checkpoint kept outside the database, when one was given
 
     @property
     def ok(self) -> bool:
         return self.broken_chains == 0
+
+    @property
+    def head_break(self) -> BrokenLink | None:
+        """Why the expected head is not in the checkpoint chain (None: found, or none expected)."""
+        return next((b for b in self.broken if b.kind == "anchor"), None)
 
     @property
     def first_broken(self) -> BrokenLink | None:
@@ -173,6 +196,8 @@ class ChainReport:
             "checkpoints": self.checkpoints,
             "sealed_through_id": self.sealed_through_id,
             "unsealed_entries": self.unsealed_entries,
+            "newest_checkpoint": self.newest_checkpoint,
+            "expected_head": self.expected_head,
             "broken_chains": self.broken_chains,
             "first_broken": asdict(first) if first else None,
             "broken": [asdict(b) for b in self.broken],
@@ -226,16 +251,27 @@ def _chain_breaks(
 
 
 def verify_chain(
-    conn: psycopg.Connection, *, chain_id: str | None = None, max_reported: int = 10
+    conn: psycopg.Connection,
+    *,
+    chain_id: str | None = None,
+    max_reported: int = 10,
+    expect_head: CheckpointHead | None = None,
 ) -> ChainReport:
     """Recompute every chain (or one) from its first entry; report the first broken link of each.
 
-    Reads in one REPEATABLE READ snapshot, so entries committed meanwhile never look like a
-    mismatched head. Needs a connection with no open transaction.
+    With ``expect_head`` (a checkpoint kept outside the database) the checkpoint chain must also
+    hold that checkpoint, at its number when given: a rewrite that recomputed every hash passes
+    everything else. Reads in one REPEATABLE READ snapshot, so entries committed meanwhile never
+    look like a mismatched head. Needs a connection with no open transaction.
     """
     if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
         raise AuditError(
             "verify_chain needs a connection with no open transaction — commit or roll back first"
+        )
+    if chain_id is not None and expect_head is not None:
+        raise AuditError(
+            "an expected head is checked against the checkpoint chain, which verifying one chain "
+            "skips — verify the whole ledger, or drop the expected head"
         )
     require_schema(conn, AUDIT_TABLES, record_decision=False)
     report = ChainReport()
@@ -269,10 +305,7 @@ def verify_chain(
                     if len(report.broken) < max_reported:
                         report.broken.append(broken)
         if chain_id is None:
-            checkpoint_break = _verify_checkpoints(conn, report)
-            if checkpoint_break is not None:
-                report.broken_chains += 1
-                report.broken.append(checkpoint_break)
+            _verify_sealing(conn, report, expect_head)
     for cid in sorted(set(heads) - seen):
         head = heads[cid]
         if head["last_seq"] == 0:
@@ -286,6 +319,19 @@ def verify_chain(
     return report
 
 
+def _verify_sealing(
+    conn: psycopg.Connection, report: ChainReport, expect_head: CheckpointHead | None
+) -> None:
+    """The checkpoint chain, and ``expect_head`` in it, into ``report`` (in the caller's snapshot)."""
+    found = [_verify_checkpoints(conn, report)]
+    if expect_head is not None:
+        report.expected_head = str(expect_head)
+        found.append(_head_break(conn, expect_head))
+    for broken in filter(None, found):
+        report.broken_chains += 1
+        report.broken.append(broken)
+
+
 def _verify_checkpoints(conn: psycopg.Connection, report: ChainReport) -> BrokenLink | None:
     """Recompute the checkpoint chain from the entries (in the caller's snapshot); count the unsealed.
 
@@ -297,6 +343,8 @@ def _verify_checkpoints(conn: psycopg.Connection, report: ChainReport) -> Broken
            FROM audit_checkpoints ORDER BY checkpoint_seq"""
     ).fetchall()
     report.checkpoints = len(checkpoints)
+    if checkpoints:
+        report.newest_checkpoint = f"{checkpoints[-1][0]}:{checkpoints[-1][5]}"
     expected_prev, expected_from, expected_seq = GENESIS_HASH, 0, 1
     with conn.cursor(name="audit_verify_checkpoints") as cur:
         cur.itersize = 10000
@@ -324,17 +372,25 @@ def _verify_checkpoints(conn: psycopg.Connection, report: ChainReport) -> Broken
     return None
 
 
-def chain_verdict(conn: psycopg.Connection) -> Verdict:
-    """``audit_chain_intact``: every chain recomputes, links and ends at its head."""
-    report = verify_chain(conn)
+def chain_verdict(conn: psycopg.Connection, expect_head: CheckpointHead | None = None) -> Verdict:
+    """``audit_chain_intact``: every chain recomputes, links and ends at its head, and the checkpoint
+    chain still holds ``expect_head``, the checkpoint kept outside the database (when there is one)."""
+    report = verify_chain(conn, expect_head=expect_head)
     first = report.first_broken
     metadata = {k: v for k, v in report.as_dict().items() if k != "ok"}
     if report.ok:
+        if expect_head is None:
+            anchor = "; no checkpoint kept outside the database to compare yet"
+        else:
+            which = (
+                f"checkpoint {expect_head.seq}" if expect_head.seq else f"checkpoint {expect_head.hash[:12]}…"
+            )
+            anchor = f"; {which} kept outside the database is still in the chain"
         return Verdict(
             True,
             f"{plural(report.rows, 'entry', 'entries')} in {plural(report.chains, 'chain')} verified, "
             f"{plural(report.checkpoints, 'checkpoint')}; "
-            f"{plural(report.unsealed_entries, 'entry', 'entries')} not sealed by a checkpoint yet",
+            f"{plural(report.unsealed_entries, 'entry', 'entries')} not sealed by a checkpoint yet{anchor}",
             metadata,
         )
     more = f" (+{report.broken_chains - 1} more broken chains)" if report.broken_chains > 1 else ""
@@ -343,6 +399,80 @@ def chain_verdict(conn: psycopg.Connection) -> Verdict:
         f"{first.describe()}{more} — follow the forensic flow in docs/runbooks/audit.md",
         metadata,
     )
+
+
+# --- the checkpoint kept outside the database ------------------------------------------------
+
+_HEAD_TEXT = re.compile(r"(?:(\d{1,18}):)?([0-9a-fA-F]{64})")
+
+
+@dataclass(frozen=True)
+class CheckpointHead:
+    """A checkpoint kept outside the database: its hash, and its number when known.
+
+    Written ``SEQ:HASH`` (or ``HASH`` alone), as ``audit checkpoint``, ``audit verify`` and the
+    ``audit_ledger_integrity`` materialization show it.
+    """
+
+    seq: int | None
+    hash: str  # 64 hex digits, lower case
+
+    def __str__(self) -> str:
+        return self.hash if self.seq is None else f"{self.seq}:{self.hash}"
+
+
+def parse_head(text: str) -> CheckpointHead:
+    """``SEQ:HASH`` or ``HASH`` (64 hex digits) as a :class:`CheckpointHead`."""
+    match = _HEAD_TEXT.fullmatch(text.strip())
+    if match is None or (match[1] is not None and int(match[1]) < 1):
+        raise AuditError(
+            f"cannot read checkpoint head {text!r} — give SEQ:HASH (a checkpoint number from 1, a colon, "
+            "64 hex digits) or the HASH alone, as 'audit checkpoint' and 'audit verify' print it"
+        )
+    return CheckpointHead(int(match[1]) if match[1] else None, match[2].lower())
+
+
+def _head_break(conn: psycopg.Connection, expected: CheckpointHead) -> BrokenLink | None:
+    """Where ``expected`` is missing from the checkpoint chain (in the caller's transaction); None if present.
+
+    With a number the checkpoint of that number must have that hash (later checkpoints may follow
+    it); without, some checkpoint must.
+    """
+    newest = conn.execute(
+        """SELECT checkpoint_seq || ':' || encode(checkpoint_hash, 'hex') FROM audit_checkpoints
+           ORDER BY checkpoint_seq DESC LIMIT 1"""
+    ).fetchone()
+    ends = f"the newest is {newest[0]}" if newest else "there are no checkpoints"
+    if expected.seq is None:
+        match = conn.execute(
+            "SELECT 1 FROM audit_checkpoints WHERE checkpoint_hash = decode(%s, 'hex') LIMIT 1",
+            (expected.hash,),
+        ).fetchone()
+        if match is not None:
+            return None
+        return BrokenLink(
+            "checkpoint/anchor", None, None, "anchor", str(expected), f"no checkpoint with that hash ({ends})"
+        )
+    row = conn.execute(
+        "SELECT through_id, encode(checkpoint_hash, 'hex') FROM audit_checkpoints WHERE checkpoint_seq = %s",
+        (expected.seq,),
+    ).fetchone()
+    if row is not None and row[1] == expected.hash:
+        return None
+    found = f"{expected.seq}:{row[1]}" if row else f"no checkpoint {expected.seq} ({ends})"
+    return BrokenLink(
+        f"checkpoint/{expected.seq}", row[0] if row else None, expected.seq, "anchor", str(expected), found
+    )
+
+
+def head_break(conn: psycopg.Connection, expected: CheckpointHead) -> BrokenLink | None:
+    """Whether the checkpoint chain still holds ``expected`` (one lookup, no recomputation): None if
+    it does, else what was found instead. :func:`verify_chain` also recomputes the chain up to it."""
+    require_schema(conn, AUDIT_TABLES, record_decision=False)
+    try:
+        return _head_break(conn, expected)
+    finally:
+        end_read(conn)
 
 
 # --- checkpoints and summary -----------------------------------------------------------------
@@ -437,6 +567,7 @@ def ledger_summary(conn: psycopg.Connection) -> dict[str, Any]:
         "sealed_entries": int(sealed),
         "unsealed_entries": unsealed,
         "checkpoints": seq,
+        "last_checkpoint_seq": seq or None,
         "last_checkpoint_hash": digest,
         "last_checkpoint_at": sealed_at,
         "last_entry_at": newest[0] if newest else None,

@@ -3,11 +3,12 @@
 Each rule of :data:`GUARD_RULES` is a named check that returns the problems it finds, each one a
 sentence naming the statement that fixes it; :func:`guard_problems` runs them all, and
 ``audit_guard_present`` (:func:`guard_verdict`) reports them. The setup they check is made by
-``sql/orchestration/0004_audit_ledger.sql``, ``0006`` and ``0010``.
+``sql/orchestration/0004_audit_ledger.sql``, ``0006``, ``0010`` and ``0016``.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 
 import psycopg
@@ -21,7 +22,23 @@ _ROW, _BEFORE, _INSERT, _DELETE, _UPDATE, _TRUNCATE = 1, 2, 4, 8, 16, 32
 # Run as the ledger's owner, so each must be owned by it with search_path pinned to pg_catalog.
 _CHECKPOINT_FUNCTION = "audit_checkpoint(integer,integer)"
 _DEFINER_FUNCTIONS = ("audit_ledger_chain()", _CHECKPOINT_FUNCTION)
-_REAPPLY_0010 = "reapply sql/orchestration/0010_audit_transaction_chains.sql (psql -1 -f)"
+# The latest definition of both functions; reapplying an older file (0010) would bring back an
+# older one.
+_REAPPLY_FUNCTIONS = "reapply sql/orchestration/0016_audit_database_clock.sql (psql -1 -f)"
+# How each function stamps its time: the moment the database writes the row, never the start of
+# the writer's transaction (now()), which the writer chooses by when it begins.
+_CLOCK_STAMPS = (
+    (
+        "audit_ledger_chain()",
+        "an entry's occurred_at",
+        re.compile(r"NEW\.occurred_at\s*:=\s*clock_timestamp\(\)"),
+    ),
+    (
+        _CHECKPOINT_FUNCTION,
+        "a checkpoint's created_at",
+        re.compile(r"created_at\)\s*VALUES\s*\([^;]*\bclock_timestamp\(\)\)", re.S),
+    ),
+)
 
 # What the writer role may do to each table (True: must be granted; False: must not be).
 _TABLE_PRIVILEGES = {
@@ -85,7 +102,7 @@ def triggers_fire_for_every_row(conn: psycopg.Connection) -> list[str]:
         elif partial:
             problems.append(
                 f"trigger {name} on {table} fires only for some rows (a WHEN condition or UPDATE OF "
-                "columns) — reapply the migration that creates it (0004, 0010)"
+                "columns) — reapply the migration that creates it (0004, 0010), then 0016"
             )
     return problems
 
@@ -105,8 +122,8 @@ def guard_triggers_present(conn: psycopg.Connection) -> list[str]:
         )
 
     return [
-        f"{label} missing on {table} — reapply sql/orchestration/0004_audit_ledger.sql, then 0006 "
-        "and 0010 (psql -1 -f each)"
+        f"{label} missing on {table} — reapply sql/orchestration/0004_audit_ledger.sql, then 0006, "
+        "0010 and 0016 (psql -1 -f each)"
         for table, proc, bits, row_level, label in _WANTED_TRIGGERS
         if not covered(table, proc, bits, row_level)
     ]
@@ -160,7 +177,9 @@ def definer_functions_owned(conn: psycopg.Connection) -> list[str]:
             (signature,),
         ).fetchone()
         if fn_owner is None or fn_owner[0] != OWNER_ROLE or not fn_owner[1]:
-            problems.append(f"{signature} must be SECURITY DEFINER owned by {OWNER_ROLE} — {_REAPPLY_0010}")
+            problems.append(
+                f"{signature} must be SECURITY DEFINER owned by {OWNER_ROLE} — {_REAPPLY_FUNCTIONS}"
+            )
     return problems
 
 
@@ -236,10 +255,26 @@ def definer_search_path_pinned(conn: psycopg.Connection) -> list[str]:
         (list(_DEFINER_FUNCTIONS),),
     ).fetchall()
     return [
-        f"{proc} runs as its owner without search_path pinned to pg_catalog — {_REAPPLY_0010}"
+        f"{proc} runs as its owner without search_path pinned to pg_catalog — {_REAPPLY_FUNCTIONS}"
         for proc, ok in pinned
         if not ok
     ]
+
+
+def times_stamped_by_database(conn: psycopg.Connection) -> list[str]:
+    """An entry's and a checkpoint's time are the moment the database writes them
+    (``clock_timestamp()``), so no writer can back-date one by holding its transaction open."""
+    problems = []
+    for signature, what, stamp in _CLOCK_STAMPS:
+        row = conn.execute(
+            "SELECT prosrc FROM pg_proc WHERE oid = to_regprocedure(%s)", (signature,)
+        ).fetchone()
+        if row is not None and not stamp.search(row[0]):
+            problems.append(
+                f"{signature} does not stamp {what} with clock_timestamp() (an older definition: the "
+                f"writer's transaction start would be used) — {_REAPPLY_FUNCTIONS}"
+            )
+    return problems
 
 
 def writer_may_checkpoint(conn: psycopg.Connection) -> list[str]:
@@ -273,6 +308,7 @@ TABLE_RULES: tuple[tuple[str, Rule], ...] = (
     ("guard_triggers_present", guard_triggers_present),
     ("chain_position_unique", chain_position_unique),
     ("roles_not_superusers", roles_not_superusers),
+    ("times_stamped_by_database", times_stamped_by_database),
 )
 #: Rules that also need both roles to exist.
 ROLE_RULES: tuple[tuple[str, Rule], ...] = (
