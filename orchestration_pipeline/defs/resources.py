@@ -12,6 +12,10 @@ from pydantic import PrivateAttr
 from orchestration_pipeline.errors import DatabaseUnavailable
 from orchestration_pipeline.lib.db import redact_dsn
 from orchestration_pipeline.lib.index.location import VectorIndexLocation
+from orchestration_pipeline.lib.projection.checks import (
+    DRIFT_REPORT_MAX_AGE_HOURS,
+    UNPROJECTED_MAX_AGE_MINUTES,
+)
 
 
 class _PooledDatabase(dg.ConfigurableResource):
@@ -88,6 +92,15 @@ class IngestionSettings(dg.ConfigurableResource):
     coverage_lookback_days: int = 7
     max_sessions_with_gaps: int = 2
     batch_rows: int = 10_000
+    # no_emitter_drops: a drop notice from a producer's emitter this recent fails the check
+    emitter_drops_lookback_hours: float = 24.0
+    # ingest_kpis_within_targets: the latest kpi_runs runs against the ingestion KPI targets (ms)
+    kpi_runs: int = 1
+    kpi_parse_p95_ms: float = 3_000.0
+    kpi_parse_max_ms: float = 10_000.0  # every file must take less
+    kpi_write_p95_ms: float = 200.0
+    # quarantine_backlog: a line pending (not replayed, not discarded) longer than this warns
+    quarantine_max_age_hours: float = 24.0
 
 
 class VectorIndexResource(dg.ConfigurableResource):
@@ -112,3 +125,7 @@ class ProjectionSettings(dg.ConfigurableResource):
     min_tasks_ratio: float = 0.5
     sync_latency_p95_warn_ms: float = 300_000.0
     lag_threshold_events: int = 1_000
+    # projection_caught_up: a task event ingested longer ago than this and still unprojected fails it
+    unprojected_max_age_minutes: float = UNPROJECTED_MAX_AGE_MINUTES
+    # drift_report_fresh: the newest drift report may be this old (nightly, plus slack)
+    drift_report_max_age_hours: float = DRIFT_REPORT_MAX_AGE_HOURS

@@ -149,9 +149,12 @@ def _task_events(
             ("started", "started", "info"),
             ("completed", "completed", "success"),
         ):
+            payload = (
+                {**agent, "result": {"summary": f"finished {task}"}} if event_type == "completed" else agent
+            )
             yield _event(
                 f"agent.{event_type}", clock.tick(), session, **on_task, status=status, severity=severity,
-                payload=agent,
+                payload=payload,
             )  # fmt: skip
     ok = rng.random() > 0.15
     yield _event(

@@ -33,13 +33,14 @@ def test_a_run_with_failures_ingests_cleanly_and_passes_the_checks(orch_conn, tm
                         w.error("deploy", "connection refused to 10.0.0.7:6443")
                         raise RuntimeError("deploy failed")
             w.policy_violation("build-02", "C:/agent/x.ps1", "Signing", "unsigned-script")
-            w.agent_completed("coder", "agent-7", "fix the build", project_id="p-1")
+            w.agent_started("coder", "agent-7", "fix the build", project_id="p-1")
+            w.agent_completed("coder", "agent-7", "fix the build", project_id="p-1", result="build fixed")
 
     summary = Ingestor(orch_conn).ingest_paths([landing]).as_dict()
     assert summary["quarantined"] == 0 and summary["balanced"], summary
-    assert summary["lines"] == 2 * 14 and summary["duplicates"] == 0
+    assert summary["lines"] == 2 * 15 and summary["duplicates"] == 0
     # the second session's identical error joins the first one's error group
-    assert (summary["accepted"], summary["collapsed"]) == (2 * 14 - 1, 1)
+    assert (summary["accepted"], summary["collapsed"]) == (2 * 15 - 1, 1)
     assert events_accounted_for(orch_conn).passed
     coverage = core_event_coverage(orch_conn, grace=timedelta(0))
     assert coverage.passed and coverage.metadata["coverage_report"]["overall_status"] == "PASS", coverage

@@ -1,15 +1,20 @@
-"""``landing_zone_sensor``: request an ingestion run when new files land."""
+"""``landing_zone_sensor``: request an ingestion run (ingest, then project) when new files land."""
 
 import json
 
 import dagster as dg
 
 from orchestration_pipeline.defs.ingestion.assets import raw_events
+from orchestration_pipeline.defs.projection.assets import task_projection
 from orchestration_pipeline.defs.resources import PipelineHome
 from orchestration_pipeline.lib.ingestion.landing import UnreadableCursor, load_cursor, scan_landing
 
+# The projection is folded in by the same run, right after the files commit, so a task event
+# reaches task_projection on ingest (not when the lag sensor or the nightly run next comes by).
 ingest_job = dg.define_asset_job(
-    "ingest_job", selection=dg.AssetSelection.assets(raw_events), description="Ingest new landing files."
+    "ingest_job",
+    selection=dg.AssetSelection.assets(raw_events, task_projection),
+    description="Ingest new landing files, then fold their task events into task_projection.",
 )
 
 

@@ -1,9 +1,12 @@
 """``task_projection`` and ``projection_drift_report``: thin wrappers over lib.projection and lib.drift."""
 
+from datetime import timedelta
+
 import dagster as dg
 
 from orchestration_pipeline.defs.ingestion.assets import raw_events
 from orchestration_pipeline.defs.resources import OrchestrationDatabase, ProjectionSettings, TasksDatabase
+from orchestration_pipeline.lib.projection.checks import DRIFT_REPORT_MAX_AGE_HOURS
 from orchestration_pipeline.lib.projection.drift import (
     AuditContext,
     DriftReport,
@@ -63,6 +66,9 @@ def _samples_markdown(report: DriftReport) -> str:
     deps=[task_projection],
     description="Nightly reconciliation of task_projection against the authoritative Tasks DB: drift "
     "counts and samples per class, then a repair (small drift) or a rebuild (large drift).",
+    # Dagster's own view (the UI's freshness state, from its materializations); the drift_report_fresh
+    # check judges the reports in the database, whoever made them.
+    freshness_policy=dg.FreshnessPolicy.time_window(fail_window=timedelta(hours=DRIFT_REPORT_MAX_AGE_HOURS)),
 )
 def projection_drift_report(
     context: dg.AssetExecutionContext,

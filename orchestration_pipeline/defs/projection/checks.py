@@ -42,3 +42,15 @@ def projection_sync_latency(
         projection_checks.projection_sync_latency,
         p95_warn_ms=projection_settings.sync_latency_p95_warn_ms,
     )
+
+
+@pipeline_check(task_projection, "reconciliation.md")
+def projection_caught_up(
+    orchestration_db: OrchestrationDatabase, projection_settings: ProjectionSettings
+) -> dg.AssetCheckResult:
+    """No task event ingested longer ago than the limit still waits for the projector."""
+    return verdict_of(
+        orchestration_db,
+        projection_checks.projection_caught_up,
+        max_age_minutes=projection_settings.unprojected_max_age_minutes,
+    )

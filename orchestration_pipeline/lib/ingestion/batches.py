@@ -449,11 +449,12 @@ def supersede_partial_lines(cur: psycopg.Cursor, path: Path, source_file: str, s
     if not resolved:
         return []
     # Only rows still pending: a replay may have resolved one since it was read above (it held the
-    # row's lock; this waited for it and must not overwrite its outcome).
+    # row's lock; this waited for it and must not overwrite its outcome), and a discarded row is
+    # final too (the quarantine table's guard refuses to change it).
     updated = cur.execute(
         """UPDATE quarantine q SET replayed_at = now(), last_replay_detail = r.detail
            FROM unnest(%s::bigint[], %s::text[]) AS r(quarantine_id, detail)
-           WHERE q.quarantine_id = r.quarantine_id AND q.replayed_at IS NULL
+           WHERE q.quarantine_id = r.quarantine_id AND q.replayed_at IS NULL AND q.discarded_at IS NULL
            RETURNING q.quarantine_id""",
         (
             [quarantine_id for quarantine_id, _ in resolved],

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 import psycopg
 
 from orchestration_pipeline.lib.db import end_read
 from orchestration_pipeline.lib.projection.drift import DRIFT_CLASSES, compare, recent_reports
+from orchestration_pipeline.lib.projection.projector import PROJECTION, projection_lag
 from orchestration_pipeline.lib.verdict import Verdict
 from orchestration_pipeline.lib.wording import plural
 
@@ -117,3 +119,131 @@ def projection_sync_latency(orch: psycopg.Connection, *, p95_warn_ms: float) -> 
             warn_only=True,
         )
     return Verdict(True, f"projection sync p95 {p95 / 1000:.1f}s", meta)
+
+
+#: How old the newest drift report may be: a nightly reconciliation, plus two hours of slack.
+DRIFT_REPORT_MAX_AGE_HOURS = 26
+#: How long a task event may wait, after its ingestion, for the projector.
+UNPROJECTED_MAX_AGE_MINUTES = 10
+
+
+def _require_limit(value: float, setting: str) -> None:
+    if value < 0:
+        raise ValueError(f"{setting} must be 0 or more, not {value} — fix the projection_settings resource")
+
+
+def _hours(seconds: float) -> str:
+    return f"{seconds / 3600:.1f} h" if seconds >= 3600 else f"{seconds / 60:.0f} min"
+
+
+def _horizon_holder(orch: psycopg.Connection, before: datetime) -> dict[str, Any] | None:
+    """The oldest transaction on the server that holds a transaction id and began ``before``: the
+    projector does not pass an event inserted after such a transaction took its id."""
+    row = orch.execute(
+        """SELECT pid, datname, state, extract(epoch FROM now() - xact_start)::bigint, left(query, 120)
+           FROM pg_stat_activity
+           WHERE backend_xid IS NOT NULL AND pid <> pg_backend_pid() AND xact_start <= %s
+           ORDER BY age(backend_xid) DESC LIMIT 1""",
+        (before,),
+    ).fetchone()
+    if row is None:
+        return None
+    return dict(zip(("pid", "database", "state", "open_s", "query"), row, strict=True))
+
+
+def projection_caught_up(
+    orch: psycopg.Connection, *, max_age_minutes: float, now: datetime | None = None, cap: int = 1_000_000
+) -> Verdict:
+    """No task event ingested more than ``max_age_minutes`` ago still waits past the projector's
+    checkpoint (its position ``(ingest_xid, event_id)``, see ``lib/projection/projector.py``).
+
+    ``now`` defaults to the database's clock; the count stops at ``cap``.
+    """
+    _require_limit(max_age_minutes, "unprojected_max_age_minutes")
+    params = {"now": now, "secs": max_age_minutes * 60, "projection": PROJECTION, "cap": cap}
+    waiting, oldest, at = orch.execute(
+        """
+        SELECT count(*), min(received_at), coalesce(%(now)s::timestamptz, now()) FROM (
+            SELECT e.received_at FROM events e, projection_checkpoints c
+            WHERE c.projection = %(projection)s AND e.task_id IS NOT NULL
+              AND (e.ingest_xid, e.event_id) > (c.position_xid, c.position_event_id)
+              AND e.received_at < coalesce(%(now)s::timestamptz, now()) - make_interval(secs => %(secs)s)
+            LIMIT %(cap)s
+        ) AS waiting
+        """,
+        params,
+    ).fetchone()
+    holder = _horizon_holder(orch, oldest) if waiting else None
+    end_read(orch)
+    lag = projection_lag(orch)
+    meta: dict[str, Any] = {"waiting_events": waiting, "lag_events": lag, "limit_minutes": max_age_minutes}
+    if not waiting:
+        newer = (
+            f"{plural(lag, 'newer task event')} not projected yet" if lag else "every task event projected"
+        )
+        return Verdict(
+            True, f"no task event waits over {max_age_minutes:g} min for the projector ({newer})", meta
+        )
+    age = (at - oldest).total_seconds()
+    meta["oldest_waiting_s"] = round(age)
+    cause = "materialize task_projection ('orchestration-pipeline projection update')"
+    if holder is not None:
+        meta["oldest_open_transaction"] = holder
+        cause = (
+            f"an open transaction older than them (pid {holder['pid']} on {holder['database']}, "
+            f"{holder['state']}, open {_hours(holder['open_s'] or 0)}) may hold the projector back; "
+            "end it if it is stuck, then " + cause
+        )
+    counted = plural(waiting, "task event") if waiting < cap else f"over {cap:,} task events"
+    return Verdict(
+        False,
+        f"{counted} ingested over {max_age_minutes:g} min ago {'is' if waiting == 1 else 'are'} not projected "
+        f"yet, the oldest waiting {_hours(age)} — {cause}",
+        meta,
+    )
+
+
+def drift_report_fresh(
+    orch: psycopg.Connection, *, max_age_hours: float, now: datetime | None = None
+) -> Verdict:
+    """The newest drift report is at most ``max_age_hours`` old (by the database's clock unless ``now``).
+
+    With no report at all, that is a failure only once ingestion began longer ago than that.
+    """
+    _require_limit(max_age_hours, "drift_report_max_age_hours")
+    newest = orch.execute(
+        """SELECT report_id, finished_at, action, coalesce(%(now)s::timestamptz, now())
+           FROM drift_reports ORDER BY finished_at DESC, report_id DESC LIMIT 1""",
+        {"now": now},
+    ).fetchone()
+    first_ingest, at = orch.execute(
+        "SELECT min(started_at), coalesce(%(now)s::timestamptz, now()) FROM ingest_runs", {"now": now}
+    ).fetchone()
+    end_read(orch)
+    limit_s = max_age_hours * 3600
+    meta: dict[str, Any] = {"limit_hours": max_age_hours}
+    fix = (
+        "is the nightly_reconciliation schedule running (Dagster UI, Automation)? "
+        "'orchestration-pipeline projection reconcile' makes one now"
+    )
+    if newest is None:
+        if first_ingest is None or (at - first_ingest).total_seconds() <= limit_s:
+            return Verdict(True, "no drift report yet, and ingestion began less than the limit ago", meta)
+        meta["first_ingest_at"] = first_ingest.isoformat()
+        return Verdict(
+            False,
+            f"no drift report at all, though ingestion began {_hours((at - first_ingest).total_seconds())} "
+            f"ago (limit {max_age_hours:g} h) — {fix}",
+            meta,
+        )
+    report_id, finished_at, action, at = newest
+    age = (at - finished_at).total_seconds()
+    meta.update(report_id=report_id, finished_at=finished_at.isoformat(), age_hours=round(age / 3600, 2))
+    if age > limit_s:
+        return Verdict(
+            False,
+            f"the newest drift report ({report_id}, {action}) is {_hours(age)} old, over the "
+            f"{max_age_hours:g} h limit — {fix}",
+            meta,
+        )
+    return Verdict(True, f"newest drift report ({report_id}, {action}) is {_hours(age)} old", meta)

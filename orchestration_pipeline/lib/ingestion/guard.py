@@ -1,0 +1,91 @@
+"""The guard on what ingestion stored, checked against the catalog.
+
+``sql/orchestration/0015_ingest_guards.sql`` puts triggers on the tables that account for every
+ingested line: DELETE and TRUNCATE are refused, and UPDATE is refused or allowed only for the
+changes the pipeline makes itself (an error group's counts growing, a quarantine row replayed or
+discarded). :func:`guard_problems` finds each trigger missing, disabled, or made to fire for only
+some rows, as a sentence naming the statement that fixes it; ``events_accounted_for`` fails on any.
+"""
+
+from __future__ import annotations
+
+import psycopg
+
+from orchestration_pipeline.lib.db import end_read
+
+MIGRATION = "sql/orchestration/0015_ingest_guards.sql"
+REFUSE = "ingest_refuse_change"
+
+# pg_trigger.tgtype bits
+_ROW, _BEFORE, _DELETE, _UPDATE, _TRUNCATE = 1, 2, 8, 16, 32
+_EVENT_BITS = {"UPDATE": _UPDATE, "DELETE": _DELETE, "TRUNCATE": _TRUNCATE}
+
+# The UPDATE guard of each table: (trigger function, row level). A row-level guard admits the
+# pipeline's own changes; a statement-level one refuses every UPDATE.
+_UPDATE_GUARDS = {
+    "events": ("events_guard_update", True),
+    "ingest_files": (REFUSE, False),
+    "error_groups": ("error_groups_guard_update", True),
+    "error_occurrences": (REFUSE, False),
+    "error_group_runs": ("error_group_runs_guard_update", True),
+    "quarantine": ("quarantine_guard_update", True),
+}
+GUARDED_TABLES = tuple(_UPDATE_GUARDS)
+
+#: (table, operation, trigger function, row level) of every trigger the guard needs.
+WANTED: tuple[tuple[str, str, str, bool], ...] = tuple(
+    (table, operation, *guard)
+    for table, update_guard in _UPDATE_GUARDS.items()
+    for operation, guard in (
+        ("UPDATE", update_guard),
+        ("DELETE", (REFUSE, False)),
+        ("TRUNCATE", (REFUSE, False)),
+    )
+)
+
+
+def _triggers(conn: psycopg.Connection) -> list[tuple]:
+    """(table, trigger, tgtype, tgenabled, function, fires for only some rows) on the guarded tables."""
+    return conn.execute(
+        """SELECT c.relname, t.tgname, t.tgtype, t.tgenabled, p.proname,
+                  t.tgqual IS NOT NULL OR t.tgattr::text <> ''
+           FROM pg_trigger t JOIN pg_proc p ON p.oid = t.tgfoid JOIN pg_class c ON c.oid = t.tgrelid
+           WHERE c.oid = ANY(SELECT to_regclass(n) FROM unnest(%s::text[]) AS n) AND NOT t.tgisinternal""",
+        (list(GUARDED_TABLES),),
+    ).fetchall()
+
+
+def _serves(tgtype: int, operation: str, row_level: bool) -> bool:
+    return bool(tgtype & _BEFORE and tgtype & _EVENT_BITS[operation]) and bool(tgtype & _ROW) == row_level
+
+
+def guard_problems(conn: psycopg.Connection) -> list[str]:
+    """What is missing from the guard (empty when every trigger is in place and fires)."""
+    triggers = _triggers(conn)
+    end_read(conn)
+    problems = []
+    for table, operation, function, row_level in WANTED:
+        mine = [
+            t for t in triggers if t[0] == table and t[4] == function and _serves(t[2], operation, row_level)
+        ]
+        if not mine:
+            level = "row" if row_level else "statement"
+            problems.append(
+                f"{table}: the BEFORE {operation} guard ({level}-level, {function}()) is missing — "
+                f"reapply {MIGRATION} (psql -1 -f)"
+            )
+            continue
+        if any(t[3] in ("O", "A") and not t[5] for t in mine):
+            continue
+        _table, name, _tgtype, enabled, _function, partial = mine[0]
+        # 'O' fires normally and 'A' always; 'D' is disabled and 'R' fires only in replica mode.
+        if enabled not in ("O", "A"):
+            problems.append(
+                f"{table}: the {operation} guard {name} is disabled — ALTER TABLE {table} ENABLE TRIGGER {name}"
+            )
+        elif partial:
+            problems.append(
+                f"{table}: the {operation} guard {name} fires only for some rows (a WHEN condition or "
+                f"UPDATE OF columns) — reapply {MIGRATION} (psql -1 -f)"
+            )
+    return problems
