@@ -44,10 +44,12 @@ def _resources(orch_dsn, tasks_dsn, home, **settings):
     }
 
 
-def _materialize(orch_dsn, tasks_dsn, home, selection=None, **settings):
+def _materialize(orch_dsn, tasks_dsn, home, selection=None, tasks_timeout_s=10.0, **settings):
+    resources = _resources(orch_dsn, tasks_dsn, home, **settings)
+    resources["tasks_db"] = TasksDatabase(dsn=tasks_dsn, connect_timeout_s=tasks_timeout_s)
     return dg.materialize(
         [raw_events, task_projection, projection_drift_report, *CHECKS],
-        resources=_resources(orch_dsn, tasks_dsn, home, **settings),
+        resources=resources,
         instance=dg.DagsterInstance.ephemeral(),
         selection=selection,
         raise_on_error=False,
@@ -137,7 +139,9 @@ def test_projection_sync_latency_warns_above_the_limit(demo_world):
 
 
 def test_unreachable_tasks_db_fails_the_run_with_the_cause(orch_dsn, tmp_path):
-    result = _materialize(orch_dsn, "postgresql://postgres@127.0.0.1:1/tasks?connect_timeout=1", tmp_path)
+    # the pool gives up after 1 s instead of its default 10 s: the same failure, sooner
+    down = "postgresql://postgres@127.0.0.1:1/tasks?connect_timeout=1"
+    result = _materialize(orch_dsn, down, tmp_path, tasks_timeout_s=1.0)
     assert not result.success
     failure = next(e for e in result.all_events if e.event_type == dg.DagsterEventType.STEP_FAILURE)
     assert "is the server running?" in failure.event_specific_data.error.to_string()

@@ -231,17 +231,14 @@ def _events(spec):
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(spec=_STATUS_EVENTS, data=st.data())
 def test_result_is_independent_of_ingestion_order(databases, tasks_dsn, tmp_path_factory, spec, data):
-    from orchestration_pipeline.lib.db import migrate
-
     events = _events(spec)
     order = data.draw(st.permutations(range(len(events))))
     cut = data.draw(st.integers(min_value=0, max_value=len(events)))
     results = []
     for sequence in (list(range(len(events))), list(order)):
-        dsn = databases.create("perm")
+        dsn = databases.migrated("orchestration", "perm")
         tmp = tmp_path_factory.mktemp("perm")
         with connection(dsn) as conn, connection(tasks_dsn) as tasks:
-            migrate(conn, "orchestration")
             # two ingestion runs, with the projector between them, in this order
             first = [events[i] for i in sequence[:cut]]
             second = [events[i] for i in sequence[cut:]]
@@ -250,4 +247,5 @@ def test_result_is_independent_of_ingestion_order(databases, tasks_dsn, tmp_path
                     ingest(conn, tmp / f"{n}-{uuid.uuid4().hex}.jsonl", chunk)
                 project_events(conn, tasks, batch_events=3)
             results.append(projection(conn))
+        databases.drop(dsn)  # one example's databases at a time, not every example's at teardown
     assert results[0] == results[1]
