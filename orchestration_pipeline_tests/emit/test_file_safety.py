@@ -80,7 +80,13 @@ def test_a_nearly_full_disk_still_receives_the_drop_notice_before_the_events_are
     w = EventWriter(
         landing, source="full-disk", session_id="s", max_buffered_events=1000, retry_interval_s=60
     )
-    for i in range(1500):
+    for i in range(20):
+        w.metric("n", i, pad="x" * 100)
+    # the first write (20 lines, over the limit) fails before the buffer overflows: on a loaded
+    # machine the writer thread might otherwise not have tried one yet, and the notice would
+    # rightly blame the burst instead of the disk
+    assert w.flush(timeout=1) is False
+    for i in range(20, 1500):
         w.metric("n", i, pad="x" * 100)  # ~250 bytes a line: a batch is far over the limit
     assert w.flush(timeout=5) is False  # the events still cannot be written...
 
