@@ -42,10 +42,18 @@ def build_resources() -> dict[str, dg.ConfigurableResource]:
     }
 
 
+#: Each step runs in a process forked from a server that has already imported the code location,
+#: instead of a fresh interpreter importing Dagster and the pipeline again for every step.
+EXECUTOR = dg.multiprocess_executor.configured(
+    {"start_method": {"forkserver": {"preload_modules": ["orchestration_pipeline.definitions"]}}},
+    name="forkserver_multiprocess",
+)
+
+
 @dg.definitions
 def defs() -> dg.Definitions:
     """Everything under ``defs/`` (one folder per domain, found by Dagster), plus the shared resources."""
     return dg.Definitions.merge(
         dg.load_from_defs_folder(path_within_project=DEFS_FOLDER),
-        dg.Definitions(resources=build_resources()),
+        dg.Definitions(resources=build_resources(), executor=EXECUTOR),
     )
