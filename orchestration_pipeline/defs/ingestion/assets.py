@@ -56,6 +56,8 @@ def raw_events(
             "duplicates": dg.MetadataValue.int(body["duplicates"]),
             "collapsed": dg.MetadataValue.int(body["collapsed"]),
             "redactions": dg.MetadataValue.int(body["redactions"]),
+            # {rule id: redactions}: which secrets the producers leak (lib/redaction/rules.toml)
+            "redactions_by_rule": dg.MetadataValue.json(body["redactions_by_rule"]),
             "quarantine_by_type": dg.MetadataValue.json(body["quarantine_by_type"]),
             # {source: {word: lines}}: status words the synonym map does not know, to extend it with
             "unknown_status_words": dg.MetadataValue.json(body["unknown_status_words"]),

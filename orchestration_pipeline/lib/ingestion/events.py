@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import re
 import uuid
+from collections import Counter
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal, Union
 
@@ -45,17 +46,22 @@ from orchestration_pipeline.lib.redaction import (
 
 
 def parse_line(
-    raw: bytes, *, now: datetime | None = None, event_id_if_absent: uuid.UUID | None = None
+    raw: bytes,
+    *,
+    now: datetime | None = None,
+    event_id_if_absent: uuid.UUID | None = None,
+    counts: Counter | None = None,
 ) -> ParsedEvent | Rejection:
     """Validate and redact one line (without its newline). Never raises on bad input.
 
     ``event_id_if_absent``: the id for a line without an event_id instead of one derived from its
-    content (a replay: see :attr:`Rejection.derived_event_id`)."""
+    content (a replay: see :attr:`Rejection.derived_event_id`). ``counts``, when given, is
+    increased by the redactions of each rule id."""
     now = now or datetime.now(UTC)
     common = parse_common_line(raw, now)  # never a line without an event_id
     if common is not None:
         return common.parsed_event()
-    return parse_line_validated(raw, now=now, event_id_if_absent=event_id_if_absent)
+    return parse_line_validated(raw, now=now, event_id_if_absent=event_id_if_absent, counts=counts)
 
 
 # --- the common path ------------------------------------------------------------------------

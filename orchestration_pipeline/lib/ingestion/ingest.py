@@ -88,6 +88,7 @@ class FileResult:
     parse_ms: int = 0
     quarantine_by_type: Counter = field(default_factory=Counter)
     unknown_status_words: UnknownStatusWords = field(default_factory=UnknownStatusWords)
+    redactions_by_rule: Counter = field(default_factory=Counter)  # redaction rule id -> redactions
     superseded: list[int] = field(default_factory=list)  # quarantine ids of partial lines now read in full
     retries: int = 0  # transactions rolled back after a collision with another ingester, and tried again
 
@@ -103,6 +104,8 @@ class IngestSummary:
     quarantine_by_type: Counter = field(default_factory=Counter)
     # status words the synonym map does not know, per producer (lib/ingestion/status_words.py)
     unknown_status_words: UnknownStatusWords = field(default_factory=UnknownStatusWords)
+    # redactions by the id of the rule that made them (lib/redaction/rules.toml)
+    redactions_by_rule: Counter = field(default_factory=Counter)
     write_latencies_ms: list[float] = field(default_factory=list)
     file_results: list[FileResult] = field(default_factory=list)
     # files that could not be read (permissions, removed meanwhile): {"path", "error"}; each
@@ -124,6 +127,7 @@ class IngestSummary:
             **asdict(self.counts),
             "quarantine_by_type": dict(sorted(self.quarantine_by_type.items())),
             "unknown_status_words": self.unknown_status_words.as_dict(),
+            "redactions_by_rule": dict(sorted(self.redactions_by_rule.items())),
             # quarantined partial last lines of files that were still being written, now read in full
             "superseded_quarantine": sum(len(r.superseded) for r in self.file_results),
             # file transactions tried again after colliding with another ingester (deadlock, ...)
@@ -280,6 +284,7 @@ class Ingestor:
                 result.retries += 1
                 result.quarantine_by_type.clear()
                 result.unknown_status_words.clear()
+                result.redactions_by_rule.clear()
                 time.sleep(min(2.0, 0.05 * 2**attempt) * random.uniform(0.5, 1.5))
         self.summary.file_results.append(result)
         self.summary.files += 1
@@ -289,6 +294,7 @@ class Ingestor:
             self.summary.counts.add(result.counts)
             self.summary.quarantine_by_type.update(result.quarantine_by_type)
             self.summary.unknown_status_words.update(result.unknown_status_words)
+            self.summary.redactions_by_rule.update(result.redactions_by_rule)
         return result
 
     def finish(self) -> IngestSummary:
@@ -343,6 +349,7 @@ class Ingestor:
                 self.summary.write_latencies_ms.append((time.perf_counter() - write_started) * 1000)
                 result.quarantine_by_type.update(batch.quarantine_by_type)
                 result.unknown_status_words.add(batch.status_words)
+                result.redactions_by_rule.update(batch.redactions_by_rule)
                 self._report(file=result.path, lines=counts.lines)
         result.counts = counts
         result.parse_ms = int((time.perf_counter() - started) * 1000)

@@ -69,6 +69,7 @@ class ParsedBatch:
 
     lines: int = 0
     redactions: int = 0
+    redactions_by_rule: Counter = field(default_factory=Counter)  # redaction rule id -> redactions
     # (event_id, occurred_at in epoch microseconds, events COPY line, "metric"|"artifact"|None, extra COPY line)
     plain: list[tuple[str, int, bytes, str | None, bytes | None]] = field(default_factory=list)
     errors: list[tuple] = field(default_factory=list)  # ingest_stage rows
@@ -103,12 +104,12 @@ def parse_batch(
         marked = None
     out = ParsedBatch(lines=len(lines))
     source_text = _copy_escape(source_file)
-    plain = out.plain
+    plain, by_rule = out.plain, out.redactions_by_rule
     for i, line in enumerate(lines):
         if line.truncated_total is not None:
-            parsed = reject_oversized(line.raw, line.truncated_total, line.full_sha256 or "")
+            parsed = reject_oversized(line.raw, line.truncated_total, line.full_sha256 or "", by_rule)
         elif marked is not None and i in marked:  # may hold a secret: the full validator redacts
-            parsed = parse_line_validated(line.raw, now=now)
+            parsed = parse_line_validated(line.raw, now=now, counts=by_rule)
         elif (common := parse_common_line(line.raw, now, unmarked=marked is not None)) is not None:
             if common.event_type == "error":
                 add_event(out, common.parsed_event(), source_file, line.number, source_text)
@@ -118,7 +119,7 @@ def parse_batch(
                     out.status_words[common.source, common.status] += 1
             continue
         else:
-            parsed = parse_line_validated(line.raw, now=now)
+            parsed = parse_line_validated(line.raw, now=now, counts=by_rule)
         out.redactions += parsed.redactions
         if isinstance(parsed, Rejection):
             out.quarantine_by_type[parsed.failure_type] += 1

@@ -13,6 +13,7 @@ import json
 import math
 import re
 import uuid
+from collections import Counter
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -61,12 +62,18 @@ def _classify(err: dict[str, Any]) -> str:
 
 
 def _reject(
-    failure: str, detail: str, pointer: str, raw: bytes, text: str | None = None, redactions: int = 0
+    failure: str,
+    detail: str,
+    pointer: str,
+    raw: bytes,
+    text: str | None = None,
+    redactions: int = 0,
+    counts: Counter | None = None,
 ) -> Rejection:
     if text is None:
         text = raw.decode("utf-8", errors="backslashreplace")
-    redacted, n = redact_raw_line(text)
-    detail, n_detail = redact_text(detail)
+    redacted, n = redact_raw_line(text, counts)
+    detail, n_detail = redact_text(detail, counts)
     return Rejection(
         failure, detail, pointer, redacted, hashlib.sha256(raw).hexdigest(), redactions + n + n_detail
     )
@@ -136,9 +143,14 @@ def _too_large_detail(size: int) -> str:
     return f"line is {size} bytes; the limit is {MAX_LINE_BYTES} (1 MiB) — move large content to an artifact"
 
 
-def reject_oversized(prefix: bytes, total_bytes: int, full_sha256: str) -> Rejection:
-    """The rejection of a line too long to read whole: described by its real size and full hash."""
-    rejection = _reject("payload_too_large", _too_large_detail(total_bytes), "/payload", prefix)
+def reject_oversized(
+    prefix: bytes, total_bytes: int, full_sha256: str, counts: Counter | None = None
+) -> Rejection:
+    """The rejection of a line too long to read whole: described by its real size and full hash.
+    ``counts``, when given, is increased by the redactions of each rule id."""
+    rejection = _reject(
+        "payload_too_large", _too_large_detail(total_bytes), "/payload", prefix, counts=counts
+    )
     return Rejection(
         rejection.failure_type,
         rejection.detail,
@@ -183,20 +195,29 @@ def timestamp_text(text: str, moment: datetime) -> str:
 
 
 def parse_line_validated(
-    raw: bytes, *, now: datetime | None = None, event_id_if_absent: uuid.UUID | None = None
+    raw: bytes,
+    *,
+    now: datetime | None = None,
+    event_id_if_absent: uuid.UUID | None = None,
+    counts: Counter | None = None,
 ) -> ParsedEvent | Rejection:
-    """The full validator (pydantic): any line, with the detail and JSON pointer of every rejection."""
+    """The full validator (pydantic): any line, with the detail and JSON pointer of every rejection.
+    ``counts``, when given, is increased by the redactions of each rule id."""
     ids: dict[str, uuid.UUID] = {}
-    result = _parse_validated(raw, now, event_id_if_absent, ids)
+    result = _parse_validated(raw, now, event_id_if_absent, ids, counts)
     if isinstance(result, Rejection) and "derived" in ids:
         return dataclasses.replace(result, derived_event_id=ids["derived"])
     return result
 
 
 def _parse_validated(
-    raw: bytes, now: datetime | None, event_id_if_absent: uuid.UUID | None, ids: dict[str, uuid.UUID]
+    raw: bytes,
+    now: datetime | None,
+    event_id_if_absent: uuid.UUID | None,
+    ids: dict[str, uuid.UUID],
+    counts: Counter | None,
 ) -> ParsedEvent | Rejection:
-    decoded = _decode_object(raw)
+    decoded = _decode_object(raw, counts)
     if isinstance(decoded, Rejection):
         return decoded
     obj, text = decoded
@@ -206,13 +227,13 @@ def _parse_validated(
         derived = ids["derived"] = event_id_if_absent or derive_event_id(obj)
     redactions = 0
     if may_contain_secret(raw):
-        obj, redactions = redact_value(obj)
+        obj, redactions = redact_value(obj, counts)
     if redactions:
         # what a rejection stores: the redacted object (escaped or camelCase keys included), not the raw text
         text = json.dumps(obj, ensure_ascii=False)
 
     def reject(failure: str, detail: str, pointer: str) -> Rejection:
-        return _reject(failure, detail, pointer, raw, text, redactions)
+        return _reject(failure, detail, pointer, raw, text, redactions, counts)
 
     model = _validated_model(obj, reject)
     if isinstance(model, Rejection):
@@ -229,25 +250,27 @@ def _parse_validated(
 _Reject = Callable[[str, str, str], Rejection]
 
 
-def _decode_object(raw: bytes) -> tuple[dict[str, Any], str] | Rejection:
+def _decode_object(raw: bytes, counts: Counter | None = None) -> tuple[dict[str, Any], str] | Rejection:
     """The line as a JSON object (and its text), or why it is not one PostgreSQL can store."""
     if len(raw) > MAX_LINE_BYTES:
-        return _reject("payload_too_large", _too_large_detail(len(raw)), "/payload", raw)
+        return _reject("payload_too_large", _too_large_detail(len(raw)), "/payload", raw, counts=counts)
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
-        return _reject("invalid_utf8", f"invalid UTF-8 at byte {exc.start} — write events as UTF-8", "", raw)
+        detail = f"invalid UTF-8 at byte {exc.start} — write events as UTF-8"
+        return _reject("invalid_utf8", detail, "", raw, counts=counts)
     try:
         obj = _loads(text)
     except (ValueError, RecursionError) as exc:
         detail = (
             f"malformed JSON: {exc}" if isinstance(exc, ValueError) else "malformed JSON: nested too deeply"
         )
-        return _reject("malformed_json", detail, "", raw, text)
+        return _reject("malformed_json", detail, "", raw, text, counts=counts)
     if not isinstance(obj, dict):
-        return _reject("not_an_object", f"expected a JSON object, got {type(obj).__name__}", "", raw, text)
+        detail = f"expected a JSON object, got {type(obj).__name__}"
+        return _reject("not_an_object", detail, "", raw, text, counts=counts)
     if "\\u" in text and (problem := _unstorable_escape(obj)):
-        return _reject("invalid_value", problem, "", raw, text)
+        return _reject("invalid_value", problem, "", raw, text, counts=counts)
     return obj, text
 
 

@@ -1,90 +1,201 @@
-"""Redacting secrets in free text: keyed values, headers, connection strings, known token forms, command lines."""
+"""Redacting secrets in free text: tokens known by their form, keyed values, headers, connection strings, command lines.
+
+One RE2 pass (:func:`~orchestration_pipeline.lib.redaction.matcher.stages_of`) tells which kinds
+of secret a text may hold; a text with none comes back as it is, and otherwise only the stages it
+names run. Placeholders (``${VAR}``, ``<password>``, ``changeme``, ``[REDACTED]``, …) are kept
+wherever a value would be redacted, which also keeps redaction idempotent.
+"""
 
 from __future__ import annotations
 
 import re
+from collections import Counter
+from collections.abc import Callable
 
+from orchestration_pipeline.lib.redaction.commands import redact_command_lines
+from orchestration_pipeline.lib.redaction.keys import (
+    NAMING,
+    REDACTED,
+    WEAK,
+    is_glued_only,
+    is_placeholder,
+    keeps_value,
+    secret_key_kind,
+)
+from orchestration_pipeline.lib.redaction.matcher import (
+    STAGE_BEARER,
+    STAGE_COMMANDS,
+    STAGE_KEYS,
+    STAGE_TOKENS,
+    STAGE_URL,
+    redact_tokens,
+    spans_of,
+    stages_of,
+)
 from orchestration_pipeline.lib.redaction.patterns import (
-    _ARGV_ID_OR_VARIABLE,
-    _ARGV_KEPT_PASSWORD,
-    _ARGV_MYSQL,
-    _ARGV_PORT_MAPPING,
-    _ARGV_SSHPASS,
-    _ARGV_USER_FLAGS,
     _AUTH_HEADER,
     _BARE_TAIL,
     _BEARER,
+    _CALL_ARGUMENT,
     _COLON_TAIL,
     _FLAG_SECRET,
     _FLAG_VALUE,
-    _GLUED_SECRET,
-    _KNOWN_TOKEN,
     _KV_SECRET,
     _LINE_TAIL,
-    _MYSQL_COMMAND,
-    _MYSQL_PASSWORD,
-    _PEM_PRIVATE_KEY,
+    _NEXT_ARGUMENT,
     _PLAIN_WORD,
     _QUOTE_TAILS,
     _REST_OF_LINE,
-    _SECRET_KEY,
-    _SECRET_KEY_HINT,
-    _SSHPASS,
+    _SETTER,
     _STRING_PREFIX,
     _URL_PASSWORD,
-    _USER_FLAG,
-    _USER_FLAG_BUNDLE,
     _VALUE_AFTER_COLON,
     _VALUE_AFTER_EQUALS,
     _VALUE_BOUND,
     _VALUELESS_FLAG,
-    REDACTED,
-    _keep_pre,
+    _XML_ELEMENT,
+    _XML_PAIR,
+    _YAML_PAIR,
+    KV_CANDIDATES,
 )
+from orchestration_pipeline.lib.redaction.rules import RULES
 
 
-def _normalise_key(key: str) -> str:
-    key = re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", key.strip())
-    return key.replace("-", "_").replace(" ", "_").replace(".", "_").lower()
+class Tally:
+    """Counts redactions, in total and (when given a Counter) by rule id."""
+
+    __slots__ = ("counts", "total")
+
+    def __init__(self, counts: Counter | None = None) -> None:
+        self.counts = counts
+        self.total = 0
+
+    def __call__(self, rule_id: str, n: int = 1) -> None:
+        if n:
+            self.total += n
+            if self.counts is not None:
+                self.counts[rule_id] += n
 
 
-def is_secret_key(key: str) -> bool:
-    """True when a mapping key names a secret (``api_key``, ``GithubToken``, ``db-password``,
-    ``db.password``), also written glued (``PGPASSWORD``, ``GITHUBTOKEN``), and ``SSHPASS`` (what
-    ``sshpass -e`` reads; only so spelled: ``sshpass: command not found`` is no secret)."""
-    if _SECRET_KEY_HINT.search(key) is None:  # most keys: one C search, not _normalise_key
-        return False
-    return bool(
-        _SECRET_KEY.match(_normalise_key(key))
-        or _GLUED_SECRET.search(key.strip())
-        or key.strip() == "SSHPASS"
-    )
+def utf8(text: str) -> bytes:
+    return text.encode("utf-8", "surrogatepass")
 
 
-def _keeps_value(key: str, value: object) -> bool:
-    """``PWD`` holding a path is the working directory (environment dumps), not a password."""
-    return key.strip().lower() == "pwd" and isinstance(value, str) and value.startswith(("/", "~"))
+def redact_text(text: str, counts: Counter | None = None) -> tuple[str, int]:
+    """Redact secrets inside free text; returns the new text and the number of redactions.
+    ``counts``, when given, is increased by the redactions of each rule id."""
+    tally = Tally(counts)
+    return redact_into(text, tally), tally.total
+
+
+def redact_into(text: str, count: Tally) -> str:
+    """:func:`redact_text`, counting into ``count``."""
+    if not text:
+        return text
+    data = utf8(text)
+    stages = stages_of(data)
+    if stages is None:
+        return text
+    if STAGE_TOKENS in stages and (redacted := redact_tokens(data, count)) is not None:
+        text = redacted.decode("utf-8", "surrogatepass")
+    if STAGE_COMMANDS in stages:
+        text = redact_command_lines(text, count)
+    if STAGE_BEARER in stages:
+        text = _BEARER.sub(lambda m: _bearer(m, count), text)
+    if STAGE_KEYS in stages:
+        text = _AUTH_HEADER.sub(lambda m: _authorization(m, count), text)
+    if STAGE_URL in stages and "@" in text:
+        text = _URL_PASSWORD.sub(lambda m: _url_password(m, count), text)
+    if STAGE_KEYS in stages:
+        text = _redact_keyed(text, count)
+    return text
+
+
+def _bearer(match: re.Match[str], count: Tally) -> str:
+    if is_placeholder(match[2]):
+        return match[0]
+    count("bearer")
+    return f"{match[1]} {REDACTED}"
+
+
+def _authorization(match: re.Match[str], count: Tally) -> str:
+    credential = match[2]
+    kept = _trimmed(credential)
+    if is_placeholder(kept):
+        return match[0]
+    count("authorization")
+    return match[1] + REDACTED + credential[len(kept) :]
+
+
+def _url_password(match: re.Match[str], count: Tally) -> str:
+    if is_placeholder(match[2]):
+        return match[0]
+    count("url-password")
+    return match[1] + REDACTED + match[3]
+
+
+_CLOSERS = {")": "(", "]": "[", "}": "{"}
+_TRIMMED_LAST = frozenset(")]}`")
+# The separators after which _skips_key has something to look at (None: a key, blanks, a quote).
+_CHECKED_SEPARATORS = frozenset((":", None))
+_QUOTE_STARTS = frozenset("\"'\\")
+# The first characters of a string prefix (b"…", @"…") and of a plain word (true, None, …).
+_PREFIX_STARTS = frozenset(c for p in RULES.grammar.string_prefixes for c in (p[0].lower(), p[0].upper()))
+_PLAIN_STARTS = frozenset("tTfFnNyY")
+# A bare value that is code reading the secret, not the secret: os.environ['DB_PASSWORD'],
+# os.getenv("TOKEN"), ENV.fetch(…): a name, then "[" or "(" opening what the value does not close.
+_EXPRESSION = re.compile(r"[A-Za-z_][\w.]{0,127}[\[(](?:\\?[\"']|\Z)")
+# What may follow a token in the same value (a longer variant of its format): "[REDACTED]_x".
+_TOKEN_TAIL = re.compile(r"[A-Za-z0-9_+/=.~-]")
+
+
+def _trimmed(value: str) -> str:
+    """A bare value without the closing brackets it did not open and an unpaired trailing
+    backtick: those belong to the text around it (``f(password=x)``, ``{token: x}``)."""
+    while value:
+        last = value[-1]
+        if last in _CLOSERS and value.count(last) > value.count(_CLOSERS[last]):
+            value = value[:-1]
+        elif last == "`" and value.count("`") % 2:
+            value = value[:-1]
+        else:
+            break
+    return value
 
 
 def _split_quoted(value: str) -> tuple[str, str, bool] | None:
     """(quote, inner text, closed) of a quoted value (also JSON-escaped quotes); None if bare."""
-    for quote in ('\\"', '"', "'"):
-        if value.startswith(quote):
-            closed = len(value) >= 2 * len(quote) and value.endswith(quote)
-            return quote, value[len(quote) : -len(quote)] if closed else value[len(quote) :], closed
-    return None
+    first = value[:1]
+    if first == "\\" and value.startswith('\\"'):
+        quote = '\\"'
+    elif first == '"' or first == "'":
+        quote = first
+    else:
+        return None
+    closed = len(value) >= 2 * len(quote) and value.endswith(quote)
+    return quote, value[len(quote) : -len(quote)] if closed else value[len(quote) :], closed
 
 
-def _redacted_value(value: str) -> str | None:
-    """The value with its content replaced (quotes kept), or None when there is nothing to redact."""
-    if (quoted := _split_quoted(value)) is not None:
+def _is_kept(value: str, kind: str | None) -> bool:
+    """A value (quotes off) that stays: empty, a placeholder, or no credential under a weak key."""
+    return not value or is_placeholder(value) or (kind in (WEAK, NAMING) and keeps_value("", value, kind))
+
+
+def _redacted_value(value: str, kind: str | None, quoted: tuple[str, str, bool] | None = None) -> str | None:
+    """The value with its content replaced (quotes kept), or None when there is nothing to redact
+    (empty, a placeholder, already redacted, or no credential under a weak key)."""
+    if not value:
+        return None
+    if quoted is None:
+        quoted = _split_quoted(value)
+    if quoted is not None:
         quote, inner, closed = quoted
-        if not inner.strip() or inner.startswith(REDACTED):
+        if _is_kept(inner.strip(), kind):
             return None
         return f"{quote}{REDACTED}{quote}" if closed else f"{quote}{REDACTED}"
     if value[0] in "|>" and "\n" in value:  # a YAML block, lines and all
         return REDACTED + ("\n" if value.endswith("\n") else "")
-    return None if value.startswith(REDACTED) else REDACTED
+    return None if _is_kept(value, kind) else REDACTED
 
 
 def _past_bound(text: str, secret: re.Match[str], tail: re.Pattern[str], replacement: str) -> tuple[str, int]:
@@ -104,187 +215,159 @@ def _past_bound(text: str, secret: re.Match[str], tail: re.Pattern[str], replace
     return replacement, end
 
 
-def _kept_length(value: str) -> int:
-    """How much of a value with nothing to redact (empty, or already redacted) to step over."""
-    if (quoted := _split_quoted(value)) is not None:
-        quote, inner, closed = quoted
-        if closed and inner.strip() in ("", REDACTED):
-            return len(value)
-        return len(quote) + (len(REDACTED) if inner.startswith(REDACTED) else 0)
-    return len(REDACTED) if value.startswith(REDACTED) else 0
+def _value_at(
+    text: str, start: int, key: str, kind: str, value_pattern: re.Pattern[str], tail: re.Pattern[str]
+) -> tuple[str, int] | int:
+    """The value of ``key`` at ``start``: (replacement, end) to redact it, or where to go on from
+    (past a value that stays: a flag, a placeholder, an empty or redacted one)."""
+    first = text[start : start + 1]
+    if first in _PREFIX_STARTS and (prefix := _STRING_PREFIX.match(text, start)) is not None:
+        start = prefix.end()
+    elif (first in _PLAIN_STARTS and _PLAIN_WORD.match(text, start)) or (
+        first in "/~" and key.lower() == "pwd"
+    ):
+        return start  # a flag, or PWD holding the working directory (an environment dump)
+    if (secret := value_pattern.match(text, start)) is None:
+        return start
+    value, end = secret[0], secret.end()
+    if len(value) >= _VALUE_BOUND:
+        replacement = _redacted_value(value, kind) or REDACTED
+        return _past_bound(text, secret, tail, replacement)
+    if value[0] in _QUOTE_STARTS or value[0] in "|>":  # quoted, or a YAML block
+        replacement = _redacted_value(value, kind)
+        return end if replacement is None else (replacement, end)
+    if value[-1] in _TRIMMED_LAST:
+        value = _trimmed(value)
+        end = start + len(value)
+        if not value:
+            return start
+    if ("[" in value or "(" in value) and _EXPRESSION.match(value):
+        return end  # code that reads the secret: os.environ['X']
+    if value[0] == "[" and value.startswith(REDACTED):  # what another rule redacted already
+        if _TOKEN_TAIL.match(value, len(REDACTED)):
+            return REDACTED, end  # a token rule's: the rest of the value goes too
+        return start + len(REDACTED)  # a URL's password: the host after it stays
+    return end if _is_kept(value, kind) else (REDACTED, end)
 
 
-def _is_secret_flag(text: str) -> bool:
-    """``--password``-style argv element whose next element is the secret."""
-    if not text.startswith("--") or "=" in text:
-        return False
-    key = text[2:]
-    return bool(key) and not _VALUELESS_FLAG.match(key) and is_secret_key(key)
+def _redact_keyed(text: str, count: Tally) -> str:
+    if "-" in text:
+        text = _keyed(_FLAG_SECRET, text, count, flag=True)
+    if ":" in text or "=" in text or '"' in text or "'" in text:
+        text = _keyed(_KV_SECRET, text, count, flag=False)
+    if "<" in text:
+        text = _XML_PAIR.sub(lambda m: _named_value(m, count, "name-value-pair"), text)
+        text = _XML_ELEMENT.sub(lambda m: _named_value(m, count, "keyed-value", name="tag"), text)
+    if "value:" in text:
+        text = _YAML_PAIR.sub(lambda m: _named_value(m, count, "name-value-pair"), text)
+    if "(" in text:
+        text = _call_arguments(text, count)
+        text = _SETTER.sub(lambda m: _named_value(m, count, "keyed-value"), text)
+    return text
 
 
-def _password_kept(user: str, password: str) -> bool:
-    """What ``-u user:password`` holds that is no password (as _USER_FLAG sees it): ``uid:gid``
-    (``docker -u 1000:1000``, ``-u ${UID}:${GID}``), a URL (``-u https://host``), a ``date -u
-    +%H:%M`` format; and a password already redacted."""
-    return (
-        (
-            _ARGV_ID_OR_VARIABLE.fullmatch(user) is not None
-            and _ARGV_ID_OR_VARIABLE.fullmatch(password) is not None
-        )
-        or _ARGV_KEPT_PASSWORD.match(password) is not None
-        or user.startswith("+")
-    )
-
-
-def _redact_command_lines(text: str) -> tuple[str, int]:
-    """curl -u user:pw, mysql -pPASSWORD and sshpass -p PASSWORD in free text; each rule runs only
-    when its trigger is in the text."""
-    count, low = 0, text.lower()
-
-    def mysql_command(match: re.Match[str]) -> str:
-        nonlocal count
-        command, n = _MYSQL_PASSWORD.subn(_keep_pre, match[0])
-        count += n
-        return command
-
-    # A value redacted here may have held a ";", "|" or "&" that ended a mysql command: the mysql
-    # rule runs last, on what the others left, so that a second pass finds the same commands.
-    if "-u" in low or _USER_FLAG_BUNDLE.search(text) is not None:
-        text, n = _USER_FLAG.subn(_keep_pre, text)
-        count += n
-    if "sshpass" in low:
-        text, n = _SSHPASS.subn(_keep_pre, text)
-        count += n
-    if "mysql" in low or "mariadb" in low:
-        # one command at a time, each scanned once: linear however many commands a text holds
-        text = _MYSQL_COMMAND.sub(mysql_command, text)
-    return text, count
-
-
-def _redact_sshpass_argv(argv: list, start: int) -> int:
-    """The password of ``sshpass [-v] [-P prompt] -p PW`` whose options begin at ``start``."""
-    i = start
-    while i < len(argv) and isinstance(item := argv[i], str) and item.startswith("-"):
-        if item == "-p":
-            if (
-                i + 1 < len(argv)
-                and isinstance(pw := argv[i + 1], str)
-                and pw
-                and not pw.startswith(REDACTED)
-            ):
-                argv[i + 1] = REDACTED
-                return 1
-            return 0
-        if item.startswith("-p"):
-            if item[2:].startswith(REDACTED):
-                return 0
-            argv[i] = "-p" + REDACTED
-            return 1
-        i += 2 if item in ("-P", "-f", "-d") else 1  # the options that take a value
-    return 0
-
-
-def _redact_argv_passwords(argv: list) -> int:
-    """["curl", "-u", "user:pw"], ["mysql", "-pPASSWORD"] (also after ``sudo``, ``docker exec db``)
-    and ["sshpass", "-p", "PW"], in place; returns the redactions."""
-    count = 0
-    mysql = False  # a mysql or mariadb program came before: its -pPASSWORD follow
-    for i, item in enumerate(argv):
-        if not isinstance(item, str):
+def _call_arguments(text: str, count: Tally) -> str:
+    """set("db.password", "…"), also as later arguments: config.set("auth", "token", "…")."""
+    out, pos = [], 0
+    while (match := _CALL_ARGUMENT.search(text, pos)) is not None:
+        if _NEXT_ARGUMENT.match(text, match.end()):  # the value names the next one
+            out.append(text[pos : match.start("sep")])
+            pos = match.start("sep")
             continue
-        if i and (
-            argv[i - 1] in _ARGV_USER_FLAGS
-            or (isinstance(argv[i - 1], str) and _USER_FLAG_BUNDLE.fullmatch(argv[i - 1]) is not None)
+        out.append(text[pos : match.start()] + _named_value(match, count, "keyed-value"))
+        pos = match.end()
+    out.append(text[pos:])
+    return "".join(out)
+
+
+def _named_value(match: re.Match[str], count: Tally, rule_id: str, name: str = "name") -> str:
+    """A value whose key stands apart from it (XML, YAML name/value, a call's arguments)."""
+    if (kind := secret_key_kind(match[name])) is None:
+        return match[0]
+    value = match["value"]
+    stripped = value.strip()
+    if (replacement := _redacted_value(stripped, kind, _split_quoted(stripped))) is None:
+        return match[0]
+    count(rule_id)
+    offset, start, end = match.start(), match.start("value"), match.end("value")
+    if stripped is not value:  # keep the blanks around it
+        start += len(value) - len(value.lstrip())
+        end -= len(value) - len(value.rstrip())
+    return match[0][: start - offset] + replacement + match[0][end - offset :]
+
+
+def _skips_key(text: str, match: re.Match[str], key: str, low: str, flag: bool) -> bool:
+    """A key-like word that takes no secret value here."""
+    if flag:
+        return bool(_VALUELESS_FLAG.match(key))
+    sep = match["sep"]
+    start = match.start("key")
+    if low.endswith("authorization"):
+        return True  # _AUTH_HEADER's, scheme and all
+    if sep is None:  # password "x": only as a line's first word (config files), not in prose
+        before = text[max(0, start - 64) : start].rstrip(" \t")  # a bounded look: linear
+        return not (before.endswith("\n") or (not before and start <= 64))
+    if sep == ":":
+        if text[start - 1 : start] in (":", "$"):
+            return True  # arn:…:secret:x, and a shell variable before a colon: -u $API_KEY:
+        if match.end() == match.end("sep") and ("." in key or is_glued_only(key)):
+            return True  # a Maven coordinate: io.jsonwebtoken:jjwt-jackson:0.11.2
+    return False
+
+
+_KV_CANDIDATE_SPANS = spans_of(KV_CANDIDATES, anchored=False)
+
+
+def _key_finder(pattern: re.Pattern[str], text: str) -> Callable[[int], re.Match[str] | None]:
+    """``find(pos)``: the next match of ``pattern`` at or after ``pos``. For _KV_SECRET on ASCII text,
+    RE2's candidates (KV_CANDIDATES) say where to look: the Python pattern runs only there, each
+    run bounded by its candidate, so the whole stays linear."""
+    if pattern is not _KV_SECRET or not text.isascii():
+        return lambda pos: pattern.search(text, pos)
+    data, size = text.encode("ascii"), len(text)
+
+    def find(pos: int) -> re.Match[str] | None:
+        while (spans := _KV_CANDIDATE_SPANS(data, pos)) is not None:
+            start, end = spans[0]
+            if (match := pattern.search(text, start, min(size, end + 33))) is not None:  # + the blanks
+                return match
+            pos = max(end, start + 1)
+        return None
+
+    return find
+
+
+def _keyed(pattern: re.Pattern[str], text: str, count: Tally, *, flag: bool) -> str:
+    out, pos = [], 0
+    find = _key_finder(pattern, text)
+    while (match := find(pos)) is not None:
+        key, start = match["key"], match.end()
+        if (kind := secret_key_kind(key)) is None or (
+            (flag or match["sep"] in _CHECKED_SEPARATORS or key[-1] in "nN")  # …authorization
+            and _skips_key(text, match, key, key.lower(), flag)
         ):
-            user, colon, password = item.partition(":")  # the user may be empty: -u :token
-            if colon and password and not _password_kept(user, password):
-                argv[i] = f"{user}:{REDACTED}"
-                count += 1
-        elif (
-            mysql
-            and len(item) > 2
-            and item.startswith("-p")
-            and not item[2:].startswith(REDACTED)
-            and not _ARGV_PORT_MAPPING.fullmatch(item[2:])
-        ):
-            argv[i] = "-p" + REDACTED
-            count += 1
-        elif _ARGV_MYSQL.fullmatch(item):
-            mysql = True
-        elif _ARGV_SSHPASS.fullmatch(item):
-            count += _redact_sshpass_argv(argv, i + 1)
-    return count
-
-
-def redact_text(text: str) -> tuple[str, int]:
-    """Redact secrets inside free text; returns the new text and the number of redactions."""
-    count = 0
-
-    def sub(pattern: re.Pattern[str], repl: str, value: str) -> str:
-        nonlocal count
-        value, n = pattern.subn(repl, value)
-        count += n
-        return value
-
-    def keyed(pattern: re.Pattern[str], value: str, *, flag: bool) -> str:
-        nonlocal count
-        out, pos = [], 0
-        while (match := pattern.search(value, pos)) is not None:
-            key = match["key"]
-            low = key.lower()
-            if flag:
-                value_pattern, tail = _FLAG_VALUE, _BARE_TAIL
-            elif low in ("cookie", "set-cookie", "set_cookie"):
-                value_pattern, tail = _REST_OF_LINE, _LINE_TAIL  # every cookie of the header
-            elif match["sep"] == ":":
-                value_pattern, tail = _VALUE_AFTER_COLON, _COLON_TAIL
-            else:
-                value_pattern, tail = _VALUE_AFTER_EQUALS, _BARE_TAIL
-            start = match.end()
-            if (prefix := _STRING_PREFIX.match(value, start)) is not None:
-                start = prefix.end()
-            if (
-                (low.endswith("authorization") and not flag)  # _AUTH_HEADER's, scheme and all
-                or (flag and _VALUELESS_FLAG.match(key))
-                or (
-                    not flag and value[match.start() - 1 : match.start()] == ":" and match["sep"] == ":"
-                )  # arn:…:secret:x
-                or low == "publickeytoken"  # a .NET assembly's public key hash
-                or not is_secret_key(key)
-                or _PLAIN_WORD.match(value, start)
-                or _keeps_value(key, value[start : start + 1])  # PWD=/path: decided by its first character
-                or value.startswith(REDACTED, start)  # done already: no need to read the value
-                or (secret := value_pattern.match(value, start)) is None
-            ):
-                out.append(value[pos : match.end()])
-                pos = match.end()
-                continue
-            if (replacement := _redacted_value(secret[0])) is None:
-                # empty or already redacted: step over just that, then scan on
-                step = start + _kept_length(secret[0])
-                out.append(value[pos:step])
-                pos = max(step, match.end())
-                continue
-            count += 1
-            end = secret.end()
-            if len(secret[0]) >= _VALUE_BOUND:
-                replacement, end = _past_bound(value, secret, tail, replacement)
-            out.append(value[pos:start] + replacement)
-            pos = end
-        out.append(value[pos:])
-        return "".join(out)
-
-    if "-----BEGIN" in text:
-        text = sub(_PEM_PRIVATE_KEY, REDACTED, text)
-    text = sub(_KNOWN_TOKEN, REDACTED, text)
-    text, n = _redact_command_lines(text)
-    count += n
-    text = sub(_BEARER, rf"\1 {REDACTED}", text)
-    text = sub(_AUTH_HEADER, rf"\1{REDACTED}", text)
-    if "@" in text:
-        text = sub(_URL_PASSWORD, rf"\1{REDACTED}\3", text)
-    if "--" in text:
-        text = keyed(_FLAG_SECRET, text, flag=True)
-    if ":" in text or "=" in text:
-        text = keyed(_KV_SECRET, text, flag=False)
-    return text, count
+            out.append(text[pos:start])
+            pos = start
+            continue
+        if flag:
+            value_pattern, tail = _FLAG_VALUE, _BARE_TAIL
+        elif key[-1] in "eE" and key.lower() in ("cookie", "set-cookie", "set_cookie"):
+            value_pattern, tail = _REST_OF_LINE, _LINE_TAIL  # every cookie of the header
+        elif match["sep"] == ":":
+            value_pattern, tail = _VALUE_AFTER_COLON, _COLON_TAIL
+        else:
+            value_pattern, tail = _VALUE_AFTER_EQUALS, _BARE_TAIL
+        found = _value_at(text, start, key, kind, value_pattern, tail)
+        if found.__class__ is int:  # a value that stays: step over it, then scan on
+            out.append(text[pos:found])
+            pos = max(found, start)
+            continue
+        replacement, end = found
+        if text[start] in _PREFIX_STARTS and (prefix := _STRING_PREFIX.match(text, start)) is not None:
+            start = prefix.end()
+        count("keyed-value")
+        out.append(text[pos:start])
+        out.append(replacement)
+        pos = end
+    out.append(text[pos:])
+    return "".join(out)
