@@ -19,6 +19,7 @@ from typing import Annotated, Any, Literal, Union
 
 import msgspec
 
+from orchestration_pipeline.lib.ingestion.duplicate_keys import may_repeat_a_key
 from orchestration_pipeline.lib.ingestion.envelope import (
     AGENT_SEVERITIES,
     AGENT_STATUSES,
@@ -231,10 +232,11 @@ def parse_common_line(raw: bytes, now: datetime, *, unmarked: bool = False) -> C
     return the same event with nothing redacted (the property tests hold the two together).
     ``unmarked=True`` tells it that ``may_contain_secret(raw)`` is already known to be false.
     """
+    braces = raw.count(b"{")
     if (
         len(raw) > MAX_LINE_BYTES
         or (not unmarked and may_contain_secret(raw))  # also every line with a \u or \/ escape
-        or raw.count(b"{") + raw.count(b"[") > _FAST_MAX_BRACKETS
+        or braces + raw.count(b"[") > _FAST_MAX_BRACKETS
     ):
         return None
     try:
@@ -245,6 +247,14 @@ def parse_common_line(raw: bytes, now: datetime, *, unmarked: bool = False) -> C
         if payload_struct is not None:
             checked = msgspec.convert(payload, payload_struct)
     except (UnicodeDecodeError, msgspec.DecodeError, msgspec.ValidationError, RecursionError):
+        return None
+    # msgspec keeps the last of a repeated key: a line that may repeat one is the full validator's
+    # (an envelope field given as null also lands there: it counts as absent here)
+    present = 1 + sum(
+        value is not None for value in msgspec.structs.astuple(envelope)
+    )  # 1: event_type, the tag
+    # braces == 2: the envelope's and the payload's, so the payload holds no nested object
+    if may_repeat_a_key(raw, payload, extra_keys=present, flat=braces == 2):
         return None
     if event_type == "artifact_emit":
         if checked.sha256 is None and not checked.hash_skipped_reason:

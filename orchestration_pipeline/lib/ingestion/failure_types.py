@@ -13,4 +13,5 @@ FAILURE_TYPES = (
     "payload_too_large",
     "future_timestamp",
     "conflicting_duplicate",  # found when writing: an event_id and occurred_at stored with other content
+    "duplicate_key",  # one key written twice in an object (parsers would keep the last, silently)
 )

@@ -24,6 +24,7 @@ from pydantic import (
 )
 
 from orchestration_pipeline.lib.canonical_json import json_has_nul
+from orchestration_pipeline.lib.ingestion.duplicate_keys import may_repeat_a_key, repeated_key_pointer
 from orchestration_pipeline.lib.ingestion.envelope import (
     _ADAPTERS,
     BIGINT_MAX,
@@ -269,6 +270,11 @@ def _decode_object(raw: bytes, counts: Counter | None = None) -> tuple[dict[str,
     if not isinstance(obj, dict):
         detail = f"expected a JSON object, got {type(obj).__name__}"
         return _reject("not_an_object", detail, "", raw, text, counts=counts)
+    if may_repeat_a_key(raw, obj) and (pointer := repeated_key_pointer(text)):
+        detail = (
+            f"key {pointer.rsplit('/', 1)[1]!r} is given more than once in one object — give each key once"
+        )
+        return _reject("duplicate_key", detail, pointer, raw, text, counts=counts)
     if "\\u" in text and (problem := _unstorable_escape(obj)):
         return _reject("invalid_value", problem, "", raw, text, counts=counts)
     return obj, text
