@@ -80,25 +80,13 @@ def _unbalanced_entries(cur: psycopg.Cursor) -> list[dict[str, Any]]:
 def _rows_per_file(cur: psycopg.Cursor) -> tuple[list[dict[str, Any]], list[dict[str, Any]], dict[str, int]]:
     """Files with fewer events stored than accepted, files with more, and the totals of both."""
     rows = cur.execute(ROWS_PER_FILE_SQL, (SAMPLE,)).fetchall()
-    short = [
-        {
-            "path": r["path"],
-            "accepted": r["expected"],
-            "stored": r["stored"],
-            "missing": r["expected"] - r["stored"],
-        }
-        for r in rows
-        if r["stored"] < r["expected"]
-    ]
+
+    def sample(r: dict[str, Any], difference: str, amount: int) -> dict[str, Any]:
+        return {"path": r["path"], "accepted": r["expected"], "stored": r["stored"], difference: amount}
+
+    short = [sample(r, "missing", r["expected"] - r["stored"]) for r in rows if r["stored"] < r["expected"]]
     over = [
-        {
-            "path": r["path"],
-            "accepted": r["expected"],
-            "stored": r["stored"],
-            "unaccounted": r["stored"] - r["expected"],
-        }
-        for r in rows
-        if r["stored"] > r["expected"]
+        sample(r, "unaccounted", r["stored"] - r["expected"]) for r in rows if r["stored"] > r["expected"]
     ]
     first = rows[0] if rows else {}
     totals = {
