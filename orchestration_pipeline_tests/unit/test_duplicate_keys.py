@@ -52,10 +52,10 @@ def test_ordinary_lines_are_cleared_by_the_counts_alone():
     assert not may_repeat_a_key(b'{"a": 1, "b": {"c": 2}}', {"c": 2}, extra_keys=2)
 
 
-def _line(**overrides) -> str:
+def _line(event_type: str = "decision", **overrides) -> str:
     from orchestration_pipeline_tests.conftest import make_event
 
-    return json.dumps(make_event("decision", **overrides))
+    return json.dumps(make_event(event_type, **overrides))
 
 
 @pytest.mark.parametrize(
@@ -65,6 +65,12 @@ def _line(**overrides) -> str:
         (_line()[:-1] + ', "event_type": "task_start"}', "/event_type"),
         (_line()[:-1] + ', "event_id": "6f1c1e0a-3c4b-5d7e-9a10-2b3c4d5e6f71"}', "/event_id"),
         (_line(payload={"rationale": "a"})[:-2] + ', "rationale": "b"}}', "/payload/rationale"),
+        # no payload (its default {} must not count as a key written), an id given twice
+        (
+            json.dumps({k: v for k, v in json.loads(_line("task_start")).items() if k != "payload"})[:-1]
+            + ', "event_id": "6f1c1e0a-3c4b-5d7e-9a10-2b3c4d5e6f72"}',
+            "/event_id",
+        ),
         # a line the fast path never takes (it may hold a secret): the full validator finds it too
         (_line(payload={"rationale": "token=abc"})[:-2] + ', "rationale": "b"}}', "/payload/rationale"),
     ],

@@ -249,10 +249,11 @@ def parse_common_line(raw: bytes, now: datetime, *, unmarked: bool = False) -> C
     except (UnicodeDecodeError, msgspec.DecodeError, msgspec.ValidationError, RecursionError):
         return None
     # msgspec keeps the last of a repeated key: a line that may repeat one is the full validator's
-    # (an envelope field given as null also lands there: it counts as absent here)
-    present = 1 + sum(
-        value is not None for value in msgspec.structs.astuple(envelope)
-    )  # 1: event_type, the tag
+    # (an envelope field given as null also lands there: it counts as absent here). The payload
+    # defaults to {} when the line has none: it counts only when its key is written.
+    present = 1 + sum(value is not None for value in msgspec.structs.astuple(envelope))  # 1: event_type
+    if b'"payload":' not in raw and b'"payload" :' not in raw:
+        present -= 1
     # braces == 2: the envelope's and the payload's, so the payload holds no nested object
     if may_repeat_a_key(raw, payload, extra_keys=present, flat=braces == 2):
         return None
