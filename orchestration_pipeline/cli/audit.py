@@ -226,7 +226,7 @@ def audit_checkpoint(max_entries: int, wait_ms: int, as_json: bool) -> None:
         )
     else:
         click.echo(
-            "nothing new to seal"
+            ("nothing sealed: audited transactions are still open" if run.busy else "nothing new to seal")
             + (
                 f"; newest checkpoint #{run.checkpoint_seq} ({run.checkpoint_seq}:{run.checkpoint_hash})"
                 if run.checkpoint_seq

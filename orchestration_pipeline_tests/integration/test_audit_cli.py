@@ -132,4 +132,5 @@ def test_a_checkpoint_blocked_by_an_open_audited_transaction_exits_1_and_says_wh
         holder.rollback()
     assert busy.returncode == 1 and f"still open after 20 ms (pids {pid})" in busy.stderr
     assert "raise --wait-ms" in busy.stderr
+    assert busy.stdout.startswith("nothing sealed: audited transactions are still open")
     assert json.loads(run("audit", "checkpoint", "--json").stdout)["entries"] == 1
