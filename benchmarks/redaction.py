@@ -76,6 +76,10 @@ CASES = (
     ("url_passwords", "connection strings", "a://u:p", "a:/_u:p"),
     ("token_users", "curl -u", "-u abc: ", "-v abc: "),
     ("registry_logins", "docker login -p", "login -u a ", "logix -u a "),
+    # a secret-named JSON key at every 13 bytes: each one a real key/value pair to redact
+    ("json_secret_keys", "key=value", '{"password":"', '{"passwore":"'),
+    ("quoted_keys", "raw JSON keys", '"key":', '"kex":'),
+    ("keyed_lines", "key=value", "password:\n", "passwore:\n"),
 )
 
 # Lines that hold no secret, as they come: events, logs, commands, URLs, talk about credentials.
