@@ -371,6 +371,7 @@ _TRICKY = st.lists(
 @example("mysql sshpass -p | -p'password")  # the pipe ended the mysql command until redacted
 @example("mysql -u a:b;c -p'password")
 @example("-ua:authorization://")  # a URL until the header rule redacted it, then not kept
+@example('-u "=-ua: ')  # a token user redacted ("-u [REDACTED]: "), then no user:password
 def test_redacting_twice_changes_nothing(text):
     once, _ = redact_text(text)
     assert redact_text(once) == (once, 0)

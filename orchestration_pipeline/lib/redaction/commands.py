@@ -8,6 +8,11 @@ The mysql rule reads ``-pPASSWORD`` inside mysql and mariadb commands (``-p'my p
 values whole, lines continued with a backslash), in a list's repr (``['sshpass', '-p', 'pw']``) and
 in argv lists (also after ``sudo`` or ``docker exec db``). A mysql password more than 2,048
 characters into its command is not found (the bound that keeps that scan linear).
+
+Other tools' passwords, each found only in its command: openssl's ``-passin pass:PW`` (``env:``
+and ``file:`` kept), ``redis-cli -a PW``, ``vault login TOKEN``, ``docker login -p PW`` (text and
+argv lists); ``echo PW | docker login --password-stdin`` and PowerShell's ``ConvertTo-SecureString
+'PW' -AsPlainText`` (text; a quoted value is found up to 512 characters, a bare one whole).
 """
 
 from __future__ import annotations
@@ -69,7 +74,8 @@ _USER_FLAG = re.compile(
     r"""(?>[ \t]{1,32}|(?P<esc>\\t){1,8}|=|\\?["']\s{0,8},\s{0,8}(?=\\?["'])|(?=\\?["'])"""
     r"""|(?P<att>(?:(?<![^ \t\n\r"']-u)|(?<=\\[tnr]-u))(?<=-u)(?=[\w$@.%~])))"""
     + _CLI_QUOTE
-    + rf"""(?!\+|{_ID_OR_VARIABLE}:{_ID_OR_VARIABLE}(?:[\s"'\\]|$))"""
+    # nor what _USER_TOKEN left: "-u TOKEN: " reads "-u [REDACTED]: " (no password after it)
+    + rf"""(?!\+|{_ID_OR_VARIABLE}:{_ID_OR_VARIABLE}(?:[\s"'\\]|$)|\[REDACTED\]:(?:\s|\\?["']|\\[tnr]|$))"""
     + r"""(?(esc)[^\s:"'/=\\]{0,256}+|(?(att)[^\s:"'/=\\\x00-\x1f()<>;|&,\[\]]{1,256}+"""
     + r"""|(?(sq)[^\s:'=]{0,256}+|(?(dq)[^\s:"'=]{0,256}+|(?(eq)[^\s:"'=]{0,256}+|[^\s:"'/=]{0,256}+))))):)"""
     + rf"(?!{_KEPT_PASSWORD})"
@@ -108,12 +114,53 @@ _SSHPASS = re.compile(
     r"(?!\\?[\"']?(?:\[REDACTED\]|" + _PLACEHOLDER_VALUE + "))" + _CLI_QUOTE + ")" + _CLI_VALUE + r"++"
 )
 # docker login -p PASSWORD (and podman, nerdctl, helm registry, oras …): -p after "login", at most
-# 8 arguments on, in text, a list's repr or a raw JSON line (--password is the flag rule's).
-_LOGIN_ARGUMENT = r"""[^\s;&|"'\\]{1,256}+"""
+# 8 arguments on, in text, a list's repr or a raw JSON line (--password is the flag rule's). An
+# argument is read whole, however long (a long one redacted by another rule first must not decide
+# whether -p follows): each argument is read from at most 9 starts, so the scan stays linear.
+_LOGIN_ARGUMENT = r"""[^\s;&|"'\\]++"""
 _REGISTRY_LOGIN = re.compile(
     r"(?:\b|(?<=\\[tnr]))(?P<pre>login"
     rf"""(?:{_SSHPASS_ARG_SEP}(?!-p(?:[\s"'\\]|$)){_LOGIN_ARGUMENT}){{0,8}}{_SSHPASS_ARG_SEP}-p{_CLI_SEP}"""
     r"(?!\\?[\"']?(?:\[REDACTED\]|" + _PLACEHOLDER_VALUE + "))" + _CLI_QUOTE + ")" + _CLI_VALUE + r"++"
+)
+# openssl's pass phrase arguments: -passin pass:PW, -passout pass:PW (-pass in enc); only "pass:"
+# holds the password itself (env:VAR, file:path, fd:N and stdin name where it is), kept.
+_OPENSSL_PASS = re.compile(
+    r"(?:(?<![\w-])|(?<=\\[tnr]))(?P<pre>-pass(?:in|out)?(?:=|" + _CLI_SEP + ")" + _CLI_QUOTE + "pass:"
+    r"(?!\[REDACTED\]|" + _PLACEHOLDER_VALUE + "))" + _CLI_VALUE + r"++"
+)
+# redis-cli -a PASSWORD (and --pass PASSWORD), at most 8 arguments after the program: in other
+# commands -a is no password (tar -a, ls -a).
+_REDIS_CLI = re.compile(
+    r"(?:\b|(?<=\\[tnr]))(?P<pre>redis-cli(?:\.exe)?"
+    rf"""(?:{_SSHPASS_ARG_SEP}(?!(?:-a|--pass)(?:[\s"'\\]|$)){_LOGIN_ARGUMENT}){{0,8}}"""
+    rf"{_SSHPASS_ARG_SEP}(?:-a|--pass){_CLI_SEP}"
+    r"(?!\\?[\"']?(?:\[REDACTED\]|" + _PLACEHOLDER_VALUE + "))" + _CLI_QUOTE + ")" + _CLI_VALUE + r"++"
+)
+# vault login TOKEN: the first positional argument after "login", after flags written -name=value
+# or the valueless ones (-no-store, -no-print, -token-only, -non-interactive). Auth-method
+# parameters (username=bob) hold "="; "-" reads stdin. A bare token holds a digit or is 20
+# characters long, so that prose ("vault login failed") is not taken for one.
+_VAULT_FLAG = r"-{1,2}(?:[\w-]{1,64}=[^\s\"'\\]*+|no-store|no-print|token-only|non-interactive)"
+_VAULT_LOGIN = re.compile(
+    r"(?:\b|(?<=\\[tnr]))(?P<pre>(?i:vault)(?:\.exe)?" + _SSHPASS_ARG_SEP + "login"
+    rf"""(?:{_SSHPASS_ARG_SEP}{_VAULT_FLAG}(?=[\s"'\\]|$)){{0,8}}{_SSHPASS_ARG_SEP}"""
+    r"(?![-\[])(?!\\?[\"']?(?:\[REDACTED\]|" + _PLACEHOLDER_VALUE + "))" + _CLI_QUOTE + ")"
+    r"(?(dq)|(?(sq)|(?(eq)|(?=[\w.+/~-]{0,255}\d|[\w.+/~-]{20})(?![^\s\"'\\]{0,512}=))))" + _CLI_VALUE + r"++"
+)
+# A password written to a command's standard input: echo PW | docker login --password-stdin
+# (also echo "PW", printf '%s' PW, echo -n; and gh auth login --with-token).
+_STDIN_PASSWORD = re.compile(
+    r"(?<![\w-])(?P<pre>(?:echo(?:[ \t]{1,32}-[neE]{1,3})?|printf(?:[ \t]{1,32}(?:'%s(?:\\n)?'|\"%s(?:\\n)?\"))?)"
+    r"[ \t]{1,32})(?P<value>'[^'\n]{1,512}'|\\\"(?:[^\"\\\n]|\\(?!\")){1,512}\\\"|\"(?:[^\"\\\n]|\\.){1,512}\"|[^\s\"'\\|;&<>()`]++)"
+    r"(?=[ \t]{0,32}\|[^\n|;&]{0,512}?(?:--password-stdin|--with-token)(?![\w-]))"
+)
+# PowerShell: ConvertTo-SecureString 'PW' -AsPlainText (also -String 'PW'), and 'PW' |
+# ConvertTo-SecureString; a variable or an expression ($pw, $env:PW, (Get-Content …)) is kept.
+_SECURE_STRING = re.compile(
+    r"(?i:(?P<pre>convertto-securestring(?:[ \t]{1,32}-string)?[ \t]{1,32})"
+    r"(?P<value>'[^'\n]{1,512}'|\\\"(?:[^\"\\\n]|\\(?!\")){1,512}\\\"|\"(?:[^\"\\\n]|\\.){1,512}\"|[^\s\"'\\$(|;&-][^\s\"'\\|;&]*+)"
+    r"|(?P<piped>'[^'\n]{1,512}'|\\\"(?:[^\"\\\n]|\\(?!\")){1,512}\\\"|\"(?:[^\"\\\n]|\\.){1,512}\")(?=[ \t]{0,32}\|[ \t]{0,32}convertto-securestring\b))"
 )
 _ARGV_MYSQL = re.compile(r"(?i)(?:[^/\\]*[/\\])*(?:mysql|mariadb)[\w.-]{0,16}")
 _ARGV_SSHPASS = re.compile(r"(?i)(?:[^/\\]*[/\\])*sshpass(?:\.exe)?")
@@ -121,6 +168,10 @@ _ARGV_PORT_MAPPING = re.compile(_PORT_MAPPING)
 _ARGV_ID_OR_VARIABLE = re.compile(_ID_OR_VARIABLE)
 _ARGV_KEPT_PASSWORD = re.compile(_KEPT_PASSWORD)
 _ARGV_USER_FLAGS = ("-u", "-U", "--user", "--proxy-user")
+_ARGV_REDIS_CLI = re.compile(r"(?i)(?:[^/\\]*[/\\])*redis-cli(?:\.exe)?")
+_ARGV_VAULT = re.compile(r"(?i)(?:[^/\\]*[/\\])*vault(?:\.exe)?")
+_OPENSSL_PASS_FLAGS = ("-passin", "-passout", "-pass")
+_VAULT_VALUELESS = frozenset(("no-store", "no-print", "token-only", "non-interactive"))
 
 
 def _password_kept(user: str, password: str) -> bool:
@@ -167,10 +218,52 @@ def redact_command_lines(text: str, count: Count) -> str:
     if "login" in low and "-p" in text:
         text, n = _REGISTRY_LOGIN.subn(_keep_pre, text)
         count("registry-login", n)
+    if "pass:" in low and "-pass" in low:
+        text, n = _OPENSSL_PASS.subn(_keep_pre, text)
+        count("openssl-pass", n)
+    if "redis-cli" in low and ("-a" in text or "--pass" in text):
+        text, n = _REDIS_CLI.subn(_keep_pre, text)
+        count("redis-cli-password", n)
+    if "vault" in low and "login" in low:
+        text, n = _VAULT_LOGIN.subn(_keep_pre, text)
+        count("vault-login", n)
+    if ("password-stdin" in low or "with-token" in low) and "|" in text:
+        text = _STDIN_PASSWORD.sub(lambda m: _quoted_value(m, "value", "stdin-password", count), text)
+    if "securestring" in low:
+        text = _SECURE_STRING.sub(
+            lambda m: _quoted_value(m, "value" if m["value"] else "piped", "powershell-securestring", count),
+            text,
+        )
     if "mysql" in low or "mariadb" in low:
         # one command at a time, each scanned once: linear however many commands a text holds
         text = _MYSQL_COMMAND.sub(mysql_command, text)
     return text
+
+
+def _quoted_value(match: re.Match[str], group: str, rule_id: str, count: Count) -> str:
+    """``match`` with its ``group`` (a value, quoted or bare) redacted, quotes kept; as it was when
+    the value is a placeholder or was redacted already."""
+    value = match[group]
+    quote = '\\"' if value.startswith('\\"') else value[0] if value[0] in "'\"" else ""
+    if is_placeholder(value[len(quote) : len(value) - len(quote)]):
+        return match[0]
+    count(rule_id, 1)
+    start, end = match.start(group) - match.start(), match.end(group) - match.start()
+    return match[0][:start] + quote + REDACTED + quote + match[0][end:]
+
+
+def _vault_token_at(argv: list, start: int) -> int | None:
+    """The index of the token of ``vault login [flags] TOKEN`` whose flags begin at ``start``."""
+    for i in range(start, min(len(argv), start + 9)):
+        item = argv[i]
+        if not isinstance(item, str) or not item:
+            return None
+        if item.startswith("-"):
+            if "=" in item or item.lstrip("-") in _VAULT_VALUELESS:
+                continue
+            return None
+        return None if "=" in item or is_placeholder(item) or item.startswith(REDACTED) else i
+    return None
 
 
 def _redact_sshpass_argv(argv: list, start: int) -> int:
@@ -199,10 +292,26 @@ def _redact_sshpass_argv(argv: list, start: int) -> int:
 def redact_argv_passwords(argv: list, count: Count) -> None:
     """["curl", "-u", "user:pw"] (and "TOKEN:"), ["mysql", "-pPASSWORD"] (also after ``sudo``,
     ``docker exec db``) and ["sshpass", "-p", "PW"], in place."""
-    mysql = login = False  # a mysql or mariadb program came before (its -pPASSWORD follow), a login
+    mysql = login = redis = False  # a mysql or mariadb program came before (its -pPASSWORD follow), a login
     for i, item in enumerate(argv):
         if not isinstance(item, str):
             continue
+        if i and argv[i - 1] in _OPENSSL_PASS_FLAGS and item.startswith("pass:"):
+            if item[5:] and not item[5:].startswith(REDACTED) and not is_placeholder(item[5:]):
+                argv[i] = "pass:" + REDACTED  # openssl rsa -passin pass:PW
+                count("openssl-pass", 1)
+            continue
+        if redis and argv[i - 1] in ("-a", "--pass") and item and not item.startswith(REDACTED):
+            if not is_placeholder(item):
+                argv[i] = REDACTED  # redis-cli -a PASSWORD
+                count("redis-cli-password", 1)
+            continue
+        if item == "login" and i and isinstance(argv[i - 1], str) and _ARGV_VAULT.fullmatch(argv[i - 1]):
+            if (token := _vault_token_at(argv, i + 1)) is not None:
+                argv[token] = REDACTED  # vault login TOKEN
+                count("vault-login", 1)
+            continue
+        redis = redis or _ARGV_REDIS_CLI.fullmatch(item) is not None
         if (
             login
             and argv[i - 1] == "-p"

@@ -71,6 +71,11 @@ COMMAND_MARKERS = (
     "mariadb",
     "sshpass",
     "login",
+    "pass:",
+    "redis-cli",
+    "password-stdin",
+    "with-token",
+    "securestring",
 )
 _NON_ASCII = "(?-i:" + "|".join("".join(f"\\x{b:02X}" for b in c.encode()) for c in CASE_FOLDED_LETTERS) + ")"
 _STAGE_PATTERNS = {

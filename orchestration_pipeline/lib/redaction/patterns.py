@@ -143,6 +143,13 @@ _NEXT_ARGUMENT = re.compile(r"""[ \t]{0,8},[ \t]{0,8}\\?["']""")
 _SETTER = re.compile(
     rf"\bset_?(?P<name>[A-Za-z][A-Za-z0-9_]{{1,63}})\([ \t]{{0,8}}(?P<value>{_STRING_ARGUMENT})"
 )
+# A key and its value as separate arguments: csh's (and launchctl's) setenv NAME VALUE, and
+# npm/yarn/pnpm's config set KEY VALUE (the key's last part after ":" names it:
+# //registry.npmjs.org/:_authToken). The value follows, as after "=".
+_SPACED_PAIR = re.compile(
+    r"(?<![\w-])(?P<command>setenv|config[ \t]{1,32}set)[ \t]{1,32}(?:--?[\w-]{1,32}(?:=[^\s\"'\\]{0,128}+)?[ \t]{1,32}){0,4}"
+    r"(?P<path>[^\s\"'\\=]{0,256}[/:])?(?P<key>[A-Za-z_][\w.-]{0,127}+)[ \t]{1,32}(?=[^\s=])"
+)
 # For raw text that is not valid JSON: a quoted key (any characters, escapes included) and its colon,
 # then the value: a string (perhaps cut off), or a bare token.
 # A key's opening quote never follows a backslash: starting at every \" of a long \"\"\"… run, each

@@ -47,6 +47,7 @@ from orchestration_pipeline.lib.redaction.patterns import (
     _QUOTE_TAILS,
     _REST_OF_LINE,
     _SETTER,
+    _SPACED_PAIR,
     _STRING_PREFIX,
     _URL_PASSWORD,
     _VALUE_AFTER_COLON,
@@ -255,6 +256,8 @@ def _redact_keyed(text: str, count: Tally) -> str:
         text = _keyed(_FLAG_SECRET, text, count, flag=True)
     if ":" in text or "=" in text or '"' in text or "'" in text:
         text = _keyed(_KV_SECRET, text, count, flag=False)
+    if "setenv" in text or "config" in text:
+        text = _spaced_pairs(text, count)
     if "<" in text:
         text = _XML_PAIR.sub(lambda m: _named_value(m, count, "name-value-pair"), text)
         text = _XML_ELEMENT.sub(lambda m: _named_value(m, count, "keyed-value", name="tag"), text)
@@ -264,6 +267,29 @@ def _redact_keyed(text: str, count: Tally) -> str:
         text = _call_arguments(text, count)
         text = _SETTER.sub(lambda m: _named_value(m, count, "keyed-value"), text)
     return text
+
+
+def _spaced_pairs(text: str, count: Tally) -> str:
+    """setenv NAME VALUE and config set KEY VALUE, where the key names a secret."""
+    out, pos = [], 0
+    while (match := _SPACED_PAIR.search(text, pos)) is not None:
+        start = match.end()
+        if (kind := secret_key_kind(match["key"])) is None:
+            out.append(text[pos:start])
+            pos = start
+            continue
+        found = _value_at(text, start, match["key"], kind, _VALUE_AFTER_EQUALS, _BARE_TAIL)
+        if found.__class__ is int:
+            out.append(text[pos:found])
+            pos = max(found, start)
+            continue
+        replacement, end = found
+        count("setenv" if match["command"] == "setenv" else "config-set")
+        out.append(text[pos:start])
+        out.append(replacement)
+        pos = end
+    out.append(text[pos:])
+    return "".join(out)
 
 
 def _call_arguments(text: str, count: Tally) -> str:
