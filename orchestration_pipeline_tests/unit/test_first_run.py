@@ -189,22 +189,8 @@ def test_a_failed_materialization_exits_1_naming_the_full_log():
     assert "materialization failed (exit 1)" in message and "/h/logs/run-2.log" in message
 
 
-DAGSTER_LOG = """\
-/venv/lib/python3.11/site-packages/click/core.py:911: SupersessionWarning: Function `asset_materialize_command` is superseded
-  return callback(*args, **kwargs)
-2026-01-31 12:00:01 +0000 - dagster - DEBUG - __ASSET_JOB - 0b5d7c1e-1f0e-4a59-9d0c-2d1f5e0c9a11 - 17 - RUN_START - Started execution
-2026-01-31 12:00:02 +0000 - dagster - ERROR - __ASSET_JOB - 0b5d7c1e-1f0e-4a59-9d0c-2d1f5e0c9a11 - Step raw_events finished without success or failure event. Downstream steps will not execute.
-2026-01-31 12:00:02 +0000 - dagster - ERROR - __ASSET_JOB - 0b5d7c1e-1f0e-4a59-9d0c-2d1f5e0c9a11 - task_projection - Dependencies for step task_projection were not executed: ['raw_events']. Not executing.
-2026-01-31 12:00:03 +0000 - dagster - ERROR - __ASSET_JOB - 0b5d7c1e-1f0e-4a59-9d0c-2d1f5e0c9a11 - 17 - RUN_FAILURE - Execution of run for "__ASSET_JOB" failed.
-
-dagster._core.errors.DagsterSubprocessError: During multiprocess execution errors occurred in child processes:
-In process 18883: NameError: name 'Counts' is not defined
-
-Stack Trace:
-  File "/venv/lib/python3.11/site-packages/dagster/_core/executor/child_process_executor.py", line 79, in _execute
-    for step_event in command.execute():
-In process 18890: NameError: name 'Counts' is not defined
-"""
+# the output of a failed `dagster asset materialize`, as captured in a log file
+DAGSTER_LOG = (Path(__file__).parents[1] / "data" / "dagster_failed_run.log").read_text(encoding="utf-8")
 
 
 def test_the_log_excerpt_keeps_the_errors_without_timestamps_noise_or_repeats():
