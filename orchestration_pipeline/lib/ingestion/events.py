@@ -97,7 +97,7 @@ class _FastEnvelope(msgspec.Struct, tag_field="event_type", forbid_unknown_field
     severity: _FastWord | None = None
     status: _FastWord | None = None
     duration_ms: _FastNonNegInt | None = None
-    payload: dict[str, Any] = {}
+    payload: dict[str, Any] | msgspec.UnsetType = msgspec.UNSET  # UNSET: the line has no payload
 
 
 class _FastTaskEnd(msgspec.Struct):
@@ -243,17 +243,16 @@ def parse_common_line(raw: bytes, now: datetime, *, unmarked: bool = False) -> C
         # decoding first rejects invalid UTF-8 anywhere, also in what msgspec would only skip over
         envelope = _FAST_DECODER.decode(raw.decode("utf-8"))
         event_type, payload_struct = _FAST_SPECS[type(envelope)]
-        payload = envelope.payload
+        payload = {} if envelope.payload is msgspec.UNSET else envelope.payload
         if payload_struct is not None:
             checked = msgspec.convert(payload, payload_struct)
     except (UnicodeDecodeError, msgspec.DecodeError, msgspec.ValidationError, RecursionError):
         return None
     # msgspec keeps the last of a repeated key: a line that may repeat one is the full validator's
-    # (an envelope field given as null also lands there: it counts as absent here). The payload
-    # defaults to {} when the line has none: it counts only when its key is written.
-    present = 1 + sum(value is not None for value in msgspec.structs.astuple(envelope))  # 1: event_type
-    if b'"payload":' not in raw and b'"payload" :' not in raw:
-        present -= 1
+    # (an envelope field given as null also lands there: it counts as absent here)
+    present = 1 + sum(  # 1: event_type, the tag
+        value is not None and value is not msgspec.UNSET for value in msgspec.structs.astuple(envelope)
+    )
     # braces == 2: the envelope's and the payload's, so the payload holds no nested object
     if may_repeat_a_key(raw, payload, extra_keys=present, flat=braces == 2):
         return None
