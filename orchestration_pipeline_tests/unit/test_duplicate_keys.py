@@ -93,3 +93,5 @@ def test_the_fast_path_still_takes_an_ordinary_line():
     assert parse_common_line(_line().encode(), datetime.now(UTC)) is not None
     spaced = _line().replace('":', '" :')  # blanks before the colons
     assert parse_common_line(spaced.encode(), datetime.now(UTC)) is not None
+    without_payload = {k: v for k, v in json.loads(_line("task_start")).items() if k != "payload"}
+    assert parse_common_line(json.dumps(without_payload).encode(), datetime.now(UTC)) is not None
