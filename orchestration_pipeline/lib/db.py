@@ -323,3 +323,45 @@ def create_database_if_missing(admin_dsn: str, name: str) -> bool:
         except psycopg.errors.DuplicateDatabase:  # a concurrent creator won
             return False
         return True
+
+
+# --- guard triggers, as the catalog has them ---------------------------------------------------
+
+#: pg_trigger.tgtype bits
+TRIGGER_ROW, TRIGGER_BEFORE = 1, 2
+TRIGGER_EVENTS = {"INSERT": 4, "DELETE": 8, "UPDATE": 16, "TRUNCATE": 32}
+
+
+@dataclass(frozen=True)
+class Trigger:
+    """A user trigger on a table, from ``pg_trigger``."""
+
+    table: str
+    name: str
+    tgtype: int
+    enabled: str  # 'O' fires normally, 'A' always; 'D' is disabled, 'R' fires only in replica mode
+    function: str
+    partial: bool  # a WHEN condition or an UPDATE OF column list: it fires for some rows only
+
+    @property
+    def fires(self) -> bool:
+        """Enabled, and firing for every row: a guard that can be relied on."""
+        return self.enabled in ("O", "A") and not self.partial
+
+    def serves(self, operation: str, *, row_level: bool) -> bool:
+        """A BEFORE trigger on ``operation`` (INSERT, UPDATE, DELETE, TRUNCATE), at that level."""
+        return bool(self.tgtype & TRIGGER_BEFORE and self.tgtype & TRIGGER_EVENTS[operation]) and (
+            bool(self.tgtype & TRIGGER_ROW) == row_level
+        )
+
+
+def table_triggers(conn: psycopg.Connection, tables: Iterable[str]) -> list[Trigger]:
+    """The user triggers on ``tables`` (missing tables are skipped)."""
+    rows = conn.execute(
+        """SELECT c.relname, t.tgname, t.tgtype, t.tgenabled, p.proname,
+                  t.tgqual IS NOT NULL OR t.tgattr::text <> ''
+           FROM pg_trigger t JOIN pg_proc p ON p.oid = t.tgfoid JOIN pg_class c ON c.oid = t.tgrelid
+           WHERE c.oid = ANY(SELECT to_regclass(n) FROM unnest(%s::text[]) AS n) AND NOT t.tgisinternal""",
+        (list(tables),),
+    ).fetchall()
+    return [Trigger(*row) for row in rows]

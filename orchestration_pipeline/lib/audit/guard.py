@@ -14,11 +14,9 @@ from collections.abc import Callable
 import psycopg
 
 from orchestration_pipeline.lib.audit.ledger import AUDIT_TABLES, CONTENT_COLUMNS, OWNER_ROLE, WRITER_ROLE
-from orchestration_pipeline.lib.db import end_read
+from orchestration_pipeline.lib.db import Trigger, end_read, table_triggers
 from orchestration_pipeline.lib.verdict import Verdict
 
-# pg_trigger.tgtype bits
-_ROW, _BEFORE, _INSERT, _DELETE, _UPDATE, _TRUNCATE = 1, 2, 4, 8, 16, 32
 # Run as the ledger's owner, so each must be owned by it with search_path pinned to pg_catalog.
 _CHECKPOINT_FUNCTION = "audit_checkpoint(integer,integer)"
 _DEFINER_FUNCTIONS = ("audit_ledger_chain()", _CHECKPOINT_FUNCTION)
@@ -61,14 +59,14 @@ _TABLE_PRIVILEGES = {
 
 # (table, trigger function, event bits, row level, label) of every trigger the guard needs
 _WANTED_TRIGGERS = (
-    ("audit_ledger", "audit_ledger_chain", _INSERT, True, "BEFORE INSERT hash-chain trigger"),
+    ("audit_ledger", "audit_ledger_chain", "INSERT", True, "BEFORE INSERT hash-chain trigger"),
     *(
-        (table, "audit_ledger_refuse_change", bits, row_level, label)
+        (table, "audit_ledger_refuse_change", operation, row_level, label)
         for table in ("audit_ledger", "audit_checkpoints")
-        for bits, row_level, label in (
-            (_UPDATE, True, "row-level BEFORE UPDATE guard"),
-            (_DELETE, True, "row-level BEFORE DELETE guard"),
-            (_TRUNCATE, False, "statement-level BEFORE TRUNCATE guard"),
+        for operation, row_level, label in (
+            ("UPDATE", True, "row-level BEFORE UPDATE guard"),
+            ("DELETE", True, "row-level BEFORE DELETE guard"),
+            ("TRUNCATE", False, "statement-level BEFORE TRUNCATE guard"),
         )
     ),
 )
@@ -81,20 +79,15 @@ def _problem_if(conn: psycopg.Connection, query: str, params: tuple, problem: st
     return [problem] if conn.execute(query, params).fetchone()[0] else []
 
 
-def _triggers(conn: psycopg.Connection) -> list[tuple]:
-    return conn.execute(
-        """SELECT c.relname, t.tgname, t.tgtype, t.tgenabled, p.proname,
-                  t.tgqual IS NOT NULL OR t.tgattr::text <> ''
-           FROM pg_trigger t JOIN pg_proc p ON p.oid = t.tgfoid JOIN pg_class c ON c.oid = t.tgrelid
-           WHERE t.tgrelid IN ('audit_ledger'::regclass, 'audit_checkpoints'::regclass) AND NOT t.tgisinternal"""
-    ).fetchall()
+def _triggers(conn: psycopg.Connection) -> list[Trigger]:
+    return table_triggers(conn, ("audit_ledger", "audit_checkpoints"))
 
 
 def triggers_fire_for_every_row(conn: psycopg.Connection) -> list[str]:
     """No guard trigger is disabled, or fires only for some rows (a WHEN condition or UPDATE OF columns)."""
     problems = []
-    for table, name, _tgtype, enabled, _proc, partial in _triggers(conn):
-        # 'O' fires normally and 'A' always; 'D' is disabled and 'R' fires only in replica mode.
+    for trigger in _triggers(conn):
+        table, name, enabled, partial = trigger.table, trigger.name, trigger.enabled, trigger.partial
         if enabled not in ("O", "A"):
             problems.append(
                 f"trigger {name} is disabled (tgenabled={enabled}) — ALTER TABLE {table} ENABLE TRIGGER {name}"
@@ -109,23 +102,15 @@ def triggers_fire_for_every_row(conn: psycopg.Connection) -> list[str]:
 
 def guard_triggers_present(conn: psycopg.Connection) -> list[str]:
     """The hash-chain trigger and the UPDATE, DELETE and TRUNCATE guards exist on both tables and fire."""
-    live = [
-        (table, tgtype, proc)
-        for table, _name, tgtype, enabled, proc, partial in _triggers(conn)
-        if enabled in ("O", "A") and not partial
-    ]
-
-    def covered(table: str, proc: str, bits: int, row_level: bool) -> bool:
-        return any(
-            tb == table and p == proc and t & _BEFORE and bool(t & _ROW) == row_level and t & bits
-            for tb, t, p in live
-        )
-
+    live = [trigger for trigger in _triggers(conn) if trigger.fires]
     return [
         f"{label} missing on {table} — reapply sql/orchestration/0004_audit_ledger.sql, then 0006, "
         "0010 and 0016 (psql -1 -f each)"
-        for table, proc, bits, row_level, label in _WANTED_TRIGGERS
-        if not covered(table, proc, bits, row_level)
+        for table, function, operation, row_level, label in _WANTED_TRIGGERS
+        if not any(
+            t.table == table and t.function == function and t.serves(operation, row_level=row_level)
+            for t in live
+        )
     ]
 
 

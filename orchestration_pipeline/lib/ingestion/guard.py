@@ -11,14 +11,10 @@ from __future__ import annotations
 
 import psycopg
 
-from orchestration_pipeline.lib.db import end_read
+from orchestration_pipeline.lib.db import end_read, table_triggers
 
 MIGRATION = "sql/orchestration/0015_ingest_guards.sql"
 REFUSE = "ingest_refuse_change"
-
-# pg_trigger.tgtype bits
-_ROW, _BEFORE, _DELETE, _UPDATE, _TRUNCATE = 1, 2, 8, 16, 32
-_EVENT_BITS = {"UPDATE": _UPDATE, "DELETE": _DELETE, "TRUNCATE": _TRUNCATE}
 
 # The UPDATE guard of each table: (trigger function, row level). A row-level guard admits the
 # pipeline's own changes; a statement-level one refuses every UPDATE.
@@ -44,29 +40,16 @@ WANTED: tuple[tuple[str, str, str, bool], ...] = tuple(
 )
 
 
-def _triggers(conn: psycopg.Connection) -> list[tuple]:
-    """(table, trigger, tgtype, tgenabled, function, fires for only some rows) on the guarded tables."""
-    return conn.execute(
-        """SELECT c.relname, t.tgname, t.tgtype, t.tgenabled, p.proname,
-                  t.tgqual IS NOT NULL OR t.tgattr::text <> ''
-           FROM pg_trigger t JOIN pg_proc p ON p.oid = t.tgfoid JOIN pg_class c ON c.oid = t.tgrelid
-           WHERE c.oid = ANY(SELECT to_regclass(n) FROM unnest(%s::text[]) AS n) AND NOT t.tgisinternal""",
-        (list(GUARDED_TABLES),),
-    ).fetchall()
-
-
-def _serves(tgtype: int, operation: str, row_level: bool) -> bool:
-    return bool(tgtype & _BEFORE and tgtype & _EVENT_BITS[operation]) and bool(tgtype & _ROW) == row_level
-
-
 def guard_problems(conn: psycopg.Connection) -> list[str]:
     """What is missing from the guard (empty when every trigger is in place and fires)."""
-    triggers = _triggers(conn)
+    triggers = table_triggers(conn, GUARDED_TABLES)
     end_read(conn)
     problems = []
     for table, operation, function, row_level in WANTED:
         mine = [
-            t for t in triggers if t[0] == table and t[4] == function and _serves(t[2], operation, row_level)
+            t
+            for t in triggers
+            if t.table == table and t.function == function and t.serves(operation, row_level=row_level)
         ]
         if not mine:
             level = "row" if row_level else "statement"
@@ -75,10 +58,9 @@ def guard_problems(conn: psycopg.Connection) -> list[str]:
                 f"reapply {MIGRATION} (psql -1 -f)"
             )
             continue
-        if any(t[3] in ("O", "A") and not t[5] for t in mine):
+        if any(t.fires for t in mine):
             continue
-        _table, name, _tgtype, enabled, _function, partial = mine[0]
-        # 'O' fires normally and 'A' always; 'D' is disabled and 'R' fires only in replica mode.
+        name, enabled, partial = mine[0].name, mine[0].enabled, mine[0].partial
         if enabled not in ("O", "A"):
             problems.append(
                 f"{table}: the {operation} guard {name} is disabled — ALTER TABLE {table} ENABLE TRIGGER {name}"
