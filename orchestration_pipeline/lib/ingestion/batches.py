@@ -16,6 +16,7 @@ from typing import Any
 
 import psycopg
 
+from orchestration_pipeline.lib.index.decisions import decisions_from_events
 from orchestration_pipeline.lib.ingestion.envelope import MAX_LINE_BYTES
 from orchestration_pipeline.lib.ingestion.rows import ParsedBatch
 from orchestration_pipeline.lib.project_files import runtime_sql
@@ -304,6 +305,8 @@ def _copy_rows(cur: psycopg.Cursor, fresh: dict[tuple[str, int], tuple]) -> None
     if artifacts:
         with cur.copy(_ARTIFACT_COPY) as copy:
             copy.write(b"".join(artifacts))
+    # decisions (and their search_outbox rows) commit with the events that set them
+    decisions_from_events(cur, [(item[0], item[1]) for item in rows if item[3] == "decision"])
 
 
 def move_errors(cur: psycopg.Cursor, rows: list[tuple], run_id: uuid.UUID, counts: Counts) -> list[tuple]:

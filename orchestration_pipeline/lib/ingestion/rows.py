@@ -70,7 +70,8 @@ class ParsedBatch:
     lines: int = 0
     redactions: int = 0
     redactions_by_rule: Counter = field(default_factory=Counter)  # redaction rule id -> redactions
-    # (event_id, occurred_at in epoch microseconds, events COPY line, "metric"|"artifact"|None, extra COPY line)
+    # (event_id, occurred_at in epoch microseconds, events COPY line, "metric"|"artifact"|"decision"|None,
+    #  extra COPY line)
     plain: list[tuple[str, int, bytes, str | None, bytes | None]] = field(default_factory=list)
     errors: list[tuple] = field(default_factory=list)  # ingest_stage rows
     quarantine: list[tuple] = field(default_factory=list)
@@ -152,6 +153,8 @@ def _plain_row(
         kind, extra = "metric", _metric_copy_line(ev, event_id)
     elif ev.event_type == "artifact_emit":
         kind, extra = "artifact", _artifact_copy_line(ev, event_id)
+    elif ev.event_type == "decision":
+        kind, extra = "decision", None
     else:
         kind = extra = None
     return (event_id, _micros(ev.occurred_at), row, kind, extra)
