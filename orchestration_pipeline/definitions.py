@@ -10,6 +10,7 @@ from pathlib import Path
 import dagster as dg
 
 from orchestration_pipeline.defs.resources import (
+    IndexSettings,
     IngestionSettings,
     OrchestrationDatabase,
     PipelineHome,
@@ -38,7 +39,9 @@ def build_resources() -> dict[str, dg.ConfigurableResource]:
             orch_home=dg.EnvVar("ORCH_HOME"),
             qdrant_url=_optional_env("QDRANT_URL"),
             qdrant_api_key=_optional_env("QDRANT_API_KEY"),
+            embedder=_optional_env("ORCH_EMBEDDER"),
         ),
+        "index_settings": IndexSettings(),
     }
 
 

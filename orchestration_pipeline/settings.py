@@ -10,6 +10,8 @@ Nothing here runs at import time: call :func:`load_settings` when the values are
 | DAGSTER_DATABASE_URL  | Dagster's run/event storage                                | (embedded)     |
 | QDRANT_URL            | Qdrant server; unset = qdrant-edge under ORCH_HOME/qdrant  | (embedded)     |
 | QDRANT_API_KEY        | API key for QDRANT_URL                                     | none           |
+| ORCH_EMBEDDER         | minilm or hashing; unset = MiniLM when installed            | (auto)         |
+| ORCH_INDEX_QUANTIZATION | on: search int8 vectors with rescoring; off: full vectors | on             |
 """
 
 from __future__ import annotations
@@ -32,6 +34,8 @@ FIELD_ENV = {
     "dagster_database_url": "DAGSTER_DATABASE_URL",
     "qdrant_url": "QDRANT_URL",
     "qdrant_api_key": "QDRANT_API_KEY",
+    "embedder": "ORCH_EMBEDDER",
+    "index_quantization": "ORCH_INDEX_QUANTIZATION",
 }
 ENV_VARS = tuple(FIELD_ENV.values())
 POSTGRES_SCHEMES = ("postgresql://", "postgres://", "postgresql+psycopg2://")
@@ -74,6 +78,26 @@ class Settings(BaseModel):
     dagster_database_url: str | None = None
     qdrant_url: str | None = None
     qdrant_api_key: str | None = None
+    embedder: str | None = None
+    index_quantization: bool = True
+
+    @field_validator("embedder")
+    @classmethod
+    def _embedder(cls, value: str | None) -> str | None:
+        if value is not None and value.lower() not in ("minilm", "hashing"):
+            raise _invalid(
+                f"ORCH_EMBEDDER must be minilm or hashing, not {value!r} — or unset it to use MiniLM when installed"
+            )
+        return value.lower() if value else None
+
+    @field_validator("index_quantization", mode="before")
+    @classmethod
+    def _on_off(cls, value: object) -> object:
+        if isinstance(value, str):
+            if value.lower() not in ("on", "off", "true", "false", "1", "0"):
+                raise _invalid(f"ORCH_INDEX_QUANTIZATION must be on or off, not {value!r}")
+            return value.lower() in ("on", "true", "1")
+        return value
 
     @field_validator("database_url", "tasks_database_url", "dagster_database_url")
     @classmethod
@@ -176,6 +200,8 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
             dagster_database_url=get("DAGSTER_DATABASE_URL"),
             qdrant_url=get("QDRANT_URL"),
             qdrant_api_key=get("QDRANT_API_KEY"),
+            embedder=get("ORCH_EMBEDDER"),
+            index_quantization=get("ORCH_INDEX_QUANTIZATION") or True,
         )
     except ValidationError as exc:
         raise ConfigError(_describe(exc.errors()[0])) from None

@@ -48,10 +48,14 @@ def _shell_quote(value: str) -> str:
 
 @click.command()
 def down() -> None:
-    """Stop the embedded PostgreSQL server under $ORCH_HOME (no-op for configured servers)."""
+    """Stop the embedded PostgreSQL server and the index's shard host under $ORCH_HOME (no-op for
+    configured servers)."""
     from orchestration_pipeline.lib.embedded import stop_postgres
+    from orchestration_pipeline.lib.index.host import host_running, stop_host
 
     settings = pipeline_settings()
+    if host_running(settings.qdrant_path) and stop_host(settings.qdrant_path):
+        click.echo(f"stopped the index shard host of {settings.qdrant_path}")
     # Checked whatever ORCH_DATABASE_URL says: `eval "$(orchestration-pipeline up --env)"` sets it
     # to the embedded server's own socket. With nothing running, nothing is created.
     if stop_postgres(settings.orch_home):

@@ -12,6 +12,9 @@ from pydantic import PrivateAttr
 from orchestration_pipeline.errors import DatabaseUnavailable
 from orchestration_pipeline.lib.db import redact_dsn
 from orchestration_pipeline.lib.index.location import VectorIndexLocation
+from orchestration_pipeline.lib.index.outbox import RetryPolicy
+from orchestration_pipeline.lib.index.runtime import IndexRuntime
+from orchestration_pipeline.lib.index.sync import SyncSettings
 from orchestration_pipeline.lib.projection.checks import (
     DRIFT_REPORT_MAX_AGE_HOURS,
     UNPROJECTED_MAX_AGE_MINUTES,
@@ -109,11 +112,38 @@ class VectorIndexResource(dg.ConfigurableResource):
     orch_home: str
     qdrant_url: str | None = None
     qdrant_api_key: str | None = None
+    embedder: str | None = None  # minilm | hashing; None: MiniLM when installed
+    quantization: bool = True
 
     def location(self) -> VectorIndexLocation:
         return VectorIndexLocation.from_settings(
             self.qdrant_url, self.qdrant_api_key, str(Path(self.orch_home) / "qdrant")
         )
+
+    def runtime(self) -> IndexRuntime:
+        return IndexRuntime(self.location(), self.embedder, self.quantization)
+
+
+class IndexSettings(dg.ConfigurableResource):
+    """Knobs of the index sync, its reconciliation and their checks."""
+
+    batch_size: int = 100
+    max_attempts: int = 6
+    base_delay_s: float = 2.0
+    outbox_retention_days: float = 7.0  # done outbox rows older than this are pruned
+    # outbox_freshness: share of the window's items searchable within within_s of their commit
+    freshness_window_hours: float = 24.0
+    freshness_within_s: float = 30.0
+    freshness_min_share: float = 0.95
+    # search_slo: a live probe of whole searches (embedding included) and recall against exact search
+    slo_probes: int = 20
+    slo_p95_ms: float = 150.0
+    slo_min_recall: float = 0.98
+    sync_sensor_min_pending: int = 1
+
+    def sync_settings(self) -> SyncSettings:
+        retry = RetryPolicy(max_attempts=self.max_attempts, base_delay_s=self.base_delay_s)
+        return SyncSettings(batch_size=self.batch_size, retry=retry)
 
 
 class ProjectionSettings(dg.ConfigurableResource):

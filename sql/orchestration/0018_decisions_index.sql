@@ -192,7 +192,9 @@ CREATE TABLE IF NOT EXISTS index_reconcile_runs (
     in_flight           bigint      NOT NULL,
     repairs_enqueued    bigint      NOT NULL,
     remaining_drift     bigint,
-    samples             jsonb       NOT NULL DEFAULT '{}'::jsonb
+    samples             jsonb       NOT NULL DEFAULT '{}'::jsonb,
+    -- why the run could not finish (the index unreachable, ...): remaining_drift is then unknown
+    error               text
 );
 
 GRANT SELECT, INSERT, UPDATE, DELETE ON decisions, search_outbox TO orch_pipeline_writer;

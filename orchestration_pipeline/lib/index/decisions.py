@@ -150,24 +150,24 @@ def delete_decision(
     conn: psycopg.Connection, decision_id: str, *, actor: str, request_id: str, reason: str
 ) -> bool:
     """Delete one decision (its outbox row removes it from the index), audited, in the caller's
-    transaction. Returns False when no such decision exists (nothing is audited then)."""
-    row = conn.execute(
-        f"DELETE FROM decisions WHERE decision_id = %s RETURNING {_COLUMNS}", (decision_id,)
-    ).fetchone()
-    if row is None:
-        return False
-    before = Decision(*row).as_dict()
-    record_audit(
-        conn,
-        actor=actor,
-        request_id=request_id,
-        operation="delete",
-        entity_type="decision",
-        entity_id=decision_id,
-        before=before,
-        reason=reason,
-        source="lib.index.decisions",
-    )
+    transaction (or a transaction of its own on an autocommit connection). Returns False when no such decision exists (nothing is audited then)."""
+    with conn.transaction():  # the delete and its audit entry commit together, whatever the mode
+        row = conn.execute(
+            f"DELETE FROM decisions WHERE decision_id = %s RETURNING {_COLUMNS}", (decision_id,)
+        ).fetchone()
+        if row is None:
+            return False
+        record_audit(
+            conn,
+            actor=actor,
+            request_id=request_id,
+            operation="delete",
+            entity_type="decision",
+            entity_id=decision_id,
+            before=Decision(*row).as_dict(),
+            reason=reason,
+            source="lib.index.decisions",
+        )
     return True
 
 

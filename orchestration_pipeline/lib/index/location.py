@@ -17,6 +17,8 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, runtime_checkable
 
+from orchestration_pipeline.errors import OrchError
+
 COLLECTION = "decisions"
 # decision_id: keyword; version: integer; content_hash: keyword; org_id, policy_id, status:
 # keyword; created_at: float (epoch seconds, for range filters).
@@ -108,11 +110,11 @@ class WriteOutcome:
     stale_ids: tuple[str, ...] = ()  # the decision ids of the skipped ones
 
 
-class IndexConfigMismatch(RuntimeError):
+class IndexConfigMismatch(OrchError, RuntimeError):
     """The stored collection was built with another dimension or embedder."""
 
 
-class IndexUnavailable(RuntimeError):
+class IndexUnavailable(OrchError, RuntimeError):
     """The index cannot be reached or opened; the message names the fix."""
 
 

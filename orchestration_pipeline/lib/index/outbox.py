@@ -209,9 +209,7 @@ def _dead_letter(conn: psycopg.Connection, owner: str, failure: Failure, attempt
     )
 
 
-def enqueue(
-    conn: psycopg.Connection, items: Sequence[tuple[str, int, str, str | None]], cause: str
-) -> int:
+def enqueue(conn: psycopg.Connection, items: Sequence[tuple[str, int, str, str | None]], cause: str) -> int:
     """Add (entity_id, version, op, content_hash) rows with a cause ('repair' or 'replay'), in the
     caller's transaction."""
     if not items:
@@ -247,9 +245,7 @@ def prune(conn: psycopg.Connection, older_than: timedelta) -> int:
     """Delete outbox rows done longer ago than ``older_than`` (dead letters live in their own
     table and are never pruned). Returns the rows deleted."""
     with conn.transaction():
-        return conn.execute(
-            "DELETE FROM search_outbox WHERE done_at < now() - %s", (older_than,)
-        ).rowcount
+        return conn.execute("DELETE FROM search_outbox WHERE done_at < now() - %s", (older_than,)).rowcount
 
 
 def replay_dead_letters(
