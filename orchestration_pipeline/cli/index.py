@@ -1,4 +1,4 @@
-"""``index sync|reconcile|status|dead-letters|replay-dead-letters|prune`` and ``search``."""
+"""``index sync|reconcile|rebuild|status|dead-letters|replay-dead-letters|prune`` and ``search``."""
 
 from __future__ import annotations
 
@@ -92,6 +92,36 @@ def index_reconcile(as_json: bool) -> None:
         click.echo(
             f"reconcile run {body['run_id']}: {body['expected']} decisions, {body['indexed']} points; "
             f"drift {body['drift']} ({counts}); {plural(body['repairs_enqueued'], 'repair')} enqueued; "
+            f"remaining drift {body['remaining_drift']}"
+        )
+    if result.remaining_drift:
+        sys.exit(1)
+
+
+@index.command("rebuild")
+@click.option("--yes", is_flag=True, help="Confirm: the index is deleted, then rebuilt from Postgres.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def index_rebuild(yes: bool, as_json: bool) -> None:
+    """Delete the index and rebuild it from the decisions in Postgres (after changing the embedder).
+
+    The index is derived data: nothing is lost. Searches find fewer results until it completes.
+    """
+    from orchestration_pipeline.lib.db import connection
+    from orchestration_pipeline.lib.index.open import drop_index
+    from orchestration_pipeline.lib.index.reconcile import reconcile_index
+
+    if not yes:
+        raise click.UsageError("rebuilding deletes the index first: add --yes to confirm")
+    runtime = _runtime()
+    drop_index(runtime.location)
+    with connection(orchestration_dsn()) as conn, runtime.open() as (vector_index, embedder):
+        result = reconcile_index(conn, vector_index, embedder)
+    body = result.as_dict()
+    if as_json:
+        click.echo(json.dumps(body))
+    else:
+        click.echo(
+            f"rebuilt the index: {body['repairs_enqueued']} decisions re-indexed with {embedder.name}; "
             f"remaining drift {body['remaining_drift']}"
         )
     if result.remaining_drift:

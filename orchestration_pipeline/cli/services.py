@@ -51,7 +51,8 @@ def down() -> None:
     """Stop the embedded PostgreSQL server and the index's shard host under $ORCH_HOME (no-op for
     configured servers)."""
     from orchestration_pipeline.lib.embedded import stop_postgres
-    from orchestration_pipeline.lib.index.host import host_running, stop_host
+    from orchestration_pipeline.lib.index.host import host_running
+    from orchestration_pipeline.lib.index.host_client import stop_host
 
     settings = pipeline_settings()
     if host_running(settings.qdrant_path) and stop_host(settings.qdrant_path):

@@ -17,7 +17,7 @@ from orchestration_pipeline.defs.resources import IndexSettings, OrchestrationDa
 from orchestration_pipeline.lib.db import connection
 from orchestration_pipeline.lib.index import outbox
 from orchestration_pipeline.lib.index.decisions import put_decisions
-from orchestration_pipeline.lib.index.host import stop_host
+from orchestration_pipeline.lib.index.host_client import stop_host
 from orchestration_pipeline_tests.index._support import RATIONALES
 
 pytestmark = [pytest.mark.db, pytest.mark.slow]

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from orchestration_pipeline.lib.db import connection
 from orchestration_pipeline.lib.index.embedders import HashingEmbedder
-from orchestration_pipeline.lib.index.host import HostClient
+from orchestration_pipeline.lib.index.host_client import HostClient
 from orchestration_pipeline.lib.index.location import CollectionSettings
 from orchestration_pipeline.lib.index.sync import SyncSettings, sync_outbox
 

@@ -16,7 +16,7 @@ from orchestration_pipeline.lib.db import connection
 from orchestration_pipeline.lib.index import outbox
 from orchestration_pipeline.lib.index.decisions import put_decisions
 from orchestration_pipeline.lib.index.embedders import HashingEmbedder
-from orchestration_pipeline.lib.index.host import HostClient, stop_host
+from orchestration_pipeline.lib.index.host_client import HostClient, stop_host
 from orchestration_pipeline.lib.index.location import CollectionSettings
 from orchestration_pipeline.lib.index.server import ServerIndex
 from orchestration_pipeline.lib.index.sync import SyncSettings, sync_outbox

@@ -13,7 +13,7 @@ import sys
 import time
 from pathlib import Path
 
-from orchestration_pipeline.lib.index.host import HostClient
+from orchestration_pipeline.lib.index.host_client import HostClient
 from orchestration_pipeline_tests.index._engine import make_points, random_vector
 
 BATCH = 100

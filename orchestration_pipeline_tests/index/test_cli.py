@@ -10,7 +10,8 @@ from orchestration_pipeline.cli import main
 from orchestration_pipeline.lib.db import connection
 from orchestration_pipeline.lib.index import outbox
 from orchestration_pipeline.lib.index.decisions import put_decisions
-from orchestration_pipeline.lib.index.host import host_running, stop_host
+from orchestration_pipeline.lib.index.host import host_running
+from orchestration_pipeline.lib.index.host_client import stop_host
 from orchestration_pipeline_tests.index._support import RATIONALES
 
 pytestmark = [pytest.mark.db, pytest.mark.slow]
@@ -101,3 +102,20 @@ def test_search_rejects_bad_input_naming_the_fix(cli, orch_dsn):
     assert bad_since.exit_code == 1 and "30m, 24h, 7d" in bad_since.output
     bad_k = cli("search", "deploy", "-k", "0")
     assert bad_k.exit_code == 2 and "-k" in bad_k.output
+
+
+def test_rebuild_with_another_embedder_after_the_mismatch_error(cli, orch_dsn):
+    _seed(orch_dsn)
+    assert cli("index", "sync").exit_code == 0
+    refused = cli("index", "sync", ORCH_EMBEDDER="minilm")
+    assert refused.exit_code == 1 and "index rebuild" in refused.output
+    assert cli("index", "rebuild").exit_code == 2  # needs --yes
+    rebuilt = cli("index", "rebuild", "--yes", "--json", ORCH_EMBEDDER="minilm")
+    assert rebuilt.exit_code == 0, rebuilt.output
+    assert json.loads(rebuilt.output.splitlines()[-1])["repairs_enqueued"] == len(RATIONALES)
+    status = json.loads(cli("index", "status", "--json", ORCH_EMBEDDER="minilm").output)
+    assert status["embedder"] == "all-MiniLM-L6-v2" and status["points"] == len(RATIONALES)
+    found = cli(
+        "search", "why was the payments release reverted", "-k", "1", "--json", ORCH_EMBEDDER="minilm"
+    )
+    assert json.loads(found.output.splitlines()[0])["results"][0]["decision_id"] == "k2"

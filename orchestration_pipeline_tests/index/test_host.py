@@ -13,12 +13,8 @@ from pathlib import Path
 import pytest
 
 from orchestration_pipeline.lib.index.edge import EdgeIndex
-from orchestration_pipeline.lib.index.host import (
-    HostClient,
-    host_running,
-    socket_address,
-    stop_host,
-)
+from orchestration_pipeline.lib.index.host import host_running, socket_address
+from orchestration_pipeline.lib.index.host_client import HostClient, stop_host
 from orchestration_pipeline.lib.index.location import (
     IndexConfigMismatch,
     IndexUnavailable,

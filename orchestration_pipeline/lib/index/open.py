@@ -8,7 +8,8 @@ import time
 from pathlib import Path
 
 from orchestration_pipeline.lib.index.edge import SIDECAR, EdgeIndex
-from orchestration_pipeline.lib.index.host import HostClient, stop_host, try_lock
+from orchestration_pipeline.lib.index.host import try_lock
+from orchestration_pipeline.lib.index.host_client import HostClient, stop_host
 from orchestration_pipeline.lib.index.location import (
     COLLECTION,
     IndexUnavailable,
