@@ -60,6 +60,10 @@ K = 10
 TARGETS = {"index_p95_ms": 2.0, "recall_at_10": 0.99, "whole_search_p95_ms": 50.0}
 
 
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def log(message: str) -> None:
     print(f"[search] {message}", file=sys.stderr, flush=True)
 
@@ -76,7 +80,7 @@ class Run:
     embedder: Embedder | None = None
     doc_vectors: np.ndarray | None = None
     query_vectors: np.ndarray | None = None
-    edge: Any = None  # the quantized EdgeIndex, open from section_edge to the end
+    edge: EdgeIndex | None = None  # the quantized shard, open from section_edge to the end
     truth: list[list[str]] = field(default_factory=list)  # exact top-K decision ids per query
     results: dict[str, Any] = field(default_factory=dict)
 
@@ -175,11 +179,6 @@ def recall_report(run: Run, found: list[list[str]], truth: list[list[str]]) -> d
 # ---------------------------------------------------------------- embeddings
 
 
-def make_embedder(name: str | None) -> Embedder:
-    """The project's embedder: ``name`` when given, else its default (MiniLM when installed)."""
-    return default_embedder(name)
-
-
 def embed(embedder: Embedder, texts: Sequence[str]) -> np.ndarray:
     return np.asarray(embedder.embed(list(texts)), dtype=np.float32)
 
@@ -197,10 +196,16 @@ def cached_document_vectors(run: Run) -> tuple[np.ndarray, bool, Path | None, fl
     key = hashlib.sha256(f"{ds.texts_digest(texts)}|{name}".encode()).hexdigest()[:20]
     path = cache_dir / f"decisions-{len(texts)}-{name.replace('/', '_')}-{key}.npy" if cache_dir else None
     if path is not None and path.exists():
-        vectors = np.load(path)
-        if vectors.shape[0] == len(texts):
-            return vectors, True, path, None
-        log(f"cache file {path} has {vectors.shape[0]} rows, not {len(texts)}: embedding again")
+        try:
+            vectors = np.load(path)
+        except (OSError, ValueError) as exc:
+            log(f"cache file {path} is unreadable ({exc}): embedding again, it will be replaced")
+        else:
+            if vectors.shape == (len(texts), run.embedder.dimension):
+                return vectors, True, path, None
+            log(
+                f"cache file {path} holds {vectors.shape}, not ({len(texts)}, {run.embedder.dimension}): embedding again"
+            )
     t0 = time.perf_counter()
     vectors = embed_batched(run.embedder, texts)
     seconds = time.perf_counter() - t0
@@ -244,7 +249,7 @@ def section_embeddings(run: Run) -> dict[str, Any]:
     queries' vectors."""
     sample = [d.text for d in ds.decisions(run.args.sample, run.args.seed + 1_000_003)]
     t0 = time.perf_counter()
-    run.embedder = make_embedder(run.args.embedder)
+    run.embedder = default_embedder(run.args.embedder)  # None: MiniLM when installed
     embed(run.embedder, sample[:16])  # the model loads on first use; first calls also allocate
     load_s = time.perf_counter() - t0
     t0 = time.perf_counter()
@@ -387,6 +392,7 @@ def section_baseline(run: Run) -> dict[str, Any]:
     return {
         "baseline_points": count,
         "mode": "qdrant-client local (:memory:), brute force",
+        "subset": f"the first {count} of {len(run.decisions)} decisions; exact top-10 of that subset as truth",
         **build,
         "query_ms": latency_report(times),
         "recall_at_10_vs_numpy": recall_report(run, found, truth),
@@ -469,6 +475,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     started = time.perf_counter()
+    load_at_start = round(os.getloadavg()[0], 2)
     work = Path(tempfile.mkdtemp(prefix="orch-search-bench-"))
     run = None
     try:
@@ -476,27 +483,28 @@ def main(argv: Sequence[str] | None = None) -> int:
         decisions = ds.decisions(args.decisions, args.seed)
         queries = ds.queries(args.queries, args.seed)
         run = Run(args, work, decisions, queries, ds.PayloadColumns.of(decisions))
-        log(
-            f"generated {len(decisions)} decisions and {len(queries)} queries in {time.perf_counter() - t0:.1f}s"
-        )
+        generate_s = time.perf_counter() - t0
+        log(f"generated {len(decisions)} decisions and {len(queries)} queries in {generate_s:.1f}s")
         for name, section in SECTIONS:
             t0 = time.perf_counter()
             run.results[name] = section(run)
-            log(f"{name} done in {time.perf_counter() - t0:.1f}s")
+            log(f"{name} done in {time.perf_counter() - t0:.1f}s (peak RSS {peak_rss_mb():.0f} MB)")
     finally:
         if run is not None and run.edge is not None:
             run.edge.close()
         shutil.rmtree(work, ignore_errors=True)
-    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     line = {
         "benchmark": "search",
         "decisions": args.decisions,
         "queries": args.queries,
         "seed": args.seed,
         "embedder": run.results["embeddings"]["embedder"],
+        "generate_s": round(generate_s, 2),
         **run.results,
         "targets_met": run.results["targets"]["all_pass"],
-        "peak_rss_mb": round(peak_mb, 1),
+        # the machine's load while measuring: latencies and throughput are only comparable at similar loads
+        "load_avg_1m": {"start": load_at_start, "end": round(os.getloadavg()[0], 2)},
+        "peak_rss_mb": round(peak_rss_mb(), 1),
         "total_s": round(time.perf_counter() - started, 1),
     }
     print(json.dumps(line))

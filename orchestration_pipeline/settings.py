@@ -12,6 +12,9 @@ Nothing here runs at import time: call :func:`load_settings` when the values are
 | QDRANT_API_KEY        | API key for QDRANT_URL                                     | none           |
 | ORCH_EMBEDDER         | minilm or hashing; unset = MiniLM when installed            | (auto)         |
 | ORCH_INDEX_QUANTIZATION | on: search int8 vectors with rescoring; off: full vectors | on             |
+| ORCH_RETENTION_HOT_DAYS | days kept in the row store (then warm: columnstore where TimescaleDB is) | 7  |
+| ORCH_RETENTION_ARCHIVE_DAYS | days after which a day is archived to Parquet, then purged | 30          |
+| ORCH_RETENTION_PURGE  | on: purge verified archived days; off: archive and report  | off            |
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
-from pydantic import BaseModel, ConfigDict, ValidationError, ValidationInfo, field_validator
+from pydantic import BaseModel, ConfigDict, ValidationError, ValidationInfo, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
 from orchestration_pipeline.errors import ConfigError
@@ -36,6 +39,9 @@ FIELD_ENV = {
     "qdrant_api_key": "QDRANT_API_KEY",
     "embedder": "ORCH_EMBEDDER",
     "index_quantization": "ORCH_INDEX_QUANTIZATION",
+    "retention_hot_days": "ORCH_RETENTION_HOT_DAYS",
+    "retention_archive_days": "ORCH_RETENTION_ARCHIVE_DAYS",
+    "retention_purge": "ORCH_RETENTION_PURGE",
 }
 ENV_VARS = tuple(FIELD_ENV.values())
 POSTGRES_SCHEMES = ("postgresql://", "postgres://", "postgresql+psycopg2://")
@@ -80,6 +86,9 @@ class Settings(BaseModel):
     qdrant_api_key: str | None = None
     embedder: str | None = None
     index_quantization: bool = True
+    retention_hot_days: int = 7
+    retention_archive_days: int = 30
+    retention_purge: bool = False
 
     @field_validator("embedder")
     @classmethod
@@ -90,14 +99,35 @@ class Settings(BaseModel):
             )
         return value.lower() if value else None
 
-    @field_validator("index_quantization", mode="before")
+    @field_validator("index_quantization", "retention_purge", mode="before")
     @classmethod
-    def _on_off(cls, value: object) -> object:
+    def _on_off(cls, value: object, info: ValidationInfo) -> object:
         if isinstance(value, str):
             if value.lower() not in ("on", "off", "true", "false", "1", "0"):
-                raise _invalid(f"ORCH_INDEX_QUANTIZATION must be on or off, not {value!r}")
+                raise _invalid(f"{FIELD_ENV[info.field_name]} must be on or off, not {value!r}")
             return value.lower() in ("on", "true", "1")
         return value
+
+    @field_validator("retention_hot_days", "retention_archive_days", mode="before")
+    @classmethod
+    def _days(cls, value: object, info: ValidationInfo) -> object:
+        name = FIELD_ENV[info.field_name]
+        try:
+            days = int(value)  # type: ignore[arg-type]
+        except (TypeError, ValueError):
+            raise _invalid(f"{name} must be a whole number of days, not {value!r}") from None
+        if days < 1:
+            raise _invalid(f"{name} must be at least 1 day, not {days}")
+        return days
+
+    @model_validator(mode="after")
+    def _windows(self) -> Settings:
+        if self.retention_archive_days <= self.retention_hot_days:
+            raise _invalid(
+                f"ORCH_RETENTION_ARCHIVE_DAYS ({self.retention_archive_days}) must be more than "
+                f"ORCH_RETENTION_HOT_DAYS ({self.retention_hot_days}): a day is archived after its hot and warm time"
+            )
+        return self
 
     @field_validator("database_url", "tasks_database_url", "dagster_database_url")
     @classmethod
@@ -202,6 +232,9 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
             qdrant_api_key=get("QDRANT_API_KEY"),
             embedder=get("ORCH_EMBEDDER"),
             index_quantization=get("ORCH_INDEX_QUANTIZATION") or True,
+            retention_hot_days=get("ORCH_RETENTION_HOT_DAYS") or 7,
+            retention_archive_days=get("ORCH_RETENTION_ARCHIVE_DAYS") or 30,
+            retention_purge=get("ORCH_RETENTION_PURGE") or False,
         )
     except ValidationError as exc:
         raise ConfigError(_describe(exc.errors()[0])) from None

@@ -33,6 +33,9 @@ from orchestration_pipeline.lib.project_files import sql_dir
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
+# A shard host that a test starts and does not stop exits soon after the run, not 10 minutes later.
+os.environ.setdefault("ORCH_INDEX_HOST_IDLE_S", "30")
+
 # Settings for the throwaway embedded test server only (never for ORCH_TEST_DATABASE_URL): its data
 # is deleted after the run, so durability across a crash of the machine buys nothing.
 _TEST_SERVER_SETTINGS = {"fsync": "off", "synchronous_commit": "off", "full_page_writes": "off"}

@@ -12,6 +12,7 @@ from orchestration_pipeline.defs.freshness.checks import freshness_job, half_hou
 from orchestration_pipeline.defs.ingestion.assets import raw_events
 from orchestration_pipeline.defs.projection.assets import projection_drift_report
 from orchestration_pipeline.defs.resources import (
+    IndexSettings,
     IngestionSettings,
     OrchestrationDatabase,
     PipelineHome,
@@ -44,7 +45,8 @@ def _definitions(loaded, orch_dsn, tasks_dsn, home, **settings) -> dg.Definition
         "pipeline_home": PipelineHome(orch_home=str(home)),
         "ingestion_settings": IngestionSettings(),
         "projection_settings": ProjectionSettings(**settings),
-        "vector_index": VectorIndexResource(orch_home=str(home)),
+        "vector_index": VectorIndexResource(orch_home=str(home), embedder="hashing"),
+        "index_settings": IndexSettings(),
     }
     return dg.Definitions.merge(loaded, dg.Definitions(resources=resources))
 

@@ -5,6 +5,7 @@ import pytest
 
 from orchestration_pipeline.definitions import DEFS_FOLDER
 from orchestration_pipeline.defs.resources import (
+    IndexSettings,
     IngestionSettings,
     OrchestrationDatabase,
     PipelineHome,
@@ -14,6 +15,7 @@ from orchestration_pipeline.defs.resources import (
 )
 from orchestration_pipeline.lib.db import connection
 from orchestration_pipeline.lib.demo import demo_tasks, generate_demo, seed_tasks
+from orchestration_pipeline.lib.index.host_client import stop_host
 
 pytestmark = pytest.mark.db
 
@@ -26,7 +28,8 @@ def _definitions(orch_dsn: str, tasks_dsn: str, home) -> dg.Definitions:
         "pipeline_home": PipelineHome(orch_home=str(home)),
         "ingestion_settings": IngestionSettings(),
         "projection_settings": ProjectionSettings(),
-        "vector_index": VectorIndexResource(orch_home=str(home)),
+        "vector_index": VectorIndexResource(orch_home=str(home), embedder="hashing"),
+        "index_settings": IndexSettings(),
     }
     loaded = dg.load_from_defs_folder(path_within_project=DEFS_FOLDER)
     return dg.Definitions.merge(loaded, dg.Definitions(resources=resources))
@@ -36,6 +39,12 @@ def _failures(evaluations) -> list[str]:
     return [
         f"{e.asset_key.to_user_string()}.{e.check_name}: {e.description}" for e in evaluations if not e.passed
     ]
+
+
+@pytest.fixture(autouse=True)
+def _index_host_stopped(tmp_path):
+    yield
+    stop_host(tmp_path / "qdrant")
 
 
 def test_every_check_of_the_graph_passes_on_demo_data(orch_dsn, tasks_dsn, tmp_path):

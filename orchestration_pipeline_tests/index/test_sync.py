@@ -144,10 +144,10 @@ def test_reconcile_finds_each_drift_class_and_repairs_it(orch_dsn, index):
         vector = embedder.embed(["old text"])[0]
         index.upsert([IndexPoint("ghost", 1, "x" * 64, vector, {"org_id": "acme"})])  # an orphan
         conn.execute(
-            "ALTER TABLE decisions DISABLE TRIGGER decisions_enqueue"
+            "ALTER TABLE decisions DISABLE TRIGGER decisions_enqueue_update"
         )  # a write that skipped the outbox
         conn.execute("UPDATE decisions SET rationale = 'changed behind the outbox' WHERE decision_id = 'd1'")
-        conn.execute("ALTER TABLE decisions ENABLE TRIGGER decisions_enqueue")
+        conn.execute("ALTER TABLE decisions ENABLE TRIGGER decisions_enqueue_update")
         conn.commit()
         found = compare(conn, index)
         assert found.counts == {"missing_in_index": 1, "stale_version": 1, "orphan_in_index": 1}

@@ -237,12 +237,28 @@ def test_an_error_id_sent_again_with_another_message_is_a_conflict(orch_conn, tm
         assert (summary["duplicates"], summary["quarantined"], summary["balanced"]) == (1, 1, True)
 
 
-def test_one_artifact_event_id_at_two_times_is_two_artifacts(orch_conn, tmp_path):
+def test_one_event_id_at_two_times_is_one_event_and_a_conflict_naming_occurred_at(orch_conn, tmp_path):
+    # a producer's retry that re-stamps occurred_at but keeps the event_id (its idempotency key)
     first = make_event("artifact_emit", minutes_ago=10)
-    later = {**make_event("artifact_emit", minutes_ago=5), "event_id": first["event_id"]}
+    later = {
+        **first,
+        "occurred_at": (datetime.fromisoformat(first["occurred_at"]) + timedelta(seconds=5)).isoformat(),
+    }
     summary = ingest(orch_conn, write_jsonl(tmp_path / "a.jsonl", [make_event(), first, later]))
-    assert (summary["accepted"], summary["balanced"]) == (3, True)
-    assert count(orch_conn, "SELECT count(*) FROM artifacts WHERE event_id = %s", first["event_id"]) == 2
+    assert (summary["accepted"], summary["quarantined"], summary["balanced"]) == (2, 1, True)
+    assert count(orch_conn, "SELECT count(*) FROM artifacts WHERE event_id = %s", first["event_id"]) == 1
+    assert count(orch_conn, "SELECT count(*) FROM events WHERE event_id = %s", first["event_id"]) == 1
+    detail = orch_conn.execute(
+        "SELECT detail FROM quarantine WHERE failure_type = 'conflicting_duplicate'"
+    ).fetchone()[0]
+    assert "different occurred_at" in detail
+    # in a later file too, and whatever else the line says
+    again = {
+        **later,
+        "occurred_at": (datetime.fromisoformat(first["occurred_at"]) + timedelta(minutes=1)).isoformat(),
+    }
+    summary = ingest(orch_conn, write_jsonl(tmp_path / "b.jsonl", [again, first]))
+    assert (summary["duplicates"], summary["quarantined"]) == (1, 1)
 
 
 def test_a_replayed_line_without_an_id_keeps_the_id_its_original_content_gave(orch_conn, tmp_path):

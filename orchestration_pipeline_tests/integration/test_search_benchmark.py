@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 from types import ModuleType
 
+import numpy as np
 import pytest
 
 from orchestration_pipeline_tests.conftest import REPO_ROOT
@@ -70,21 +71,11 @@ def run_search_benchmark(cache_dir: Path) -> dict:
         [
             sys.executable,
             str(BENCHMARKS / "search.py"),
-            "--decisions",
-            "2000",
-            "--queries",
-            "20",
-            "--embedder",
-            "hashing",
-            "--rounds",
-            "1",
-            "--sample",
-            "200",
-            "--baseline-points",
-            "1000",
-            "--cache-dir",
-            str(cache_dir),
-        ],  # fmt: skip
+            *"--decisions 2000 --queries 20 --embedder hashing --rounds 1 --sample 200".split(),
+            # a small indexing threshold: HNSW graphs even at this size
+            *"--baseline-points 1000 --indexing-threshold-kb 100".split(),
+            *("--cache-dir", str(cache_dir)),
+        ],
         capture_output=True,
         text=True,
         timeout=600,
@@ -110,7 +101,7 @@ def check_recalls(report: dict) -> None:
 @pytest.mark.slow
 def test_search_benchmark_runs_and_reuses_its_embedding_cache(tmp_path: Path) -> None:
     out = run_search_benchmark(tmp_path)
-    assert out["benchmark"] == "search" and out["decisions"] == 2000 and out["embedder"] == "hashing"
+    assert out["benchmark"] == "search" and out["decisions"] == 2000 and out["embedder"] == "hashing-384"
     assert out["dataset"]["decisions"] == 2000 and out["dataset"]["query_kinds"]["unfiltered"] == 10
     assert (
         0
@@ -125,6 +116,7 @@ def test_search_benchmark_runs_and_reuses_its_embedding_cache(tmp_path: Path) ->
 
     edge = out["edge"]
     assert edge["points"] == 2000 and edge["optimize_s"] >= 0
+    assert edge["shard"]["indexed_vectors"] > 0  # searched through the graph, not only by scanning
     for section in (edge["query_ms"], edge["query_ms_quantization_off"], out["baseline"]["query_ms"]):
         check_latencies(section)
     for section in (
@@ -160,3 +152,11 @@ def test_search_benchmark_runs_and_reuses_its_embedding_cache(tmp_path: Path) ->
     assert again["embeddings"]["cache_hit"] is True
     assert again["embeddings"]["cache_file"] == emb["cache_file"]
     assert again["dataset"] == out["dataset"]
+
+    # a damaged cache file is embedded again and replaced, not trusted
+    Path(emb["cache_file"]).write_bytes(b"not an array")
+    third = run_search_benchmark(tmp_path)
+    assert (
+        third["embeddings"]["cache_hit"] is False and third["embeddings"]["cache_file"] == emb["cache_file"]
+    )
+    assert np.load(emb["cache_file"]).shape == (2000, emb["dimension"])

@@ -91,6 +91,8 @@ CREATE INDEX IF NOT EXISTS search_outbox_pending_entity_idx
 -- Freshness over a window, and pruning of done rows.
 CREATE INDEX IF NOT EXISTS search_outbox_done_idx ON search_outbox (done_at) WHERE done_at IS NOT NULL;
 
+-- One INSERT into the outbox per statement (transition tables), not one per row: a batch of
+-- ingested decisions costs one statement, however many rows it writes.
 CREATE OR REPLACE FUNCTION decisions_enqueue()
 RETURNS trigger
 LANGUAGE plpgsql
@@ -99,18 +101,25 @@ AS $$
 BEGIN
     IF TG_OP = 'DELETE' THEN
         INSERT INTO search_outbox (entity_id, version, op)
-        VALUES (OLD.decision_id, nextval('decision_version_seq'), 'delete');
-        RETURN OLD;
+        SELECT decision_id, nextval('decision_version_seq'), 'delete' FROM changed_rows ORDER BY decision_id;
+    ELSE
+        INSERT INTO search_outbox (entity_id, version, op, content_hash)
+        SELECT decision_id, version, 'upsert', content_hash FROM changed_rows ORDER BY decision_id;
     END IF;
-    INSERT INTO search_outbox (entity_id, version, op, content_hash)
-    VALUES (NEW.decision_id, NEW.version, 'upsert', NEW.content_hash);
-    RETURN NEW;
+    RETURN NULL;
 END
 $$;
 
 DROP TRIGGER IF EXISTS decisions_enqueue ON decisions;
-CREATE TRIGGER decisions_enqueue AFTER INSERT OR UPDATE OR DELETE ON decisions
-    FOR EACH ROW EXECUTE FUNCTION decisions_enqueue();
+DROP TRIGGER IF EXISTS decisions_enqueue_insert ON decisions;
+CREATE TRIGGER decisions_enqueue_insert AFTER INSERT ON decisions REFERENCING NEW TABLE AS changed_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION decisions_enqueue();
+DROP TRIGGER IF EXISTS decisions_enqueue_update ON decisions;
+CREATE TRIGGER decisions_enqueue_update AFTER UPDATE ON decisions REFERENCING NEW TABLE AS changed_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION decisions_enqueue();
+DROP TRIGGER IF EXISTS decisions_enqueue_delete ON decisions;
+CREATE TRIGGER decisions_enqueue_delete AFTER DELETE ON decisions REFERENCING OLD TABLE AS changed_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION decisions_enqueue();
 
 -- Items whose retries are spent. Never deleted automatically (a guard refuses DELETE and
 -- TRUNCATE); `index replay-dead-letters` re-enqueues them and marks them replayed.

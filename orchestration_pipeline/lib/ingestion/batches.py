@@ -70,6 +70,9 @@ WITH staged AS (
     SELECT event_id, occurred_at, fingerprint, %(run_id)s FROM staged
     ON CONFLICT DO NOTHING
     RETURNING event_id, occurred_at
+), identities AS (
+    INSERT INTO event_ids (event_id, occurred_at) SELECT event_id, occurred_at FROM fresh
+    ON CONFLICT DO NOTHING
 ), rows AS (
     SELECT s.*, row_number() OVER w AS rn, count(*) OVER (PARTITION BY s.fingerprint) AS n
     FROM staged s JOIN fresh USING (event_id, occurred_at)
@@ -133,6 +136,15 @@ class Counts:
 
 
 _EVENT_COPY = f"COPY events ({_EVENT_COLUMNS}) FROM STDIN"
+_EVENT_ID_COPY = "COPY event_ids (event_id, occurred_at) FROM STDIN"
+
+
+def _identity_line(event_line: bytes) -> bytes:
+    """The ``event_ids`` COPY line of an ``events`` COPY line: its first and third fields."""
+    event_id, _event_type, occurred_at, _rest = event_line.split(b"\t", 3)
+    return b"%s\t%s\n" % (event_id, occurred_at)
+
+
 _ARTIFACT_COPY = (
     "COPY artifacts (event_id, occurred_at, session_id, task_id, path, size_bytes, sha256, "
     "hash_skipped_reason) FROM STDIN"
@@ -146,32 +158,31 @@ def copy_events(
 ) -> list[tuple]:
     """COPY non-error events straight into ``events`` (plus artifacts and metrics), minus duplicates.
 
-    Repeats within the batch are held back here. The batch is then COPY'd optimistically under a
-    savepoint; only if that hits a stored id (unique violation) is it rolled back to the savepoint,
-    the stored ids looked up with one indexed query, and the rest COPY'd. New data, the common
-    case, therefore pays for COPY alone. Lines held back (stored or repeated) are then compared
-    with the stored row: the same content is a duplicate; different content is a conflicting
+    An event's identity is its event_id alone (``event_ids``, written with the events): a
+    producer's retry that re-stamps occurred_at is the same event. Repeats within the batch are
+    held back here. The batch is then COPY'd optimistically under a savepoint; only if that hits a
+    stored id (unique violation) is it rolled back to the savepoint, the stored ids looked up with
+    one indexed query, and the rest COPY'd. New data, the common case, therefore pays for COPY
+    alone. Lines held back (stored or repeated) are then compared with the stored event: the same
+    occurred_at and content is a duplicate; another occurred_at or other content is a conflicting
     second version of the event, returned (see :data:`CONFLICTS_SQL`) and not counted here.
     """
-    fresh: dict[tuple[str, int], tuple] = {}
-    held: list[tuple] = []  # lines whose (event_id, occurred_at) is already stored, or taken in this batch
+    fresh: dict[str, tuple] = {}
+    held: list[tuple] = []  # lines whose event_id is already stored, or taken in this batch
     for item in plain:
-        key = (item[0], item[1])
-        if key in fresh:
+        if item[0] in fresh:
             held.append(item)
         else:
-            fresh[key] = item
+            fresh[item[0]] = item
     try:
         with cur.connection.transaction():
             _copy_rows(cur, fresh)
     except psycopg.errors.UniqueViolation:
         stored = cur.execute(
-            "SELECT event_id::text, (extract(epoch FROM occurred_at) * 1000000)::bigint FROM events "
-            "WHERE event_id = ANY(%s::uuid[])",
-            (list({key[0] for key in fresh}),),
+            "SELECT event_id::text FROM event_ids WHERE event_id = ANY(%s::uuid[])", (list(fresh),)
         ).fetchall()
-        for key in stored:
-            if (item := fresh.pop(key, None)) is not None:
+        for (event_id,) in stored:
+            if (item := fresh.pop(event_id, None)) is not None:
                 held.append(item)
         _copy_rows(cur, fresh)
     conflicts = _conflicts(cur, held) if held else []
@@ -193,15 +204,21 @@ _REBUILT_LINE = """jsonb_build_object(
            'session_id', r.session_id, 'task_id', r.task_id, 'source', r.source, 'stage', r.stage,
            'severity', r.severity, 'status', r.status, 'duration_ms', r.duration_ms,
            'payload', r.payload)::text"""
+# A line whose id is stored with another occurred_at conflicts whatever its content (the stored
+# event may be in a purged day: then only its occurred_at is known).
 CONFLICTS_SQL = f"""
 SELECT r.event_id::text, r.source_file, r.source_line, e.source_file, e.source_line,
        jsonb_build_array({", ".join(f"r.{f}" for f in _CONFLICT_FIELDS)}),
        jsonb_build_array({", ".join(f"e.{f}" for f in _CONFLICT_FIELDS)}),
-       {_REBUILT_LINE}
+       {_REBUILT_LINE},
+       i.occurred_at <> r.occurred_at, e.event_id IS NOT NULL
 FROM ingest_repeats r
-JOIN events e ON e.event_id = r.event_id AND e.occurred_at = r.occurred_at
-WHERE ({", ".join(f"r.{f}" for f in _CONFLICT_FIELDS)})
-      IS DISTINCT FROM ({", ".join(f"e.{f}" for f in _CONFLICT_FIELDS)})
+JOIN event_ids i ON i.event_id = r.event_id
+LEFT JOIN events e ON e.event_id = i.event_id AND e.occurred_at = i.occurred_at
+WHERE i.occurred_at <> r.occurred_at
+   OR e.event_id IS NOT NULL
+      AND ({", ".join(f"r.{f}" for f in _CONFLICT_FIELDS)})
+          IS DISTINCT FROM ({", ".join(f"e.{f}" for f in _CONFLICT_FIELDS)})
 ORDER BY r.source_line
 """
 
@@ -230,12 +247,14 @@ def _conflicts(cur: psycopg.Cursor, held: list[tuple]) -> list[tuple]:
     rows = cur.execute(CONFLICTS_SQL).fetchall()
     cur.execute("TRUNCATE ingest_repeats")
     conflicts = []
-    for event_id, file, line, stored_file, stored_line, new, stored, rebuilt in rows:
-        differing = [
-            f
-            for f, a, b in zip(_CONFLICT_FIELDS, new, stored, strict=True)
-            if not same_but_for_redaction(a, b)
-        ]
+    for event_id, file, line, stored_file, stored_line, new, stored, rebuilt, moved, known in rows:
+        differing = ["occurred_at"] if moved else []
+        if known:
+            differing += [
+                f
+                for f, a, b in zip(_CONFLICT_FIELDS, new, stored, strict=True)
+                if not same_but_for_redaction(a, b)
+            ]
         if differing:
             conflicts.append((event_id, file, line, stored_file, stored_line, ", ".join(differing), rebuilt))
     return conflicts
@@ -249,14 +268,15 @@ def conflict_detail(row: tuple) -> str:
     else:
         where = f"from a replay, line {stored_line}" if stored_line else "by an earlier ingestion"
     return (
-        f"event_id {event_id} is already stored for this occurred_at with a different {differing} "
+        f"event_id {event_id} is already stored with a different {differing} "
         f"({where}); the stored version is kept — give this event its own event_id (or leave "
         "event_id out to derive one from the content), or fix the producer that reuses ids"
     )
 
 
 # Staged error lines whose (event_id, occurred_at) already names something else, removed from the
-# stage and returned as conflict rows (see conflict_detail): an event of another kind (a stored
+# stage and returned as conflict rows (see conflict_detail): an id stored with another
+# occurred_at (a retry that re-stamped the line), an event of another kind (a stored
 # task_start: folding the error into its group would rewrite that event's payload), an error of
 # another group (recorded in error_occurrences), or, in this batch, an earlier error line of
 # another group. The same error sent again (same group) stays: it counts as a duplicate.
@@ -266,7 +286,9 @@ WITH firsts AS (
     FROM ingest_stage ORDER BY event_id, occurred_at, source_line
 ), conflicting AS (
     SELECT r.ctid AS row_ref,
-           CASE WHEN o.fingerprint IS NOT NULL AND o.fingerprint <> r.fingerprint
+           CASE WHEN i.occurred_at <> r.occurred_at
+                     THEN 'occurred_at'
+                WHEN o.fingerprint IS NOT NULL AND o.fingerprint <> r.fingerprint
                      THEN 'error stage or message (another error group)'
                 WHEN o.fingerprint IS NULL AND e.event_id IS NOT NULL
                      THEN 'event_type (' || e.event_type || ', not error)'
@@ -280,6 +302,7 @@ WITH firsts AS (
     JOIN firsts f USING (event_id, occurred_at)
     LEFT JOIN error_occurrences o USING (event_id, occurred_at)
     LEFT JOIN events e USING (event_id, occurred_at)
+    LEFT JOIN event_ids i USING (event_id)
 )
 DELETE FROM ingest_stage r USING conflicting c
 WHERE r.ctid = c.row_ref AND c.differing IS NOT NULL
@@ -288,13 +311,16 @@ RETURNING r.event_id::text, r.source_file, r.source_line, c.stored_file, c.store
 """
 
 
-def _copy_rows(cur: psycopg.Cursor, fresh: dict[tuple[str, int], tuple]) -> None:
+def _copy_rows(cur: psycopg.Cursor, fresh: dict[str, tuple]) -> None:
     if not fresh:
         return
     # In key order: two ingesters writing the same events from differently ordered files then
     # take the events' index entries in the same order, and one waits for the other instead of
     # deadlocking (across batches they still can; the file's transaction is then tried again).
     rows = [fresh[key] for key in sorted(fresh)]
+    with cur.copy(_EVENT_ID_COPY) as copy:  # the identity first: a stored id fails fast here
+        # each events line starts "event_id <TAB> event_type <TAB> occurred_at <TAB>"
+        copy.write(b"".join(_identity_line(item[2]) for item in rows))
     with cur.copy(_EVENT_COPY) as copy:
         copy.write(b"".join(item[2] for item in rows))
     metrics = [item[4] for item in rows if item[3] == "metric"]

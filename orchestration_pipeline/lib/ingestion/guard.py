@@ -12,6 +12,7 @@ from __future__ import annotations
 import psycopg
 
 from orchestration_pipeline.lib.db import end_read, table_triggers
+from orchestration_pipeline.lib.retention.partitions import layout, list_partitions
 
 MIGRATION = "sql/orchestration/0015_ingest_guards.sql"
 REFUSE = "ingest_refuse_change"
@@ -43,8 +44,8 @@ WANTED: tuple[tuple[str, str, str, bool], ...] = tuple(
 def guard_problems(conn: psycopg.Connection) -> list[str]:
     """What is missing from the guard (empty when every trigger is in place and fires)."""
     triggers = table_triggers(conn, GUARDED_TABLES)
+    problems = _partition_guard_problems(conn)
     end_read(conn)
-    problems = []
     for table, operation, function, row_level in WANTED:
         mine = [
             t
@@ -70,4 +71,26 @@ def guard_problems(conn: psycopg.Connection) -> list[str]:
                 f"{table}: the {operation} guard {name} fires only for some rows (a WHEN condition or "
                 f"UPDATE OF columns) — reapply {MIGRATION} (psql -1 -f)"
             )
+    return problems
+
+
+def _partition_guard_problems(conn: psycopg.Connection) -> list[str]:
+    """Each partition of a partitioned ``events`` refuses DELETE and TRUNCATE itself: the parent's
+    statement-level refusals do not fire for a statement aimed at one partition."""
+    if layout(conn, "events") != "native":
+        return []
+    names = [p.name for p in list_partitions(conn, "events")]
+    triggers = table_triggers(conn, names)
+    problems = []
+    for name in names:
+        for operation in ("DELETE", "TRUNCATE"):
+            mine = [
+                t for t in triggers
+                if t.table == name and t.function == REFUSE and t.serves(operation, row_level=False)
+            ]  # fmt: skip
+            if not any(t.fires for t in mine):
+                problems.append(
+                    f"events partition {name}: the BEFORE {operation} guard is missing or disabled — "
+                    f"SELECT retention_guard_partition('{name}')"
+                )
     return problems

@@ -51,6 +51,7 @@ from orchestration_pipeline.lib.ingestion.files import discover_files, file_sha2
 from orchestration_pipeline.lib.ingestion.parse_pool import ParsePool
 from orchestration_pipeline.lib.ingestion.rows import ParsedBatch, parse_batch
 from orchestration_pipeline.lib.ingestion.status_words import UnknownStatusWords
+from orchestration_pipeline.lib.retention.partitions import ensure_ahead
 from orchestration_pipeline.lib.telemetry import percentile, record_metric
 from orchestration_pipeline.lib.wording import plural
 
@@ -233,6 +234,8 @@ class Ingestor:
         """Ingest every file under ``paths``; returns the run summary (also stored in ``ingest_runs``)."""
         files = discover_files(paths)
         self.gate.check(self.conn)
+        if files:
+            ensure_ahead(self.conn, self.now().date())  # today's partitions exist before its events arrive
         try:
             for index, path in enumerate(files, 1):
                 try:

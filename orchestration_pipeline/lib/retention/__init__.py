@@ -1,0 +1,1 @@
+"""Retention: daily partitions, verified Parquet archives, and purges only after verification."""
