@@ -110,17 +110,22 @@ def query_activity(
     conn: psycopg.Connection, flt: ActivityFilter, status_words: StatusWords | None = None
 ) -> list[dict[str, Any]]:
     """Matching events, newest first, paged by ``limit``/``offset``."""
-    where, params = flt.where(status_words)
     with conn.cursor(row_factory=dict_row) as cur:
-        rows = cur.execute(
-            f"""SELECT event_id, event_type, occurred_at, session_id, task_id, source, stage, severity, status,
-                       duration_ms, payload
-                FROM events WHERE {where}
-                ORDER BY occurred_at DESC, event_id LIMIT %(limit)s OFFSET %(offset)s""",
-            {**params, "limit": flt.limit, "offset": flt.offset},
-        ).fetchall()
+        rows = cur.execute(*activity_query(flt, status_words)).fetchall()
     end_read(conn)
     return rows
+
+
+def activity_query(flt: ActivityFilter, status_words: StatusWords | None = None) -> tuple[str, dict[str, Any]]:
+    """The SQL of :func:`query_activity` and its parameters (``EXPLAIN`` it to see the index it uses)."""
+    where, params = flt.where(status_words)
+    return (
+        f"""SELECT event_id, event_type, occurred_at, session_id, task_id, source, stage, severity, status,
+                   duration_ms, payload
+            FROM events WHERE {where}
+            ORDER BY occurred_at DESC, event_id LIMIT %(limit)s OFFSET %(offset)s""",
+        {**params, "limit": flt.limit, "offset": flt.offset},
+    )
 
 
 # A task_end's outcome: what its status word means ('unknown' for a word the map lacks), or
