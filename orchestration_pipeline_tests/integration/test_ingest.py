@@ -6,6 +6,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from orchestration_pipeline.lib.activity import ActivityFilter, activity_stats, query_activity
+from orchestration_pipeline.lib.db import connection
 from orchestration_pipeline.lib.ingestion.checks import events_accounted_for
 from orchestration_pipeline.lib.ingestion.ingest import Ingestor
 from orchestration_pipeline.lib.ingestion.quarantine import list_quarantine, replay_quarantine
@@ -590,3 +591,19 @@ def _ingest_with_new_connection(dsn, path):
 
     with connection(dsn) as conn:
         return ingest(conn, path)
+
+
+def test_one_wake_up_per_committed_file_and_none_for_a_file_of_duplicates(orch_dsn, tmp_path):
+    import psycopg
+
+    from orchestration_pipeline.lib.ingestion.notify import EVENTS_CHANNEL
+
+    path = write_jsonl(tmp_path / "a.jsonl", [make_event() for _ in range(50)])
+    with psycopg.connect(orch_dsn, autocommit=True) as listener, connection(orch_dsn) as conn:
+        listener.execute(f"LISTEN {EVENTS_CHANNEL}")
+        Ingestor(conn).ingest_paths([path])
+        Ingestor(conn).ingest_paths(
+            [write_jsonl(tmp_path / "b.jsonl", [json.loads(path.read_text().splitlines()[0])])]
+        )
+        got = list(listener.notifies(timeout=1.0))
+    assert len(got) == 1 and got[0].channel == EVENTS_CHANNEL

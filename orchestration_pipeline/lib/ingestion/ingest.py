@@ -48,6 +48,7 @@ from orchestration_pipeline.lib.ingestion.batches import (
     write_batch,
 )
 from orchestration_pipeline.lib.ingestion.files import discover_files, file_sha256, iter_blocks
+from orchestration_pipeline.lib.ingestion.notify import notify_new_events
 from orchestration_pipeline.lib.ingestion.parse_pool import ParsePool
 from orchestration_pipeline.lib.ingestion.rows import ParsedBatch, parse_batch
 from orchestration_pipeline.lib.ingestion.status_words import UnknownStatusWords
@@ -377,6 +378,8 @@ class Ingestor:
                 result.parse_ms,
             ),
         )
+        if counts.accepted:
+            notify_new_events(self.conn, result.sha256[:16])  # delivered at commit: wakes the live feed
         tags = {"file": result.path, "file_sha256": result.sha256}
         self._metric("ParseDuration", result.parse_ms, "ms", tags)
         self._metric("RowsWritten", counts.accepted, "rows", tags)

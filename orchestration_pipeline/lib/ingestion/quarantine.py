@@ -35,6 +35,7 @@ from orchestration_pipeline.lib.ingestion.envelope import ParsedEvent
 from orchestration_pipeline.lib.ingestion.events import parse_line
 from orchestration_pipeline.lib.ingestion.failure_types import FAILURE_TYPES
 from orchestration_pipeline.lib.ingestion.ingest import INGEST_TABLES
+from orchestration_pipeline.lib.ingestion.notify import notify_new_events
 from orchestration_pipeline.lib.ingestion.rows import ParsedBatch, add_event
 
 
@@ -374,6 +375,8 @@ def replay_quarantine(
         for row in _lock_pending_rows(cur, ids, failure_type, source_file, limit):
             replay.row(row)
         replay.audit(conn, actor=actor, request_id=request_id, source=source)
+        if result.accepted:
+            notify_new_events(conn, f"replay {result.run_id}")
     return result
 
 
