@@ -148,3 +148,53 @@ def projection_reports(limit: int, as_json: bool) -> None:
 
 # report id, finished at, drift count, action, action detail
 _REPORT_ROW = "{:>6}  {:<24}  {:>6}  {:<8}  {}"
+
+
+@projection.command("changes")
+@click.option("--since", help="Only changes since (30m, 24h, 7d, or an ISO date/time). Default: 24h.")
+@click.option(
+    "--run", "run_id", help="Only the changes of this run (an id from the output or a drift report)."
+)
+@click.option("--task", "task_id", help="Only this task's changes.")
+@click.option("--cause", type=click.Choice(("event", "repair", "rebuild")), help="Only this cause.")
+@click.option("--limit", default=100, show_default=True, type=click.IntRange(1, 1_000))
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
+def projection_changes(
+    since: str | None, run_id: str | None, task_id: str | None, cause: str | None, limit: int, as_json: bool
+) -> None:
+    """What the projector and the reconciliations changed, per task and field, and why.
+
+    Each line: when, the cause (event: the projector folding task events; repair or rebuild: a
+    reconciliation), the run, the task, the field, and its value before and after. Answers "what
+    changed last night, and why" with --since 12h.
+    """
+    import uuid
+
+    from orchestration_pipeline.lib.audit.ledger import parse_since
+    from orchestration_pipeline.lib.db import connection
+    from orchestration_pipeline.lib.projection.changes import list_changes
+
+    if run_id is not None:
+        try:
+            uuid.UUID(run_id)
+        except ValueError:
+            raise click.BadParameter(f"{run_id!r} is not a run id (a UUID)", param_hint="--run") from None
+    cutoff = parse_since(since or "24h") if not run_id or since else None
+    with connection(orchestration_dsn()) as orch:
+        rows, total = list_changes(
+            orch, since=cutoff, run_id=run_id, task_id=task_id, cause=cause, limit=limit
+        )
+    if as_json:
+        for r in rows:
+            click.echo(json.dumps(r, default=str))
+        return
+    if not rows:
+        click.echo("no changes" + (f" since {since or '24h'}" if cutoff else ""))
+        return
+    for r in rows:
+        click.echo(
+            f"{r['changed_at']:%Y-%m-%d %H:%M:%S%z}  {r['cause']:<7}  run {r['run_id'][:8]}  {r['task_id']}  "
+            f"{r['field']}: {json.dumps(r['before'])} -> {json.dumps(r['after'])}"
+        )
+    if total > len(rows):
+        click.echo(f"showing {len(rows)} of {total}; narrow with --since, --run or --task, or raise --limit")

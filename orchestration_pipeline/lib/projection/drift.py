@@ -23,6 +23,7 @@ writes an audit row in its own transaction.
 from __future__ import annotations
 
 import time
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -202,6 +203,7 @@ class DriftReport:
     decision_event_id: str
     grace_minutes: int
     compare_s: float = 0.0
+    change_run: str | None = None  # the run id its task_changes rows carry (repair or rebuild)
 
     @property
     def drift_count(self) -> int:
@@ -226,6 +228,7 @@ class DriftReport:
             "rows_changed": self.rows_changed,
             "decision_event_id": self.decision_event_id,
             "compare_s": round(self.compare_s, 3),
+            "change_run": self.change_run,
         }
 
 
@@ -298,6 +301,7 @@ def _reconcile_locked(
     refusal: ReconcileRefused | None = None
     rows_changed = 0
     detail = "no drift"
+    change_run = uuid.uuid4()
     try:
         if action != "none":
             refuse_if_tasks_look_empty(
@@ -305,12 +309,15 @@ def _reconcile_locked(
             )
         with orch.transaction():
             if action == "repair":
-                rows_changed = repair(orch, tasks, comparison.drifted, audit, reason=reason)
+                rows_changed = repair(
+                    orch, tasks, comparison.drifted, audit, reason=reason, change_run=change_run
+                )
                 detail = f"repaired {rows_changed} rows"
             elif action == "rebuild":
                 rows_changed = rebuild(
-                    orch, tasks, audit, reason=reason, min_tasks_ratio=settings.min_tasks_ratio
-                )
+                    orch, tasks, audit, reason=reason, min_tasks_ratio=settings.min_tasks_ratio,
+                    change_run=change_run,
+                )  # fmt: skip
                 detail = f"rebuilt from events plus the Tasks DB: {rows_changed} rows"
             report = _record(orch, comparison, settings, started_at, action, detail, rows_changed, audit)
     except ReconcileRefused as exc:
@@ -320,6 +327,7 @@ def _reconcile_locked(
             _record(orch, comparison, settings, started_at, "refused", str(refusal), 0, audit)
         raise refusal
     report.compare_s = compared_s
+    report.change_run = str(change_run) if action in ("repair", "rebuild") else None
     return report
 
 

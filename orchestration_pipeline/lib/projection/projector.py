@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import random
 import time
+import uuid
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -61,6 +62,13 @@ def stage_sql() -> str:
 def enable_projector_writes(conn: psycopg.Connection) -> None:
     """Let this transaction write ``task_projection`` (its guard trigger refuses everyone else)."""
     conn.execute("SET LOCAL orchestration.projector = on")
+
+
+def label_changes(conn: psycopg.Connection, run_id: uuid.UUID, cause: str) -> None:
+    """Name the run and cause the ``task_changes`` rows of this transaction are recorded under
+    (sql/orchestration/0022_task_changes.sql: event, repair or rebuild)."""
+    conn.execute("SELECT set_config('orchestration.change_run', %s, true)", (str(run_id),))
+    conn.execute("SELECT set_config('orchestration.change_cause', %s, true)", (cause,))
 
 
 def lock_checkpoint(conn: psycopg.Connection) -> tuple[Any, Any]:
@@ -172,6 +180,7 @@ class LatencyStats:
 class ProjectorRun:
     """What one catch-up of the projector did."""
 
+    run_id: uuid.UUID = field(default_factory=uuid.uuid4)  # its changes in task_changes carry it
     events_applied: int = 0
     tasks_updated: int = 0
     batches: int = 0
@@ -326,6 +335,7 @@ def project_events(
     while max_batches is None or run.batches < max_batches:
         with conn.transaction():
             enable_projector_writes(conn)
+            label_changes(conn, run.run_id, "event")
             conn.execute("SET LOCAL work_mem = '64MB'")  # batch sorts stay in memory
             from_xid, from_id = lock_checkpoint(conn)
             horizon = commit_horizon(conn)

@@ -9,6 +9,7 @@ undo the repair. :mod:`~orchestration_pipeline.lib.projection.drift` decides whi
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,6 +22,7 @@ from orchestration_pipeline.lib.projection.projector import (
     TASK_EVENT_TYPES,
     commit_horizon,
     enable_projector_writes,
+    label_changes,
     lock_checkpoint,
     stage_tasks,
 )
@@ -112,6 +114,7 @@ def repair(
     audit: AuditContext,
     *,
     reason: str,
+    change_run: uuid.UUID | None = None,
 ) -> int:
     """Repair only the drifted rows from the Tasks DB (one transaction, audited); returns rows changed.
 
@@ -120,6 +123,7 @@ def repair(
     """
     ids = sorted({task_id for task_id, _ in drifted})
     enable_projector_writes(orch)
+    label_changes(orch, change_run or uuid.uuid4(), "repair")
     lock_checkpoint(orch)  # no projector batch interleaves with the repair
     stage_tasks(orch, tasks, ids)
     params = {"ids": ids, "types": list(TASK_EVENT_TYPES)}
@@ -154,6 +158,7 @@ def rebuild(
     *,
     reason: str,
     min_tasks_ratio: float = 0.5,
+    change_run: uuid.UUID | None = None,
 ) -> int:
     """Rebuild the whole projection in the shadow table and swap it in; returns the new row count.
 
@@ -161,6 +166,7 @@ def rebuild(
     Refuses (raising :class:`ReconcileRefused`, changing nothing) when the Tasks DB looks empty.
     """
     enable_projector_writes(orch)
+    label_changes(orch, change_run or uuid.uuid4(), "rebuild")
     position = lock_checkpoint(orch)  # the projector waits; the rebuild moves its checkpoint
     horizon = commit_horizon(orch)
     live = orch.execute("SELECT count(*) FROM task_projection").fetchone()[0]
@@ -181,6 +187,7 @@ def rebuild(
         {"types": list(TASK_EVENT_TYPES), "horizon": horizon},
     )
     before = {"rows": live, "checkpoint": [str(position[0]), str(position[1])]}
+    orch.execute("SELECT task_changes_record_rebuild()")  # the whole diff, before the swap
     orch.execute("SELECT task_projection_swap_shadow()")
     # Every event below the horizon is in the rebuilt rows; the projector resumes after them.
     orch.execute(
