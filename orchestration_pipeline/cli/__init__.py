@@ -14,6 +14,7 @@ from orchestration_pipeline.cli import (
     ingest,
     projection,
     quarantine,
+    retention,
     run,
     services,
 )
@@ -48,6 +49,8 @@ for _command in (
     decisions.decisions,
     index.index,
     index.search,
+    retention.retention,
+    retention.archive,
     emit.events,
     emit.emit,
     demo.demo,

@@ -67,9 +67,16 @@ def run(select: str, demo_sessions: int, verbose: bool) -> None:
     from orchestration_pipeline.lib.project_files import project_root
     from orchestration_pipeline.lib.services import bring_up, pipeline_environment, prepare_dagster_home
 
-    checks = _selected_checks(select, verbose)
+    left_out: list[str] = []
+    checks, select = _selected_checks(select, verbose, left_out)
     settings = pipeline_settings()
     services = bring_up(settings)
+    for named in left_out:
+        click.echo(
+            f"leaving out the daily-partitioned {named}: 'orchestration-pipeline retention run' archives "
+            "the due days (the nightly_retention schedule does it in Dagster)",
+            err=True,
+        )
     prepare_dagster_home(settings)
     if demo_sessions:
         written = generate_demo_files(settings.landing_dir, sessions=demo_sessions)
@@ -229,9 +236,16 @@ def _asset_graph(verbose: bool):
         ) from None
 
 
-def _selected_checks(select: str, verbose: bool = False) -> list[CheckRow]:
+def _selected_checks(
+    select: str, verbose: bool = False, left_out: list[str] | None = None
+) -> tuple[list[CheckRow], str]:
     """The checks of the assets ``select`` matches, with their declared severity and runbook, in
-    the order the assets materialize. A usage error naming the valid assets when it matches none."""
+    the order the assets materialize, and the selection to hand to Dagster. A usage error naming
+    the valid assets when it matches none.
+
+    Daily-partitioned assets (the retention archives and purge) materialize one day at a time: ``*``
+    leaves them out (naming them), and a selection of nothing but them is refused, naming
+    ``retention run``."""
     import warnings
 
     with warnings.catch_warnings():
@@ -249,12 +263,25 @@ def _selected_checks(select: str, verbose: bool = False) -> list[CheckRow]:
             f"{select!r} selects no asset; valid assets: {', '.join(names)} (or '*' for all)",
             param_hint="--select",
         )
+    left_out = [] if left_out is None else left_out
+    partitioned = sorted(k for k in keys if graph.get(k).partitions_def is not None)
+    if partitioned:
+        named = ", ".join(k.to_user_string() for k in partitioned)
+        keys = keys - set(partitioned)
+        if not keys:
+            raise click.BadParameter(
+                f"{select!r} selects only daily-partitioned assets ({named}): run "
+                "'orchestration-pipeline retention run' to archive the due days",
+                param_hint="--select",
+            )
+        select = ",".join(sorted(k.to_user_string() for k in keys))
+        left_out.append(named)
     order = {key: i for i, key in enumerate(graph.toposorted_asset_keys)}
     check_keys = sorted(
         (k for k in graph.asset_check_keys if k.asset_key in keys),
         key=lambda k: (order.get(k.asset_key, len(order)), k.name),
     )
-    return [_declared(graph.get_check_spec(k)) for k in check_keys]
+    return [_declared(graph.get_check_spec(k)) for k in check_keys], select
 
 
 def _declared(spec) -> CheckRow:

@@ -19,7 +19,8 @@ SAMPLE = 10
 # Per path: the events its ledger entries accepted (every version of a file that grew, plus the
 # lines replayed from its quarantine rows), against the events that name it as their source_file.
 # An error line collapsed into its group adds no row (the ledger counts it as collapsed); the one
-# event of a group per run is the accepted line of the file it came from. Artifacts and metrics are
+# event of a group per run is the accepted line of the file it came from. A purged day's rows count
+# as stored when its archive was verified (archive_manifests). Artifacts and metrics are
 # rows of other tables beside their event. Events the pipeline writes itself have no source_file.
 ROWS_PER_FILE_SQL = """
 WITH expected AS (
@@ -29,7 +30,14 @@ WITH expected AS (
     SELECT source_file AS path, count(*) AS accepted
     FROM quarantine WHERE replay_outcome = 'accepted' GROUP BY 1
 ), stored AS (
-    SELECT source_file AS path, count(*) AS n FROM events WHERE source_file IS NOT NULL GROUP BY 1
+    -- rows still in events, plus those of purged days, as their verified archive counted them
+    SELECT path, sum(n)::bigint AS n FROM (
+        SELECT source_file AS path, count(*) AS n FROM events WHERE source_file IS NOT NULL GROUP BY 1
+        UNION ALL
+        SELECT f.key, sum(f.value::bigint)
+        FROM archive_manifests m, jsonb_each_text(m.source_file_counts) f
+        WHERE m.table_name = 'events' AND m.status = 'purged' GROUP BY 1
+    ) s GROUP BY path
 ), compared AS (
     SELECT coalesce(e.path, r.path, s.path) AS path,
            coalesce(e.accepted, 0) + coalesce(r.accepted, 0) AS expected,
