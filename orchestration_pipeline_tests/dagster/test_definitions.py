@@ -147,3 +147,14 @@ def test_check_fails_on_checksum_drift(fresh_dsn):
     )
     assert not evaluation.passed
     assert evaluation.metadata["checksum_drift"].value == ["0001_core.sql"]
+
+
+def test_every_job_has_a_schedule_in_utc():
+    from orchestration_pipeline.definitions import defs as load
+
+    definitions = load()
+    repo = definitions.get_repository_def()
+    scheduled = {s.job_name for s in repo.schedule_defs}
+    jobs = {j.name for j in repo.get_all_jobs() if not j.name.startswith("__")}
+    assert jobs - scheduled == set(), "every job needs a schedule (its times go in the README)"
+    assert {s.execution_timezone for s in repo.schedule_defs} == {"UTC"}

@@ -167,3 +167,19 @@ def test_the_default_is_minilm_when_installed(monkeypatch: pytest.MonkeyPatch) -
     monkeypatch.delenv("ORCH_EMBEDDER", raising=False)
     chosen = default_embedder()
     assert isinstance(chosen, MiniLMEmbedder) and chosen.name == "all-MiniLM-L6-v2"
+
+
+def test_embed_threads_default_to_half_the_cpus_and_are_configurable(monkeypatch):
+    from orchestration_pipeline.errors import ConfigError
+    from orchestration_pipeline.lib.index import embedders
+
+    monkeypatch.delenv(embedders.THREADS_ENV, raising=False)
+    monkeypatch.setattr(embedders.os, "cpu_count", lambda: 2)
+    assert embedders.embed_threads() == 1
+    monkeypatch.setattr(embedders.os, "cpu_count", lambda: 16)
+    assert embedders.embed_threads() == 8
+    monkeypatch.setenv(embedders.THREADS_ENV, "3")
+    assert embedders.embed_threads() == 3
+    monkeypatch.setenv(embedders.THREADS_ENV, "many")
+    with pytest.raises(ConfigError, match="ORCH_EMBED_THREADS"):
+        embedders.embed_threads()

@@ -1,7 +1,9 @@
 """The search benchmark: its replay dataset is fixed and shaped as documented, and the script runs.
 
 The script is run on a tiny workload with the hashing embedder; figures that small mean nothing,
-so what is checked is that every section reports its fields, consistently and within range.
+so what is checked is that every section reports its fields, consistently and within range. The
+outbox section runs once (on the tests' PostgreSQL server, with a 2-second trickle); the runs that
+check the embedding cache skip it.
 """
 
 from __future__ import annotations
@@ -66,7 +68,7 @@ def test_dataset_is_diverse_and_filters_are_as_selective_as_documented() -> None
     assert columns.mask(next(q for q in qs if q.kind == "none")).all()
 
 
-def run_search_benchmark(cache_dir: Path) -> dict:
+def run_search_benchmark(cache_dir: Path, *extra: str) -> dict:
     done = subprocess.run(
         [
             sys.executable,
@@ -75,6 +77,7 @@ def run_search_benchmark(cache_dir: Path) -> dict:
             # a small indexing threshold: HNSW graphs even at this size
             *"--baseline-points 1000 --indexing-threshold-kb 100".split(),
             *("--cache-dir", str(cache_dir)),
+            *extra,
         ],
         capture_output=True,
         text=True,
@@ -98,9 +101,48 @@ def check_recalls(report: dict) -> None:
     assert all(0 <= value <= 1 for value in report.values()), report
 
 
+def check_outbox(out: dict) -> None:
+    """The reindex put every decision in the index through the outbox, and the trickle's new
+    decisions all became searchable, each with its freshness measured."""
+    outbox = out["outbox"]
+    assert outbox["embedder"] == "hashing-384" and outbox["embedder_mode"] == "cached"
+    reindex = outbox["reindex"]
+    assert reindex["decisions"] == reindex["points"] == reindex["sync"]["indexed"] == 2000
+    assert reindex["sync"]["backlog_pending"] == reindex["sync"]["dead_lettered"] == 0
+    assert reindex["shard"]["indexed_vectors"] > 0
+    # commit, then sync: the end-to-end rate is below both, the total their sum plus optimize
+    assert (
+        0
+        < reindex["end_to_end_items_per_s"]
+        < min(reindex["commit_items_per_s"], reindex["sync_items_per_s"])
+    )
+    assert reindex["total_s"] == pytest.approx(
+        reindex["commit_s"] + reindex["sync_s"] + reindex["optimize_s"], abs=0.02
+    )
+    # cached mode: every reindexed text came from the cache, the trickle's new texts were embedded live
+    cache = outbox["cache"]
+    assert cache["reindex_hits"] == 2000 and cache["misses"] > 0
+    assert cache["hits"] + cache["misses"] == 2000 + outbox["trickle"]["decisions"]
+
+    projected = outbox["reindex_projected_live_embedding"]
+    assert projected["projected"] is True and projected["embedder"] == out["embeddings"]["embedder"]
+    assert projected["embed_s"] == pytest.approx(2000 / out["embeddings"]["throughput_texts_per_s"], abs=0.06)
+    assert projected["total_s"] == pytest.approx(projected["embed_s"] + projected["outbox_s"], abs=0.06)
+
+    trickle = outbox["trickle"]
+    assert trickle["commits"] == 20 and trickle["commits"] <= trickle["decisions"] <= 5 * trickle["commits"]
+    assert trickle["pending_at_end"] == 0 and trickle["points"] == 2000 + trickle["decisions"]
+    fresh = trickle["freshness_s"]
+    assert fresh["n"] == trickle["decisions"] and 0 < fresh["p50"] <= fresh["p95"] <= fresh["max"]
+    assert trickle["syncs"] > trickle["idle_syncs"] >= 0
+    work = trickle["sync"]
+    assert work["embedded"] == trickle["decisions"] and 1 <= work["batches"] <= trickle["decisions"]
+    assert work["embed_texts_per_s"] > 0 and work["index_s"] > 0
+
+
 @pytest.mark.slow
-def test_search_benchmark_runs_and_reuses_its_embedding_cache(tmp_path: Path) -> None:
-    out = run_search_benchmark(tmp_path)
+def test_search_benchmark_runs_and_reuses_its_embedding_cache(tmp_path: Path, pg_admin_dsn: str) -> None:
+    out = run_search_benchmark(tmp_path, "--dsn", pg_admin_dsn, "--outbox-trickle-s", "2")
     assert out["benchmark"] == "search" and out["decisions"] == 2000 and out["embedder"] == "hashing-384"
     assert out["dataset"]["decisions"] == 2000 and out["dataset"]["query_kinds"]["unfiltered"] == 10
     assert (
@@ -132,15 +174,21 @@ def test_search_benchmark_runs_and_reuses_its_embedding_cache(tmp_path: Path) ->
     assert whole["total_ms"]["p95"] >= whole["query_embed_ms"]["p50"] > 0
     assert out["baseline"]["baseline_points"] == out["baseline"]["points"] == 1000
 
+    check_outbox(out)
+
     targets = out["targets"]
     assert set(targets) == {
         "index_p95_ms_unfiltered",
         "index_p95_ms_filtered",
         "recall_at_10",
         "whole_search_p95_ms",
+        "outbox_freshness_p95_le_2s",
         "all_pass",
     }
     assert targets["recall_at_10"]["value"] == edge["recall_at_10"]["all"]
+    freshness = targets["outbox_freshness_p95_le_2s"]
+    assert freshness["value"] == out["outbox"]["trickle"]["freshness_s"]["p95"]
+    assert freshness["pass"] == (freshness["value"] <= 2.0)
     assert targets["index_p95_ms_unfiltered"]["pass"] == (edge["query_ms"]["unfiltered"]["p95"] <= 2.0)
     assert (
         out["targets_met"]
@@ -148,14 +196,17 @@ def test_search_benchmark_runs_and_reuses_its_embedding_cache(tmp_path: Path) ->
         == all(t["pass"] for k, t in targets.items() if k != "all_pass")
     )
 
-    again = run_search_benchmark(tmp_path)
+    again = run_search_benchmark(tmp_path, "--no-outbox")
+    assert (
+        again["outbox"] == {"skipped": "--no-outbox"} and "outbox_freshness_p95_le_2s" not in again["targets"]
+    )
     assert again["embeddings"]["cache_hit"] is True
     assert again["embeddings"]["cache_file"] == emb["cache_file"]
     assert again["dataset"] == out["dataset"]
 
     # a damaged cache file is embedded again and replaced, not trusted
     Path(emb["cache_file"]).write_bytes(b"not an array")
-    third = run_search_benchmark(tmp_path)
+    third = run_search_benchmark(tmp_path, "--no-outbox")
     assert (
         third["embeddings"]["cache_hit"] is False and third["embeddings"]["cache_file"] == emb["cache_file"]
     )

@@ -18,6 +18,16 @@ index_reconcile_job = dg.define_asset_job(
     description="Sync the outbox, then reconcile the vector index against the decisions and repair drift.",
 )
 
+# The sensor syncs within 30 s of a pending row; this backstop covers a sensor that was off.
+quarter_hourly_index_sync = dg.ScheduleDefinition(
+    name="quarter_hourly_index_sync",
+    job=index_sync_job,
+    cron_schedule="*/15 * * * *",
+    execution_timezone="UTC",
+    default_status=dg.DefaultScheduleStatus.RUNNING,
+    description="Carry pending outbox rows into the index every 15 minutes (the sensor's backstop).",
+)
+
 nightly_index_reconcile = dg.ScheduleDefinition(
     name="nightly_index_reconcile",
     job=index_reconcile_job,
