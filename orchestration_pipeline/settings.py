@@ -15,6 +15,9 @@ Nothing here runs at import time: call :func:`load_settings` when the values are
 | ORCH_RETENTION_HOT_DAYS | days kept in the row store (then warm: columnstore where TimescaleDB is) | 7  |
 | ORCH_RETENTION_ARCHIVE_DAYS | days after which a day is archived to Parquet, then purged | 30          |
 | ORCH_RETENTION_PURGE  | on: purge verified archived days; off: archive and report  | off            |
+| ORCH_API_TOKEN        | bearer token of the HTTP API; required to bind beyond 127.0.0.1 | none      |
+| ORCH_ALERT_WEBHOOK_URL | webhook alerts are POSTed to (Slack-compatible JSON)      | none           |
+| ORCH_ALERT_MIN_SEVERITY | WARN: alert on warnings and errors; ERROR: errors only   | WARN           |
 """
 
 from __future__ import annotations
@@ -42,6 +45,9 @@ FIELD_ENV = {
     "retention_hot_days": "ORCH_RETENTION_HOT_DAYS",
     "retention_archive_days": "ORCH_RETENTION_ARCHIVE_DAYS",
     "retention_purge": "ORCH_RETENTION_PURGE",
+    "api_token": "ORCH_API_TOKEN",
+    "alert_webhook_url": "ORCH_ALERT_WEBHOOK_URL",
+    "alert_min_severity": "ORCH_ALERT_MIN_SEVERITY",
 }
 ENV_VARS = tuple(FIELD_ENV.values())
 POSTGRES_SCHEMES = ("postgresql://", "postgres://", "postgresql+psycopg2://")
@@ -89,6 +95,9 @@ class Settings(BaseModel):
     retention_hot_days: int = 7
     retention_archive_days: int = 30
     retention_purge: bool = False
+    api_token: str | None = None
+    alert_webhook_url: str | None = None
+    alert_min_severity: str = "WARN"
 
     @field_validator("embedder")
     @classmethod
@@ -136,6 +145,35 @@ class Settings(BaseModel):
         if problem:
             raise _invalid(problem)
         return value
+
+    @field_validator("alert_webhook_url")
+    @classmethod
+    def _webhook_url(cls, value: str | None) -> str | None:
+        # Never echoed: the path of an incoming-webhook URL is its secret.
+        if value is None:
+            return value
+        try:
+            parts = urlsplit(value)
+            usable = parts.scheme in ("http", "https") and bool(parts.hostname)
+        except ValueError:
+            usable = False
+        if not usable:
+            raise _invalid(
+                "ORCH_ALERT_WEBHOOK_URL must be an http:// or https:// URL (e.g. a Slack incoming webhook) — "
+                "fix it, or unset it to alert only to the alerts table and stderr"
+            )
+        return value
+
+    @field_validator("alert_min_severity", mode="before")
+    @classmethod
+    def _alert_threshold(cls, value: object) -> object:
+        word = str(value).strip().upper()
+        if word not in ("WARN", "ERROR"):
+            raise _invalid(
+                f"ORCH_ALERT_MIN_SEVERITY must be WARN or ERROR, not {value!r} — WARN alerts on warnings and "
+                "errors, ERROR on errors only"
+            )
+        return word
 
     @field_validator("qdrant_url")
     @classmethod
@@ -235,6 +273,9 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
             retention_hot_days=get("ORCH_RETENTION_HOT_DAYS") or 7,
             retention_archive_days=get("ORCH_RETENTION_ARCHIVE_DAYS") or 30,
             retention_purge=get("ORCH_RETENTION_PURGE") or False,
+            api_token=get("ORCH_API_TOKEN"),
+            alert_webhook_url=get("ORCH_ALERT_WEBHOOK_URL"),
+            alert_min_severity=get("ORCH_ALERT_MIN_SEVERITY") or "WARN",
         )
     except ValidationError as exc:
         raise ConfigError(_describe(exc.errors()[0])) from None

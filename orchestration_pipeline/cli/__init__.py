@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from orchestration_pipeline.cli import (
+    alerts,
     audit,
     db,
     decisions,
@@ -16,6 +17,7 @@ from orchestration_pipeline.cli import (
     quarantine,
     retention,
     run,
+    serve,
     services,
 )
 from orchestration_pipeline.cli._common import ErrorReportingGroup
@@ -51,6 +53,8 @@ for _command in (
     index.search,
     retention.retention,
     retention.archive,
+    serve.serve,
+    alerts.alerts,
     emit.events,
     emit.emit,
     demo.demo,

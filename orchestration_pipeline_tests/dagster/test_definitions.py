@@ -45,7 +45,10 @@ def asset_graph_snapshot(definitions: dg.Definitions) -> dict:
         "checks": checks,
         "jobs": sorted(j.name for j in definitions.jobs),
         "sensors": sorted(
-            ({"name": s.name, "jobs": sorted(j.name for j in s.jobs)} for s in definitions.sensors),
+            (
+                {"name": s.name, "jobs": sorted(j.name for j in s.jobs) if s.has_jobs else []}
+                for s in definitions.sensors
+            ),
             key=lambda s: s["name"],
         ),
         "schedules": sorted(

@@ -1,0 +1,1 @@
+"""Alerting: sensors that tell once when an asset check fails, an asset goes stale or a run fails."""

@@ -1,0 +1,1 @@
+"""Alerting: streaks, sinks, the sensors against a real Dagster instance, and the CLI."""
