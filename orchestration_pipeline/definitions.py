@@ -4,6 +4,7 @@ A new domain is a new folder under ``defs/``: Dagster loads every asset, check, 
 schedule defined there, so nothing here changes when one is added.
 """
 
+import importlib
 import os
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from orchestration_pipeline.defs.resources import (
     TasksDatabase,
     VectorIndexResource,
 )
+from orchestration_pipeline.errors import ConfigError
 
 DEFS_FOLDER = Path(__file__).parent / "defs"
 
@@ -53,10 +55,40 @@ EXECUTOR = dg.multiprocess_executor.configured(
 )
 
 
+#: ORCH_EXECUTOR: where steps run. The executor's own settings (broker, image, namespace) come from
+#: the run config (``execution: config: ...``) or a job's launchpad, so moving needs no code change.
+EXECUTORS = {
+    "multiprocess": ("dagster", "multiprocess_executor", None),
+    "in_process": ("dagster", "in_process_executor", None),
+    "celery": ("dagster_celery", "celery_executor", "pip install dagster-celery==0.29.27"),
+    "docker": ("dagster_docker", "docker_executor", "pip install dagster-docker==0.29.27"),
+    "k8s": ("dagster_k8s", "k8s_job_executor", "pip install dagster-k8s==0.29.27"),
+}
+
+
+def select_executor(name: str | None) -> dg.ExecutorDefinition:
+    """The executor ``ORCH_EXECUTOR`` names (default: the forkserver multiprocess executor)."""
+    if not name or name == "multiprocess":
+        return EXECUTOR
+    if name not in EXECUTORS:
+        raise ConfigError(f"ORCH_EXECUTOR must be one of {', '.join(EXECUTORS)}, not {name!r}")
+    module_name, attribute, install = EXECUTORS[name]
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError:
+        raise ConfigError(
+            f"ORCH_EXECUTOR={name} needs {module_name} — {install} (the release that pairs with dagster 1.13.27), "
+            "or unset ORCH_EXECUTOR for the multiprocess executor"
+        ) from None
+    return getattr(module, attribute)
+
+
 @dg.definitions
 def defs() -> dg.Definitions:
     """Everything under ``defs/`` (one folder per domain, found by Dagster), plus the shared resources."""
     return dg.Definitions.merge(
         dg.load_from_defs_folder(path_within_project=DEFS_FOLDER),
-        dg.Definitions(resources=build_resources(), executor=EXECUTOR),
+        dg.Definitions(
+            resources=build_resources(), executor=select_executor(os.environ.get("ORCH_EXECUTOR", "").strip())
+        ),
     )

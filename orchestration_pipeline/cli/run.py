@@ -14,6 +14,7 @@ import re
 import subprocess
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -62,6 +63,31 @@ def run(select: str, demo_sessions: int, verbose: bool) -> None:
     section that explains it. Exits 1 when an ERROR-severity check failed or the materialization
     failed (WARN failures are shown but leave the exit status 0).
     """
+    outcome = materialize_once(select, verbose, demo_sessions=demo_sessions)
+    _finish(outcome.rows, outcome.returncode, outcome.log_path)
+
+
+@dataclass
+class Materialized:
+    """What one ``materialize_once`` did: the checks' results and where Dagster's log went."""
+
+    rows: list[CheckRow]
+    returncode: int
+    log_path: Path | None
+    settings: Any
+    services: Any
+
+
+def materialize_once(
+    select: str,
+    verbose: bool,
+    *,
+    demo_sessions: int = 0,
+    demo_faults: bool = False,
+    demo_seed: int | None = None,
+) -> Materialized:
+    """`up`, optionally demo data, then ``dagster asset materialize`` of ``select``; prints the table
+    of checks and, on a failed materialization, the excerpt of Dagster's log."""
     from datetime import UTC, datetime
 
     from orchestration_pipeline.lib.project_files import project_root
@@ -79,7 +105,9 @@ def run(select: str, demo_sessions: int, verbose: bool) -> None:
         )
     prepare_dagster_home(settings)
     if demo_sessions:
-        written = generate_demo_files(settings.landing_dir, sessions=demo_sessions)
+        written = generate_demo_files(
+            settings.landing_dir, sessions=demo_sessions, faults=demo_faults, seed=demo_seed
+        )
         click.echo(f"wrote {len(written)} demo files to {settings.landing_dir}", err=True)
         seed_demo_tasks(services.urls.tasks, written)
     pipeline_env = pipeline_environment(services)
@@ -94,7 +122,7 @@ def run(select: str, demo_sessions: int, verbose: bool) -> None:
     _print_report(rows)
     if returncode != 0 and log_path is not None:
         _print_excerpt(log_path)
-    _finish(rows, returncode, log_path)
+    return Materialized(rows, returncode, log_path, settings, services)
 
 
 def _materialize(argv: list[str], env: dict[str, str], cwd: Path, log_path: Path | None) -> int:

@@ -161,3 +161,20 @@ def test_every_job_has_a_schedule_in_utc():
     jobs = {j.name for j in repo.get_all_jobs() if not j.name.startswith("__")}
     assert jobs - scheduled == set(), "every job needs a schedule (its times go in the README)"
     assert {s.execution_timezone for s in repo.schedule_defs} == {"UTC"}
+
+
+def test_the_executor_moves_with_orch_executor_and_a_missing_package_is_named():
+    import dagster as dg
+
+    from orchestration_pipeline.definitions import EXECUTOR, select_executor
+    from orchestration_pipeline.errors import ConfigError
+
+    assert select_executor(None) is EXECUTOR and select_executor("multiprocess") is EXECUTOR
+    assert select_executor("in_process") is dg.in_process_executor
+    with pytest.raises(ConfigError, match="one of multiprocess, in_process, celery, docker, k8s"):
+        select_executor("spark")
+    try:
+        import dagster_celery  # noqa: F401
+    except ImportError:
+        with pytest.raises(ConfigError, match="pip install dagster-celery"):
+            select_executor("celery")

@@ -156,6 +156,8 @@ def slack_payload(alert: dict[str, Any], kind: str, *, ui_url: str | None = None
         context.append(f"<{link}|Dagster UI>" if link.startswith("http") else f"Dagster UI `{_escape(link)}`")
     if alert.get("runbook"):
         context.append(f"runbook `{_escape(alert['runbook'])}`")
+    if guide_link(alert):
+        context.append(f"operator guide `{_escape(guide_link(alert))}`")
     if alert.get("occurrences", 1) > 1:
         context.append(f"failed {alert['occurrences']} times")
     blocks: list[dict[str, Any]] = [
@@ -175,7 +177,22 @@ def stderr_line(alert: dict[str, Any], kind: str) -> str:
     extra = "".join(
         f" | {label} {alert[k]}" for label, k in (("ui", "link_path"), ("runbook", "runbook")) if alert.get(k)
     )
-    return f"alert #{alert['alert_id']} {kind} [{alert['severity']}] {line}{extra}"
+    guide = guide_link(alert)
+    return f"alert #{alert['alert_id']} {kind} [{alert['severity']}] {line}{extra}" + (
+        f" | guide {guide}" if guide else ""
+    )
+
+
+#: Every check's entry in the operator guide (generated from the Definitions: docs/operator-guide.md).
+OPERATOR_GUIDE = "docs/operator-guide.md"
+
+
+def guide_link(alert: dict[str, Any]) -> str | None:
+    """The operator guide's entry of the check an alert is about (None for runs and freshness)."""
+    source = str(alert.get("source") or "")
+    if not source.startswith("check:"):
+        return None
+    return f"{OPERATOR_GUIDE}#{source.rsplit(':', 1)[-1]}"
 
 
 # --- delivering --------------------------------------------------------------------------------
