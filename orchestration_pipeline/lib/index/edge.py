@@ -448,13 +448,9 @@ class EdgeIndex:
                 )
             )
             for record in records:
-                payload = record.payload or {}
-                if "decision_id" in payload:
-                    yield IndexedState(
-                        decision_id=str(payload["decision_id"]),
-                        version=int(payload.get("version", -1)),
-                        content_hash=str(payload.get("content_hash", "")),
-                    )
+                state = IndexedState.from_payload(record.payload)
+                if state is not None:
+                    yield state
             if offset is None:
                 return
 

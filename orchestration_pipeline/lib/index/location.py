@@ -102,6 +102,18 @@ class IndexedState:
     version: int
     content_hash: str
 
+    @classmethod
+    def from_payload(cls, payload: Mapping[str, Any] | None) -> IndexedState | None:
+        """The state a point's payload records; None for a point that is not a decision's."""
+        payload = payload or {}
+        if "decision_id" not in payload:
+            return None
+        return cls(
+            decision_id=str(payload["decision_id"]),
+            version=int(payload.get("version", -1)),
+            content_hash=str(payload.get("content_hash", "")),
+        )
+
 
 @dataclass(frozen=True)
 class WriteOutcome:
