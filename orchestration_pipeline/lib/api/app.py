@@ -26,7 +26,7 @@ from psycopg_pool import ConnectionPool
 
 from orchestration_pipeline.lib.api import routes, stream_route
 from orchestration_pipeline.lib.api.config import TOKEN_COOKIE, ApiConfig, token_matches
-from orchestration_pipeline.lib.api.errors import ApiError, install_error_handlers
+from orchestration_pipeline.lib.api.errors import ApiError, bad_parameter, install_error_handlers
 from orchestration_pipeline.lib.api.stream import StreamHub
 from orchestration_pipeline.lib.ingestion.status_words import StatusWords, configured_status_words
 
@@ -93,6 +93,7 @@ def create_app(config: ApiConfig) -> FastAPI:
     app.include_router(stream_route.router)  # before /api/activity/{...} style routes could shadow it
     app.include_router(routes.router)
     _serve_page(app)
+    _refuse_nul_characters(app)
     _require_token(app, config.token)
     app.openapi = lambda: _openapi(app, config.token is not None)  # type: ignore[method-assign]
     return app
@@ -119,6 +120,19 @@ def _serve_page(app: FastAPI) -> None:
         return Response(status_code=204)
 
     app.mount("/static", StaticFiles(directory=str(STATIC)), name="static")
+
+
+def _refuse_nul_characters(app: FastAPI) -> None:
+    """A query parameter holding a NUL character is a 400 naming it: PostgreSQL text cannot hold
+    one, so it could never match, and passing it on would fail in the driver (a 500)."""
+
+    @app.middleware("http")
+    async def refuse_nul(request: Request, call_next):  # type: ignore[no-untyped-def]
+        for name, value in request.query_params.multi_items():
+            if "\x00" in name or "\x00" in value:
+                parameter = name.replace("\x00", "\\0")
+                return bad_parameter(parameter, "must not contain NUL (\\0) characters").response()
+        return await call_next(request)
 
 
 def _require_token(app: FastAPI, token: str | None) -> None:
