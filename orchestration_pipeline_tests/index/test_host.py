@@ -223,3 +223,23 @@ def test_open_index_and_drop_index(path: Path) -> None:
     index.ensure_collection(other)  # a new host, an empty index for the new embedder
     assert index.count() == 0
     index.close()
+
+
+@pytest.mark.slow
+def test_a_client_that_never_answers_does_not_hold_up_others_or_the_exit(
+    client: HostClient, path: Path
+) -> None:
+    import os
+    import signal
+    import socket
+
+    pid = client.host_facts()["pid"]
+    silent = socket.socket(socket.AF_UNIX)
+    silent.connect(socket_address(path))  # connects, never authenticates
+    try:
+        assert client.count() == 0  # the host still serves the others
+        os.remove(socket_address(path))  # its socket gone (its directory deleted under it)
+        os.kill(pid, signal.SIGTERM)
+        _wait(lambda: _gone(pid), timeout=30)
+    finally:
+        silent.close()

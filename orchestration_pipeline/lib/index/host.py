@@ -40,7 +40,14 @@ import sys
 import threading
 import time
 from collections.abc import Mapping, Sequence
-from multiprocessing.connection import AuthenticationError, Client, Connection, Listener
+from multiprocessing.connection import (
+    AuthenticationError,
+    Client,
+    Connection,
+    Listener,
+    answer_challenge,
+    deliver_challenge,
+)
 from pathlib import Path
 from typing import Any
 
@@ -185,6 +192,7 @@ class ShardHost:
         self._index_lock = threading.Lock()  # every index call runs under it
         self._closing = False
         self._stop = threading.Event()
+        self._closed = threading.Event()
         self._stop_reason = ""
         self._activity_lock = threading.Lock()
         self._in_flight = 0
@@ -203,7 +211,9 @@ class ShardHost:
         try:
             self._open_index()
             _unlink_quietly(self.address)  # left by a killed host; the lock says it is not in use
-            listener = Listener(self.address, family="AF_UNIX", authkey=self._key)
+            # no authkey here: each connection authenticates in its own thread (_serve), so a
+            # client that connects and never answers cannot hold up accept() and with it the exit
+            listener = Listener(self.address, family="AF_UNIX")
             try:
                 os.chmod(self.address, 0o600)
                 self._install_signal_handlers()
@@ -245,6 +255,20 @@ class ShardHost:
         self._stop_reason = reason
         self._stop.set()
         threading.Thread(target=self._wake_accept, name="wake", daemon=True).start()
+        threading.Thread(target=self._exit_if_stuck, name="exit-guard", daemon=True).start()
+
+    def _exit_if_stuck(self, grace_s: float = 10.0) -> None:
+        """If the accept loop has not ended ``grace_s`` after a stop (its socket was deleted with
+        its directory, so nothing can wake it), close the shard and leave the process."""
+        if self._closed.wait(grace_s):
+            return
+        log.warning("the accept loop did not end within %g s of the stop; exiting", grace_s)
+        if self._index_lock.acquire(timeout=grace_s):
+            try:
+                self._index.close()
+            except Exception:
+                log.exception("closing the shard failed")
+        os._exit(0)
 
     def _wake_accept(self) -> None:
         """Connect to ourselves, so the main thread's blocking accept() returns and sees the stop."""
@@ -257,8 +281,10 @@ class ShardHost:
         while not self._stop.is_set():
             try:
                 conn = listener.accept()
-            except (AuthenticationError, EOFError, ConnectionError) as exc:
-                log.warning("refused a connection: %s", exc)
+            except OSError as exc:
+                if self._stop.is_set():
+                    break
+                log.warning("accept failed: %s", exc)
                 continue
             if self._stop.is_set():
                 conn.close()
@@ -284,6 +310,7 @@ class ShardHost:
                 log.exception("closing the shard failed")
         listener.close()  # removes the socket file
         _unlink_quietly(self.address)
+        self._closed.set()
         log.info(
             "index host %d stopped (%s) after %d requests",
             os.getpid(),
@@ -295,6 +322,12 @@ class ShardHost:
 
     def _serve(self, conn: Connection) -> None:
         with conn:
+            try:
+                deliver_challenge(conn, self._key)
+                answer_challenge(conn, self._key)
+            except (AuthenticationError, EOFError, OSError) as exc:
+                log.warning("refused a connection: %s", exc)
+                return
             while True:
                 try:
                     request = conn.recv()
