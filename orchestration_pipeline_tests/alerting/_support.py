@@ -86,3 +86,22 @@ def attempts_of(dsn: str) -> list[tuple[int, str, int | None, str]]:
                 "SELECT attempt, outcome, http_status, target FROM alert_delivery_attempts ORDER BY attempt_id"
             )
         ]
+
+
+def report_freshness_change(instance, key, new: str, previous: str, at: float) -> None:
+    """Record what Dagster's freshness daemon writes when an asset's freshness state changes.
+
+    Dagster has no public constructor for that event, so this is the one place the tests reach into
+    ``dagster._core``: when Dagster renames or moves it, this import fails, naming the place to
+    update (the reader in ``defs/alerting/events.py`` is tested against what it writes).
+    """
+    from dagster._core.definitions.freshness import FreshnessState, FreshnessStateChange
+
+    instance.report_runless_asset_event(
+        FreshnessStateChange(
+            key=key,
+            new_state=FreshnessState[new],
+            previous_state=FreshnessState[previous],
+            state_change_timestamp=at,
+        )
+    )

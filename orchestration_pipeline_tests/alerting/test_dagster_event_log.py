@@ -11,7 +11,6 @@ from datetime import UTC, datetime, timedelta
 
 import dagster as dg
 import pytest
-from dagster._core.definitions.freshness import FreshnessState, FreshnessStateChange
 
 from orchestration_pipeline.defs.alerting.events import (
     check_evaluation,
@@ -20,6 +19,7 @@ from orchestration_pipeline.defs.alerting.events import (
     run_failure,
 )
 from orchestration_pipeline.defs.checks_support import check_metadata
+from orchestration_pipeline_tests.alerting._support import report_freshness_change
 
 EVALUATION = dg.DagsterEventType.ASSET_CHECK_EVALUATION
 
@@ -98,14 +98,7 @@ def test_a_check_of_another_code_location_has_no_declared_metadata(instance):
 
 def test_freshness_state_changes_are_read_with_the_assets_policy(instance):
     dg.materialize([daily], instance=instance)
-    instance.report_runless_asset_event(
-        FreshnessStateChange(
-            key=dg.AssetKey("daily"),
-            new_state=FreshnessState.FAIL,
-            previous_state=FreshnessState.WARN,
-            state_change_timestamp=1_800_000_000.0,
-        )
-    )
+    report_freshness_change(instance, dg.AssetKey("daily"), "FAIL", "WARN", 1_800_000_000.0)
     [record] = read_event_log(instance, dg.DagsterEventType.FRESHNESS_STATE_CHANGE)
     change = freshness_change(record, _repository(), instance)
     assert change.asset == ("daily",) and (change.new_state, change.previous_state) == ("FAIL", "WARN")

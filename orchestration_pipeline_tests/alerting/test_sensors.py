@@ -10,7 +10,6 @@ from datetime import timedelta
 
 import dagster as dg
 import pytest
-from dagster._core.definitions.freshness import FreshnessState, FreshnessStateChange
 
 from orchestration_pipeline.definitions import DEFS_FOLDER
 from orchestration_pipeline.defs.alerting.resources import AlertSettings
@@ -31,7 +30,12 @@ from orchestration_pipeline.defs.resources import (
 )
 from orchestration_pipeline.defs.retention.assets import ARCHIVE_FRESHNESS, event_archives
 from orchestration_pipeline.lib.db import connection
-from orchestration_pipeline_tests.alerting._support import alerts_of, notices_of, webhook_receiver
+from orchestration_pipeline_tests.alerting._support import (
+    alerts_of,
+    notices_of,
+    report_freshness_change,
+    webhook_receiver,
+)
 
 pytestmark = pytest.mark.db
 
@@ -219,21 +223,16 @@ def test_a_run_failed_by_a_blocking_check_alerts_once_as_that_check(harness):
     assert alert["source"] == "check:flaky:flaky_blocking" and alert["details"]["blocking"] is True
 
 
-def _freshness(instance: dg.DagsterInstance, new: FreshnessState, previous: FreshnessState) -> None:
-    """What Dagster's freshness daemon writes when an asset's state changes."""
-    instance.report_runless_asset_event(
-        FreshnessStateChange(
-            key=event_archives.key, new_state=new, previous_state=previous, state_change_timestamp=time.time()
-        )
-    )
+def _freshness(instance: dg.DagsterInstance, new: str, previous: str) -> None:
+    report_freshness_change(instance, event_archives.key, new, previous, time.time())
 
 
 def test_stale_daily_archives_alert_once_escalate_once_and_resolve(harness):
-    _freshness(harness.instance, FreshnessState.WARN, FreshnessState.PASS)
+    _freshness(harness.instance, "WARN", "PASS")
     assert "1 raised" in harness.tick(asset_freshness_alert_sensor)
-    _freshness(harness.instance, FreshnessState.FAIL, FreshnessState.WARN)
+    _freshness(harness.instance, "FAIL", "WARN")
     assert "1 escalated" in harness.tick(asset_freshness_alert_sensor)
-    _freshness(harness.instance, FreshnessState.PASS, FreshnessState.FAIL)
+    _freshness(harness.instance, "PASS", "FAIL")
     assert "1 resolved" in harness.tick(asset_freshness_alert_sensor)
     [alert] = alerts_of(harness.dsn)
     assert alert["source"] == "freshness:event_archives" and alert["severity"] == "error"
