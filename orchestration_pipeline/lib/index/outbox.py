@@ -214,12 +214,12 @@ def enqueue(conn: psycopg.Connection, items: Sequence[tuple[str, int, str, str |
     caller's transaction."""
     if not items:
         return 0
-    with conn.cursor() as cur:
-        cur.executemany(
-            "INSERT INTO search_outbox (entity_id, version, op, content_hash, cause) VALUES (%s, %s, %s, %s, %s)",
-            [(*item, cause) for item in items],
-        )
-    return len(items)
+    columns = list(zip(*items, strict=True))  # one statement however many rows (a rebuild enqueues all)
+    return conn.execute(
+        """INSERT INTO search_outbox (entity_id, version, op, content_hash, cause)
+           SELECT e, v, o, h, %s FROM unnest(%s::text[], %s::bigint[], %s::text[], %s::text[]) AS r(e, v, o, h)""",
+        (cause, *(list(c) for c in columns)),
+    ).rowcount
 
 
 @dataclass(frozen=True)
