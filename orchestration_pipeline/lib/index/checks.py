@@ -7,6 +7,7 @@ import time
 
 import psycopg
 
+from orchestration_pipeline.lib.db import end_read
 from orchestration_pipeline.lib.index.embedders import Embedder
 from orchestration_pipeline.lib.index.location import FILTER_FIELDS, VectorIndex
 from orchestration_pipeline.lib.telemetry import percentile
@@ -21,7 +22,7 @@ def index_drift_zero(conn: psycopg.Connection) -> Verdict:
                   repairs_enqueued, remaining_drift, samples->'remaining', error
            FROM index_reconcile_runs ORDER BY run_id DESC LIMIT 1"""
     ).fetchone()
-    conn.rollback() if not conn.autocommit else None
+    end_read(conn)
     if row is None:
         return Verdict(False, "no reconciliation of the index has run: materialize qdrant_index_state")
     run_id, finished_at, found, repairs, remaining, samples, error = row
@@ -56,7 +57,7 @@ def no_dead_letters(conn: psycopg.Connection) -> Verdict:
            FROM search_dead_letters d JOIN search_dead_letter_errors e USING (fingerprint)
            WHERE d.replayed_at IS NULL GROUP BY d.fingerprint ORDER BY count(*) DESC"""
     ).fetchall()
-    conn.rollback() if not conn.autocommit else None
+    end_read(conn)
     total = sum(r[2] for r in rows)
     if not total:
         return Verdict(True, "no dead letters", {"dead_letters": 0})
@@ -89,7 +90,7 @@ def outbox_freshness(
                   OR outcome = 'dead')""",
         (window_hours, within_s),
     ).fetchall()
-    conn.rollback() if not conn.autocommit else None
+    end_read(conn)
     if not rows:
         return Verdict(True, f"no outbox items in the last {window_hours:g} h", {"items": 0})
     ages = [r[0] for r in rows]
@@ -184,7 +185,7 @@ def _sample_rationales(conn: psycopg.Connection, probes: int, seed: int | None) 
                 (percent, seed if seed is not None else random.randrange(2**31), probes),
             )
         ]
-    conn.rollback() if not conn.autocommit else None
+    end_read(conn)
     return texts
 
 

@@ -23,6 +23,7 @@ from typing import Any
 import psycopg
 from psycopg.types.json import Jsonb
 
+from orchestration_pipeline.lib.db import end_read
 from orchestration_pipeline.lib.index import outbox
 from orchestration_pipeline.lib.index.decisions import expected_states
 from orchestration_pipeline.lib.index.embedders import Embedder
@@ -65,8 +66,7 @@ def compare(conn: psycopg.Connection, index: VectorIndex) -> IndexDrift:
             "SELECT DISTINCT entity_id FROM search_outbox WHERE done_at IS NULL AND attempts = 0"
         )
     }
-    if not conn.autocommit:
-        conn.rollback()  # no transaction stays open across the index scroll
+    end_read(conn)  # no transaction stays open across the index scroll
     drift = IndexDrift(expected=len(expected))
     seen: set[str] = set()
     for state in index.states():

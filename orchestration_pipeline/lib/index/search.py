@@ -14,6 +14,7 @@ from typing import Any
 
 import psycopg
 
+from orchestration_pipeline.lib.db import end_read
 from orchestration_pipeline.lib.index.decisions import load_decisions
 from orchestration_pipeline.lib.index.embedders import Embedder
 from orchestration_pipeline.lib.index.location import SearchFilter, VectorIndex
@@ -97,8 +98,7 @@ def search_decisions(
     hits = index.search(vector, k, filters, quantization=quantization)
     searched = time.perf_counter()
     decisions = load_decisions(conn, [h.decision_id for h in hits])
-    if not conn.autocommit:
-        conn.rollback()
+    end_read(conn)
     results = []
     for hit in hits:
         decision = decisions.get(hit.decision_id)

@@ -6,6 +6,7 @@ from typing import Any
 
 import psycopg
 
+from orchestration_pipeline.lib.db import end_read
 from orchestration_pipeline.lib.index.outbox import backlog
 from orchestration_pipeline.lib.index.runtime import IndexRuntime
 
@@ -19,8 +20,7 @@ def index_status(conn: psycopg.Connection, runtime: IndexRuntime) -> dict[str, A
     last = conn.execute(
         "SELECT run_id, finished_at, remaining_drift FROM index_reconcile_runs ORDER BY run_id DESC LIMIT 1"
     ).fetchone()
-    if not conn.autocommit:
-        conn.rollback()
+    end_read(conn)
     body: dict[str, Any] = {
         "index": f"{runtime.location.kind} {runtime.location.location}",
         "quantization": "on" if runtime.quantization else "off",
@@ -54,8 +54,7 @@ def dead_letters(conn: psycopg.Connection, *, include_replayed: bool = False) ->
            ORDER BY d.dead_letter_id DESC""",
         (include_replayed,),
     ).fetchall()
-    if not conn.autocommit:
-        conn.rollback()
+    end_read(conn)
     keys = ("dead_letter_id", "entity_id", "version", "op", "attempts", "fingerprint", "error", "dead_at",
             "replayed_at", "replayed_by", "error_template")  # fmt: skip
     return [dict(zip(keys, row, strict=True)) for row in rows]
